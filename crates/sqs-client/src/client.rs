@@ -1,0 +1,539 @@
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+
+use crate::error::classify;
+use crate::{DEFAULT_MAX_MESSAGE_BYTES, Error, MAX_BATCH_ENTRIES, QueueUrl, is_aws_host};
+
+/// Where to connect. The endpoint is `endpoint_url` when given, otherwise
+/// the queue URL's own host unless that is an AWS host, otherwise the
+/// standard AWS endpoint of the region: production traffic never goes to a
+/// LocalStack default.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions<'a> {
+    pub queue_url: &'a str,
+    pub endpoint_url: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+/// A connection to SQS. Cheap to clone; clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    sqs: aws_sdk_sqs::Client,
+    /// Where requests go, for error messages.
+    endpoint: String,
+}
+
+/// Builds a client following the endpoint rule. Non-AWS endpoints
+/// (LocalStack) get region `us-east-1` and dummy credentials unless others
+/// are configured; AWS uses the standard credential chain and region.
+pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
+    let queue = QueueUrl::parse(options.queue_url)?;
+    let endpoint = match options.endpoint_url {
+        Some(url) => Some(checked_endpoint(url)?),
+        None if !is_aws_host(&queue.host) => Some(queue.endpoint.clone()),
+        None => None,
+    };
+    let local = endpoint
+        .as_deref()
+        .and_then(|e| url::Url::parse(e).ok())
+        .and_then(|u| u.host_str().map(|h| !is_aws_host(h)))
+        .unwrap_or(false);
+    let region = options
+        .region
+        .map(str::to_owned)
+        .or_else(|| queue.aws_region().map(str::to_owned))
+        .or_else(|| local.then(|| "us-east-1".to_owned()));
+
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build(),
+    );
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    if let Some(endpoint) = &endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if local && !credentials_configured() {
+        loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "fifo"));
+    }
+    let config = loader.load().await;
+    if config.region().is_none() {
+        return Err(Error::MissingRegion);
+    }
+    let endpoint = endpoint.unwrap_or_else(|| format!("the AWS endpoint of {}", queue.url));
+    Ok(Client {
+        sqs: aws_sdk_sqs::Client::new(&config),
+        endpoint,
+    })
+}
+
+fn checked_endpoint(url: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::BadEndpointUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("expected http(s)://HOST[:PORT]"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn credentials_configured() -> bool {
+    [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
+/// What `create_fifo_queue` makes. FIFO and content-based de-duplication
+/// are always on.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub visibility_timeout: u32,
+    /// `DeduplicationScope=messageGroup`, `FifoThroughputLimit=perMessageGroupId`.
+    pub high_throughput: bool,
+    /// ARN of a FIFO dead-letter queue and the receive count that moves a
+    /// message there.
+    pub redrive: Option<(String, u32)>,
+}
+
+/// The queue's attributes that fifo uses, read in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueAttributes {
+    pub arn: String,
+    pub fifo: bool,
+    pub content_based_deduplication: bool,
+    pub high_throughput: bool,
+    pub max_message_bytes: usize,
+    pub visibility_timeout: u32,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    /// Name of the dead-letter queue and the max receive count, from the
+    /// redrive policy.
+    pub dead_letter: Option<(String, u32)>,
+}
+
+/// One message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub group_id: String,
+    /// None on a queue with content-based de-duplication lets the queue
+    /// derive it from the body.
+    pub dedup_id: Option<String>,
+}
+
+/// A failed entry of a batch call; `index` is its position in the slice
+/// given to the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// 1..=10.
+    pub max_messages: u32,
+    /// Long poll, 0..=20 seconds.
+    pub wait_seconds: u32,
+    /// Overrides the queue's visibility timeout for these messages.
+    pub visibility_timeout: Option<u32>,
+    /// Same id after a network error (SQS then returns the same messages),
+    /// a new one after success or throttling.
+    pub attempt_id: Option<String>,
+}
+
+/// A received message with the system attributes fifo relies on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub group_id: String,
+    pub sequence_number: String,
+    pub receive_count: u32,
+    pub sent_timestamp_ms: u64,
+    /// The message attributes that have string values.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Splits `messages`, in order, into batches of at most ten entries whose
+/// bodies add up to at most `max_bytes`.
+pub fn batches(messages: &[OutgoingMessage], max_bytes: usize) -> Vec<&[OutgoingMessage]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, message) in messages.iter().enumerate() {
+        let full = i - start == MAX_BATCH_ENTRIES || bytes + message.body.len() > max_bytes;
+        if full && i > start {
+            out.push(&messages[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += message.body.len();
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+impl Client {
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Creates a FIFO queue with content-based de-duplication, or returns
+    /// the URL of the one that exists with the same settings.
+    pub async fn create_fifo_queue(&self, spec: &QueueSpec) -> Result<String, Error> {
+        let mut request = self
+            .sqs
+            .create_queue()
+            .queue_name(&spec.name)
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                spec.visibility_timeout.to_string(),
+            );
+        if spec.high_throughput {
+            request = request
+                .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+                .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
+        }
+        if let Some((arn, max_receive_count)) = &spec.redrive {
+            let policy = serde_json::json!({
+                "deadLetterTargetArn": arn,
+                "maxReceiveCount": max_receive_count.to_string(),
+            });
+            request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        let output = request.send().await.map_err(|e| {
+            match classify(e, "CreateQueue", &spec.name, &self.endpoint) {
+                Error::InvalidParameter { message } if message.contains("already exists") => {
+                    Error::QueueExistsWithOtherSettings {
+                        queue: spec.name.clone(),
+                        message,
+                    }
+                }
+                other => other,
+            }
+        })?;
+        output.queue_url.ok_or_else(|| Error::Other {
+            operation: "CreateQueue",
+            message: "the response has no queue URL".to_owned(),
+        })
+    }
+
+    pub async fn queue_url_by_name(&self, name: &str) -> Result<String, Error> {
+        let output = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| classify(e, "GetQueueUrl", name, &self.endpoint))?;
+        output.queue_url.ok_or_else(|| Error::QueueDoesNotExist {
+            queue: name.to_owned(),
+        })
+    }
+
+    pub async fn queue_attributes(&self, queue_url: &str) -> Result<QueueAttributes, Error> {
+        let output = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| classify(e, "GetQueueAttributes", queue_url, &self.endpoint))?;
+        Ok(parse_attributes(output.attributes.unwrap_or_default()))
+    }
+
+    /// Checks that `queue_url` is well formed and names an existing FIFO
+    /// queue, and returns its attributes.
+    pub async fn fifo_queue(&self, queue_url: &str) -> Result<QueueAttributes, Error> {
+        QueueUrl::parse(queue_url)?;
+        let attributes = self.queue_attributes(queue_url).await?;
+        if !attributes.fifo {
+            return Err(Error::NotFifo {
+                queue: queue_url.to_owned(),
+                reason: "its FifoQueue attribute is not true".to_owned(),
+            });
+        }
+        Ok(attributes)
+    }
+
+    /// All queue URLs whose name starts with `prefix`, sorted.
+    pub async fn list_queue_urls(&self, prefix: Option<&str>) -> Result<Vec<String>, Error> {
+        let mut urls = Vec::new();
+        let mut next_token = None;
+        loop {
+            let output = self
+                .sqs
+                .list_queues()
+                .set_queue_name_prefix(prefix.map(str::to_owned))
+                .max_results(1000)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| classify(e, "ListQueues", prefix.unwrap_or("*"), &self.endpoint))?;
+            urls.extend(output.queue_urls.unwrap_or_default());
+            next_token = output.next_token;
+            if next_token.is_none() {
+                break;
+            }
+        }
+        urls.sort();
+        Ok(urls)
+    }
+
+    /// Sends one batch (at most ten entries, see [`batches`]); entries are
+    /// stored in slice order within each group. Returns the entries SQS
+    /// refused.
+    pub async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<EntryFailure>, Error> {
+        check_batch_len(messages.len())?;
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .message_group_id(&m.group_id)
+                    .set_message_deduplication_id(m.dedup_id.clone())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let output = self
+            .sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify(e, "SendMessageBatch", queue_url, &self.endpoint))?;
+        Ok(entry_failures(output.failed))
+    }
+
+    /// One `ReceiveMessage` call with every system attribute.
+    pub async fn receive(
+        &self,
+        queue_url: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<ReceivedMessage>, Error> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(options.max_messages as i32)
+            .wait_time_seconds(options.wait_seconds as i32)
+            .set_visibility_timeout(options.visibility_timeout.map(|v| v as i32))
+            .set_receive_request_attempt_id(options.attempt_id.clone())
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| classify(e, "ReceiveMessage", queue_url, &self.endpoint))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(received_message)
+            .collect())
+    }
+
+    /// Deletes up to ten messages by receipt handle; returns the entries
+    /// that failed.
+    pub async fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[&str],
+    ) -> Result<Vec<EntryFailure>, Error> {
+        check_batch_len(receipt_handles.len())?;
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*handle)
+                    .build()
+                    .expect("id and handle are set")
+            })
+            .collect();
+        let output = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify(e, "DeleteMessageBatch", queue_url, &self.endpoint))?;
+        Ok(entry_failures(output.failed))
+    }
+
+    /// Sets the visibility timeout of up to ten messages (0 releases them at
+    /// once); returns the entries that failed.
+    pub async fn change_visibility_batch(
+        &self,
+        queue_url: &str,
+        entries: &[(&str, u32)],
+    ) -> Result<Vec<EntryFailure>, Error> {
+        check_batch_len(entries.len())?;
+        let entries = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (handle, seconds))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*handle)
+                    .visibility_timeout(*seconds as i32)
+                    .build()
+                    .expect("id and handle are set")
+            })
+            .collect();
+        let output = self
+            .sqs
+            .change_message_visibility_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify(e, "ChangeMessageVisibilityBatch", queue_url, &self.endpoint))?;
+        Ok(entry_failures(output.failed))
+    }
+}
+
+fn check_batch_len(len: usize) -> Result<(), Error> {
+    if (1..=MAX_BATCH_ENTRIES).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            message: format!("a batch holds 1 to {MAX_BATCH_ENTRIES} entries, not {len}"),
+        })
+    }
+}
+
+fn entry_failures(failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>) -> Vec<EntryFailure> {
+    failed
+        .into_iter()
+        .map(|f| EntryFailure {
+            index: f.id.parse().unwrap_or(usize::MAX),
+            code: f.code,
+            message: f.message.unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn parse_attributes(attributes: HashMap<QueueAttributeName, String>) -> QueueAttributes {
+    let get = |name: QueueAttributeName| attributes.get(&name).map(String::as_str);
+    let number = |name: QueueAttributeName| get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let dead_letter = get(QueueAttributeName::RedrivePolicy)
+        .and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok())
+        .and_then(|policy| {
+            let arn = policy.get("deadLetterTargetArn")?.as_str()?;
+            let name = arn.rsplit(':').next()?.to_owned();
+            let count = match policy.get("maxReceiveCount")? {
+                serde_json::Value::String(s) => s.parse().ok()?,
+                other => other.as_u64()? as u32,
+            };
+            Some((name, count))
+        });
+    QueueAttributes {
+        arn: get(QueueAttributeName::QueueArn)
+            .unwrap_or_default()
+            .to_owned(),
+        fifo: get(QueueAttributeName::FifoQueue) == Some("true"),
+        content_based_deduplication: get(QueueAttributeName::ContentBasedDeduplication)
+            == Some("true"),
+        high_throughput: get(QueueAttributeName::FifoThroughputLimit) == Some("perMessageGroupId"),
+        max_message_bytes: get(QueueAttributeName::MaximumMessageSize)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        visibility_timeout: number(QueueAttributeName::VisibilityTimeout) as u32,
+        visible: number(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        delayed: number(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        dead_letter,
+    }
+}
+
+fn received_message(message: aws_sdk_sqs::types::Message) -> ReceivedMessage {
+    let system = message.attributes.unwrap_or_default();
+    let get = |name: MessageSystemAttributeName| system.get(&name).cloned().unwrap_or_default();
+    let attributes = message
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.string_value?)))
+        .collect();
+    ReceivedMessage {
+        message_id: message.message_id.unwrap_or_default(),
+        receipt_handle: message.receipt_handle.unwrap_or_default(),
+        body: message.body.unwrap_or_default(),
+        group_id: get(MessageSystemAttributeName::MessageGroupId),
+        sequence_number: get(MessageSystemAttributeName::SequenceNumber),
+        receive_count: get(MessageSystemAttributeName::ApproximateReceiveCount)
+            .parse()
+            .unwrap_or(1),
+        sent_timestamp_ms: get(MessageSystemAttributeName::SentTimestamp)
+            .parse()
+            .unwrap_or(0),
+        attributes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> OutgoingMessage {
+        OutgoingMessage {
+            body: "x".repeat(len),
+            group_id: "g".to_owned(),
+            dedup_id: None,
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_entries_in_order() {
+        let messages: Vec<_> = (1..=25).map(message).collect();
+        let sizes: Vec<_> = batches(&messages, usize::MAX)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        assert_eq!(batches(&messages, usize::MAX)[2][0].body.len(), 21);
+    }
+
+    #[test]
+    fn batches_respect_the_byte_limit() {
+        let messages = vec![message(60), message(50), message(40), message(100)];
+        let sizes: Vec<_> = batches(&messages, 100).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1, 2, 1]);
+        assert!(batches(&[], 100).is_empty());
+    }
+}
