@@ -1,1 +1,79 @@
-fn main() {}
+//! The `fifo` command: create FIFO queues, send to them and list them, with
+//! settings layered from defaults, `fifo.toml`, the environment and flags.
+//!
+//! Layout: `cli` (what the user typed), `settings` (what the program runs
+//! on), one module per subcommand, `error` (how failures are told).
+
+mod cli;
+mod create_queue;
+mod error;
+mod list_queues;
+mod send;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use color_eyre::eyre::{Result, WrapErr};
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            error::report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let settings = settings::load(cli.global.config.as_deref(), &cli.setting_flags(), |name| {
+        std::env::var(name).ok()
+    })?;
+    let client = fifo_sqs_client::connect(&fifo_sqs_client::ConnectOptions {
+        queue_url: &settings.queue_url,
+        endpoint_url: settings.endpoint_url.as_deref(),
+        region: settings.region.as_deref(),
+    })
+    .await
+    .wrap_err("connecting to SQS")?;
+    let progress = !cli.global.no_progress;
+    match &cli.command {
+        Command::CreateQueue(args) => create_queue::run(&client, &settings, args).await,
+        Command::Send(args) => send::run(&client, &settings, args, progress).await,
+        Command::ListQueues(args) => list_queues::run(&client, args).await,
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_target(false)
+        .init();
+}
+
+/// A closed stdout (`fifo list-queues | head -1`) is not an error.
+fn is_broken_pipe(err: &color_eyre::Report) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

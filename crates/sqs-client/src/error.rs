@@ -41,7 +41,7 @@ pub(crate) fn classify<E, R>(
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
     match &err {
@@ -56,7 +56,7 @@ where
             } else {
                 Error::Unreachable {
                     endpoint: endpoint.to_owned(),
-                    detail: short_reason(&detail),
+                    detail: innermost_cause(&err),
                 }
             }
         }
@@ -106,13 +106,12 @@ fn classify_code(code: &str, message: String, operation: &'static str, queue: &s
 }
 
 /// The innermost cause is what a user can act on ("Connection refused").
-fn short_reason(detail: &str) -> String {
-    detail
-        .rsplit(": ")
-        .find(|part| !part.trim().is_empty())
-        .unwrap_or(detail)
-        .trim()
-        .to_owned()
+fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 impl Error {
