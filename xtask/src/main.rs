@@ -65,6 +65,14 @@ fn with_localstack(job: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 fn test(nextest_args: &[String]) -> Result<()> {
+    let nextest = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output();
+    if !nextest.is_ok_and(|o| o.status.success()) {
+        return Err(
+            "cargo-nextest is not installed\nhint: cargo install cargo-nextest --locked".to_owned(),
+        );
+    }
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
