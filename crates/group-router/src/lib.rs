@@ -5,7 +5,7 @@
 //!
 //! A lane holds one group's messages in arrival order. It is *busy* while
 //! one of its messages is out (being handled, retried or backing off), and
-//! *ready* when it is idle with messages queued. [`Router::next`] serves
+//! *ready* when it is idle with messages queued. [`Router::take_next`] serves
 //! ready lanes round-robin, so every ready lane is eventually served.
 
 use std::collections::{HashMap, VecDeque};
@@ -56,7 +56,7 @@ impl<T> Router<T> {
 
     /// Hands out the head of the next ready lane and marks that lane busy
     /// until [`Router::succeeded`] or [`Router::failed`] is called for it.
-    pub fn next(&mut self) -> Option<(String, T)> {
+    pub fn take_next(&mut self) -> Option<(String, T)> {
         let group = self.ready.pop_front()?;
         let lane = self.lanes.get_mut(&group).expect("a ready lane exists");
         let item = lane.queued.pop_front().expect("a ready lane has messages");
@@ -133,12 +133,12 @@ mod tests {
         for n in 1..=3 {
             router.push("g", n);
         }
-        assert_eq!(router.next(), Some(("g".to_owned(), 1)));
-        assert_eq!(router.next(), None, "the lane is busy");
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
+        assert_eq!(router.take_next(), None, "the lane is busy");
         router.succeeded("g");
-        assert_eq!(router.next(), Some(("g".to_owned(), 2)));
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 2)));
         router.succeeded("g");
-        assert_eq!(router.next(), Some(("g".to_owned(), 3)));
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 3)));
         router.succeeded("g");
         assert!(router.is_empty());
     }
@@ -149,7 +149,7 @@ mod tests {
         for (group, n) in [("a", 1), ("a", 2), ("b", 1), ("c", 1)] {
             router.push(group, n);
         }
-        let first: Vec<_> = std::iter::from_fn(|| router.next()).collect();
+        let first: Vec<_> = std::iter::from_fn(|| router.take_next()).collect();
         assert_eq!(
             first,
             [
@@ -160,7 +160,7 @@ mod tests {
         );
         assert_eq!(router.busy_groups(), 3);
         router.succeeded("a");
-        assert_eq!(router.next(), Some(("a".to_owned(), 2)));
+        assert_eq!(router.take_next(), Some(("a".to_owned(), 2)));
     }
 
     #[test]
@@ -170,10 +170,10 @@ mod tests {
             router.push("g", n);
         }
         router.push("h", 9);
-        assert_eq!(router.next(), Some(("g".to_owned(), 1)));
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
         assert_eq!(router.failed("g"), [2, 3, 4]);
-        assert_eq!(router.next(), Some(("h".to_owned(), 9)));
-        assert_eq!(router.next(), None);
+        assert_eq!(router.take_next(), Some(("h".to_owned(), 9)));
+        assert_eq!(router.take_next(), None);
         assert_eq!(router.queued(), 0);
     }
 
@@ -183,7 +183,7 @@ mod tests {
         for (group, n) in [("a", 1), ("a", 2), ("b", 3)] {
             router.push(group, n);
         }
-        router.next();
+        router.take_next();
         let mut drained = router.drain_queued();
         drained.sort();
         assert_eq!(drained, [2, 3]);

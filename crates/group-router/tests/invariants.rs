@@ -53,7 +53,7 @@ proptest! {
                     router.push(&group.to_string(), (group, *seq));
                 }
                 Step::Next => {
-                    let Some((name, (group, seq))) = router.next() else {
+                    let Some((name, (group, seq))) = router.take_next() else {
                         continue;
                     };
                     prop_assert_eq!(name, group.to_string());
