@@ -1,2 +1,43 @@
-//! The `Handler` trait that user code implements, and the built-in handlers
-//! (`log`, exec). The trait lands with the `fifo run` issue.
+//! The `Handler` trait that user code implements, the `Message` it gets, and
+//! the built-in handlers of the `fifo` command: `log` (print, optionally
+//! simulate work) and `exec` (run a program per message).
+//!
+//! A handler is called for one message at a time per group, in the group's
+//! order; it may be called again for the same message (at-least-once
+//! delivery), so it should be idempotent. Returning `Err` (or panicking)
+//! means the message is retried and, failing that, redelivered by SQS.
+
+mod exec;
+mod log;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+pub use exec::ExecHandler;
+pub use log::LogHandler;
+
+/// One message as a handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub group_id: String,
+    pub body: String,
+    /// How many times SQS has delivered it, this delivery included.
+    pub receive_count: u32,
+    /// SQS's sequence number: increases with send order within the queue.
+    pub sequence_number: String,
+    pub sent_timestamp_ms: u64,
+    /// Message attributes with string values.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Why a handler failed; any error type converts into it with `?`.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler returns: `Ok` deletes the message, `Err` retries it.
+pub type Outcome = Result<(), HandlerError>;
+
+/// Handles one message.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
+}
