@@ -1,0 +1,325 @@
+//! An in-memory queue that follows the SQS FIFO rules the engine relies on,
+//! for fast tests and benchmarks of the engine alone: messages of a group
+//! come in send order; while any message of a group is in flight the group
+//! is locked; a message reappears when its visibility timeout ends; receive
+//! counts grow per delivery; after `max_receive_count` deliveries a message
+//! moves to the dead-letter list; each delivery gets a new receipt handle and
+//! only the latest, unexpired one works. Time is tokio's, so tests can pause
+//! and advance it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceivedMessage};
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+use crate::Queue;
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryQueue {
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Undeleted messages in send order.
+    messages: Vec<Stored>,
+    dead_letters: Vec<Stored>,
+    next_sequence: u64,
+    max_receive_count: Option<u32>,
+    visibility_timeout: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    id: String,
+    group_id: String,
+    body: String,
+    sequence: u64,
+    receive_count: u32,
+    /// Some while delivered and not yet visible again.
+    receipt_handle: Option<String>,
+    visible_at: Instant,
+}
+
+impl Stored {
+    fn in_flight(&self, now: Instant) -> bool {
+        self.receipt_handle.is_some() && self.visible_at > now
+    }
+}
+
+impl MemoryQueue {
+    /// A queue with a 30 s default visibility timeout and no redrive.
+    pub fn new() -> MemoryQueue {
+        MemoryQueue::with_redrive(None)
+    }
+
+    /// A queue that moves a message to its dead-letter list on the receive
+    /// after its `max_receive_count`-th.
+    pub fn with_redrive(max_receive_count: Option<u32>) -> MemoryQueue {
+        let queue = MemoryQueue::default();
+        {
+            let mut state = queue.lock();
+            state.max_receive_count = max_receive_count;
+            state.visibility_timeout = 30;
+        }
+        queue
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("no panics while the lock is held")
+    }
+
+    pub fn send(&self, group_id: &str, body: &str) {
+        let mut state = self.lock();
+        state.next_sequence += 1;
+        let sequence = state.next_sequence;
+        state.messages.push(Stored {
+            id: format!("m-{sequence}"),
+            group_id: group_id.to_owned(),
+            body: body.to_owned(),
+            sequence,
+            receive_count: 0,
+            receipt_handle: None,
+            visible_at: Instant::now(),
+        });
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Messages not deleted (visible or in flight).
+    pub fn undeleted(&self) -> usize {
+        self.lock().messages.len()
+    }
+
+    /// Bodies moved to the dead-letter list, in the order they moved.
+    pub fn dead_letters(&self) -> Vec<String> {
+        self.lock()
+            .dead_letters
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
+    /// Takes what one receive returns now.
+    fn take(&self, options: &ReceiveOptions, now: Instant) -> Vec<ReceivedMessage> {
+        let mut state = self.lock();
+        let visibility = options
+            .visibility_timeout
+            .unwrap_or(state.visibility_timeout);
+        let max_receive_count = state.max_receive_count;
+        let mut locked: HashSet<String> = state
+            .messages
+            .iter()
+            .filter(|m| m.in_flight(now))
+            .map(|m| m.group_id.clone())
+            .collect();
+        let mut taken = Vec::new();
+        let mut moved = Vec::new();
+        for (index, message) in state.messages.iter_mut().enumerate() {
+            if taken.len() == options.max_messages as usize {
+                break;
+            }
+            if locked.contains(&message.group_id) || message.visible_at > now {
+                // A later message of a group never passes an invisible earlier one.
+                locked.insert(message.group_id.clone());
+                continue;
+            }
+            if max_receive_count.is_some_and(|max| message.receive_count >= max) {
+                moved.push(index);
+                continue;
+            }
+            message.receive_count += 1;
+            let handle = format!("{}#{}", message.id, message.receive_count);
+            message.receipt_handle = Some(handle.clone());
+            message.visible_at = now + Duration::from_secs(u64::from(visibility));
+            taken.push(ReceivedMessage {
+                message_id: message.id.clone(),
+                receipt_handle: handle,
+                body: message.body.clone(),
+                group_id: message.group_id.clone(),
+                sequence_number: format!("{:020}", message.sequence),
+                receive_count: message.receive_count,
+                sent_timestamp_ms: 0,
+                attributes: Default::default(),
+            });
+        }
+        for index in moved.into_iter().rev() {
+            let message = state.messages.remove(index);
+            state.dead_letters.push(message);
+        }
+        taken
+    }
+
+    /// When the next invisible message becomes visible again.
+    fn next_visible_at(&self, now: Instant) -> Option<Instant> {
+        self.lock()
+            .messages
+            .iter()
+            .map(|m| m.visible_at)
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// Deletes (visibility None) or changes the visibility of in-flight
+    /// messages by receipt handle; stale or expired handles fail.
+    fn with_handle(&self, entries: &[(&str, Option<u32>)], now: Instant) -> Vec<EntryFailure> {
+        let mut state = self.lock();
+        let mut failures = Vec::new();
+        for (index, (handle, visibility)) in entries.iter().enumerate() {
+            let found = state
+                .messages
+                .iter()
+                .position(|m| m.receipt_handle.as_deref() == Some(*handle) && m.in_flight(now));
+            match (found, visibility) {
+                (None, _) => failures.push(EntryFailure {
+                    index,
+                    code: "ReceiptHandleIsInvalid".to_owned(),
+                    message: format!("receipt handle {handle} is stale or expired"),
+                }),
+                (Some(position), None) => {
+                    state.messages.remove(position);
+                }
+                (Some(position), Some(seconds)) => {
+                    state.messages[position].visible_at =
+                        now + Duration::from_secs(u64::from(*seconds));
+                }
+            }
+        }
+        failures
+    }
+}
+
+impl Queue for MemoryQueue {
+    async fn receive(&self, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>, Error> {
+        let deadline = Instant::now() + Duration::from_secs(u64::from(options.wait_seconds));
+        loop {
+            // Register for a wake-up before looking, so no change is missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let taken = self.take(options, now);
+            if !taken.is_empty() || now >= deadline {
+                return Ok(taken);
+            }
+            let wake = self
+                .next_visible_at(now)
+                .map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, Error> {
+        let entries: Vec<_> = receipt_handles.iter().map(|h| (*h, None)).collect();
+        let failures = self.with_handle(&entries, Instant::now());
+        self.changed.notify_waiters();
+        Ok(failures)
+    }
+
+    async fn change_visibility(&self, entries: &[(&str, u32)]) -> Result<Vec<EntryFailure>, Error> {
+        let entries: Vec<_> = entries.iter().map(|(h, s)| (*h, Some(*s))).collect();
+        let failures = self.with_handle(&entries, Instant::now());
+        self.changed.notify_waiters();
+        Ok(failures)
+    }
+
+    async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.undeleted() == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(max: u32, wait: u32) -> ReceiveOptions {
+        ReceiveOptions {
+            max_messages: max,
+            wait_seconds: wait,
+            visibility_timeout: Some(10),
+            attempt_id: None,
+        }
+    }
+
+    fn bodies(messages: &[ReceivedMessage]) -> Vec<&str> {
+        messages.iter().map(|m| m.body.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_is_locked_while_one_of_its_messages_is_in_flight() {
+        let queue = MemoryQueue::new();
+        for body in ["a1", "a2", "b1"] {
+            queue.send(&body[..1], body);
+        }
+        let first = queue.receive(&options(1, 0)).await.unwrap();
+        assert_eq!(bodies(&first), ["a1"]);
+        let second = queue.receive(&options(10, 0)).await.unwrap();
+        assert_eq!(bodies(&second), ["b1"], "group a is locked");
+        queue.delete(&[&first[0].receipt_handle]).await.unwrap();
+        let third = queue.receive(&options(10, 0)).await.unwrap();
+        assert_eq!(bodies(&third), ["a2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_reappear_after_their_visibility_timeout_with_a_new_handle() {
+        let queue = MemoryQueue::new();
+        queue.send("g", "x");
+        let first = queue.receive(&options(10, 0)).await.unwrap();
+        let started = Instant::now();
+        let again = queue.receive(&options(10, 20)).await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "long poll woke at visibility"
+        );
+        assert_eq!(again[0].receive_count, 2);
+        let stale = queue.delete(&[&first[0].receipt_handle]).await.unwrap();
+        assert_eq!(stale.len(), 1, "an old receipt handle fails");
+        assert!(
+            queue
+                .delete(&[&again[0].receipt_handle])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(queue.undeleted(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redrive_moves_a_message_after_max_receives_and_the_group_continues() {
+        let queue = MemoryQueue::with_redrive(Some(2));
+        queue.send("g", "poison");
+        queue.send("g", "next");
+        for _ in 0..2 {
+            let got = queue.receive(&options(1, 0)).await.unwrap();
+            assert_eq!(bodies(&got), ["poison"]);
+            queue
+                .change_visibility(&[(&got[0].receipt_handle, 0)])
+                .await
+                .unwrap();
+        }
+        let got = queue.receive(&options(10, 0)).await.unwrap();
+        assert_eq!(bodies(&got), ["next"]);
+        assert_eq!(queue.dead_letters(), ["poison"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_poll_wakes_when_a_message_arrives() {
+        let queue = MemoryQueue::new();
+        let sender = queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            sender.send("g", "late");
+        });
+        let started = Instant::now();
+        let got = queue.receive(&options(10, 20)).await.unwrap();
+        assert_eq!(bodies(&got), ["late"]);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+}
