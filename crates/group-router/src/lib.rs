@@ -65,7 +65,8 @@ impl<T> Router<T> {
         Some((group, item))
     }
 
-    /// The message out for `group` succeeded: its lane moves on.
+    /// The message out for `group` succeeded (or was moved to the dead-letter
+    /// queue): its lane moves on.
     pub fn succeeded(&mut self, group: &str) {
         let Some(lane) = self.lanes.get_mut(group) else {
             return;

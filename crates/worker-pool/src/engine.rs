@@ -62,6 +62,7 @@ pub async fn run<Q: Queue, H: Handler>(
         held: HashMap::new(),
         retry_ready: VecDeque::new(),
         retries_pending: 0,
+        moves_pending: 0,
         running: 0,
         checking_empty: false,
         stopping: false,
@@ -130,6 +131,11 @@ enum Event {
         group: String,
         held: Held,
     },
+    DeadLettered {
+        group: String,
+        held: Held,
+        result: Result<(), String>,
+    },
     QueueEmpty(bool),
     Fatal(QueueError),
 }
@@ -152,6 +158,8 @@ struct Engine<Q, H> {
     /// Retries whose backoff is over: they go before new work.
     retry_ready: VecDeque<(String, Held)>,
     retries_pending: usize,
+    /// Moves to the dead-letter queue under way.
+    moves_pending: usize,
     running: usize,
     checking_empty: bool,
     stopping: bool,
@@ -175,7 +183,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.dispatch();
             self.counters
                 .set_gauges(self.held.len(), self.router.busy_groups());
-            if self.stopping && self.running == 0 && self.retries_pending == 0 {
+            if self.stopping
+                && self.running == 0
+                && self.retries_pending == 0
+                && self.moves_pending == 0
+            {
                 break;
             }
             tokio::select! {
@@ -245,6 +257,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     Err(reason) => self.on_failure(group, held, reason),
                 }
             }
+            Event::DeadLettered {
+                group,
+                held,
+                result,
+            } => self.on_dead_lettered(group, held, result),
             Event::RetryDue { group, held } => {
                 self.retries_pending -= 1;
                 self.retry_ready.push_back((group, held));
@@ -346,32 +363,75 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
 
-        // Retries are over (or we are stopping): release the message and
-        // every later message of its group, so SQS redelivers the group from
-        // here, in order.
-        let mut releases = Vec::new();
         if self.stopping {
-            releases.push((message.message_id.clone(), 0));
-        } else {
-            self.counters.add_failed();
-            let max_receive_count = self.config.max_receive_count;
-            if max_receive_count.is_some_and(|max| message.receive_count >= max) {
-                self.counters.add_dead_lettered();
-            }
-            let seconds = backoff::release_seconds(
-                message.receive_count,
-                self.config.backoff_base,
-                self.config.backoff_max,
-            );
-            tracing::warn!(
-                "message {} of group {group} failed after {} attempts ({reason}); it comes back in {seconds} s (receive {})",
-                message.message_id,
-                held.attempts + 1,
-                message.receive_count
-            );
-            releases.push((message.message_id.clone(), seconds));
+            self.release_group(&group, held, 0);
+            return;
         }
-        let rest = self.router.failed(&group);
+        self.counters.add_failed();
+        let receive_count = message.receive_count;
+        if self
+            .config
+            .max_receive_count
+            .is_some_and(|max| receive_count >= max)
+        {
+            tracing::warn!(
+                "message {} of group {group} failed on its last allowed receive ({reason}); moving it to the dead-letter queue",
+                message.message_id
+            );
+            self.moves_pending += 1;
+            let queue = self.queue.clone();
+            let events = self.events.clone();
+            self.tracker.spawn(async move {
+                let result = queue
+                    .dead_letter(&held.message)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = events.send(Event::DeadLettered {
+                    group,
+                    held,
+                    result,
+                });
+            });
+            return;
+        }
+        let seconds = backoff::release_seconds(
+            receive_count,
+            self.config.backoff_base,
+            self.config.backoff_max,
+        );
+        tracing::warn!(
+            "message {} of group {group} failed after {} attempts ({reason}); it comes back in {seconds} s",
+            message.message_id,
+            held.attempts + 1,
+        );
+        self.release_group(&group, held, seconds);
+    }
+
+    fn on_dead_lettered(&mut self, group: String, held: Held, result: Result<(), String>) {
+        self.moves_pending -= 1;
+        match result {
+            Ok(()) => {
+                self.counters.add_dead_lettered();
+                self.forget(&held.message.message_id);
+                self.router.succeeded(&group);
+            }
+            Err(err) => {
+                // SQS's own redrive takes it on the next receive instead.
+                tracing::warn!(
+                    "moving message {} to the dead-letter queue failed: {err}",
+                    held.message.message_id
+                );
+                self.release_group(&group, held, 0);
+            }
+        }
+    }
+
+    /// Releases a message that is out (visible again in `seconds`) and every
+    /// later message of its group at once, so SQS redelivers the group from
+    /// this message on, in order.
+    fn release_group(&mut self, group: &str, held: Held, seconds: u32) {
+        let mut releases = vec![(held.message.message_id, seconds)];
+        let rest = self.router.failed(group);
         releases.extend(rest.into_iter().map(|h| (h.message.message_id, 0)));
         let handles = releases
             .into_iter()
@@ -434,7 +494,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     fn idle(&self) -> bool {
-        self.held.is_empty() && self.running == 0 && self.retries_pending == 0
+        self.held.is_empty()
+            && self.running == 0
+            && self.retries_pending == 0
+            && self.moves_pending == 0
     }
 
     /// With `until_empty`: after an empty receive with nothing held, ask the

@@ -53,7 +53,11 @@ pub struct PoolConfig {
     pub until_empty: bool,
     /// Stop after this many messages succeeded.
     pub limit: Option<u64>,
-    /// The queue's redrive `maxReceiveCount`, to count dead letters.
+    /// The queue's redrive `maxReceiveCount`. A message that fails on its
+    /// last allowed receive is moved to the dead-letter queue by the engine
+    /// and its group goes on in process. (Left to SQS, the redrive would
+    /// take the rest of the group too: they were received and released with
+    /// the failing message each time, so their receive counts ran out with it.)
     pub max_receive_count: Option<u32>,
 }
 

@@ -229,6 +229,27 @@ impl Queue for MemoryQueue {
         Ok(failures)
     }
 
+    async fn dead_letter(&self, message: &ReceivedMessage) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let position = state.messages.iter().position(|m| {
+            m.receipt_handle.as_deref() == Some(message.receipt_handle.as_str()) && m.in_flight(now)
+        });
+        let Some(position) = position else {
+            return Err(Error::InvalidParameter {
+                message: format!(
+                    "receipt handle {} is stale or expired",
+                    message.receipt_handle
+                ),
+            });
+        };
+        let moved = state.messages.remove(position);
+        state.dead_letters.push(moved);
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
     async fn is_empty(&self) -> Result<bool, Error> {
         Ok(self.undeleted() == 0)
     }

@@ -1,6 +1,8 @@
 use std::future::Future;
 
-use fifo_sqs_client::{Client, EntryFailure, Error, ReceiveOptions, ReceivedMessage};
+use fifo_sqs_client::{
+    Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceivedMessage,
+};
 
 /// The few queue operations the engine needs. Implemented for SQS by
 /// [`SqsQueue`] and in memory by [`crate::memory::MemoryQueue`].
@@ -22,15 +24,24 @@ pub trait Queue: Clone + Send + Sync + 'static {
         entries: &[(&str, u32)],
     ) -> impl Future<Output = Result<Vec<EntryFailure>, Error>> + Send;
 
+    /// Moves an in-flight message to the dead-letter queue: sends a copy
+    /// there (de-duplicated by message id, so a retry is harmless) and
+    /// deletes the original.
+    fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// True when no message is visible, in flight or delayed.
     fn is_empty(&self) -> impl Future<Output = Result<bool, Error>> + Send;
 }
 
-/// One SQS queue, by URL.
+/// One SQS queue, by URL, and its dead-letter queue if it has one.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     pub client: Client,
     pub queue_url: String,
+    pub dead_letter_url: Option<String>,
 }
 
 impl Queue for SqsQueue {
@@ -48,6 +59,32 @@ impl Queue for SqsQueue {
         self.client
             .change_visibility_batch(&self.queue_url, entries)
             .await
+    }
+
+    async fn dead_letter(&self, message: &ReceivedMessage) -> Result<(), Error> {
+        let Some(dead_letter_url) = &self.dead_letter_url else {
+            return Err(Error::InvalidParameter {
+                message: format!("{} has no dead-letter queue", self.queue_url),
+            });
+        };
+        let copy = OutgoingMessage {
+            body: message.body.clone(),
+            group_id: message.group_id.clone(),
+            dedup_id: Some(message.message_id.clone()),
+        };
+        let failed = self.client.send_batch(dead_letter_url, &[copy]).await?;
+        if let Some(failure) = failed.first() {
+            return Err(Error::InvalidParameter {
+                message: format!("{}: {}", failure.code, failure.message),
+            });
+        }
+        let failed = self.delete(&[&message.receipt_handle]).await?;
+        match failed.first() {
+            None => Ok(()),
+            Some(failure) => Err(Error::InvalidParameter {
+                message: format!("{}: {}", failure.code, failure.message),
+            }),
+        }
     }
 
     async fn is_empty(&self) -> Result<bool, Error> {

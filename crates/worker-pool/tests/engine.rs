@@ -1,0 +1,476 @@
+//! The engine on the in-memory queue with paused tokio time: order, retry,
+//! release, heartbeat, shutdown, dead letters, limits and backpressure.
+//! Assertions come from what the handler recorded, never from sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use fifo_handler::{Handler, Message, Outcome};
+use fifo_worker_pool::memory::MemoryQueue;
+use fifo_worker_pool::{Counters, PoolConfig, Stats, run};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+struct Record {
+    group: String,
+    body: String,
+    receive_count: u32,
+    start: Instant,
+    end: Instant,
+    ok: bool,
+}
+
+/// What the test handler does with a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Fail this many times, then succeed.
+    FailTimes(u32),
+    Panic(u32),
+    /// Hang (longer than any timeout) this many times.
+    Hang(u32),
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    records: Arc<Mutex<Vec<Record>>>,
+    faults: Arc<Mutex<HashMap<String, Fault>>>,
+    work: Duration,
+    counters: Arc<Counters>,
+    max_in_flight_seen: Arc<Mutex<u64>>,
+}
+
+impl Recorder {
+    fn new(work: Duration) -> Recorder {
+        Recorder {
+            work,
+            ..Recorder::default()
+        }
+    }
+
+    fn fault(self, body: &str, fault: Fault) -> Recorder {
+        self.faults.lock().unwrap().insert(body.to_owned(), fault);
+        self
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Bodies that succeeded, per group, in the order they succeeded.
+    fn successes(&self) -> BTreeMap<String, Vec<String>> {
+        let mut records = self.records();
+        records.sort_by_key(|r| r.end);
+        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in records.into_iter().filter(|r| r.ok) {
+            by_group.entry(r.group).or_default().push(r.body);
+        }
+        by_group
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, message: &Message) -> Outcome {
+        let start = Instant::now();
+        {
+            let seen = self.counters.snapshot().in_flight;
+            let mut max = self.max_in_flight_seen.lock().unwrap();
+            *max = (*max).max(seen);
+        }
+        let fault = {
+            let mut faults = self.faults.lock().unwrap();
+            match faults.get_mut(&message.body) {
+                Some(Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) if *n == 0 => None,
+                Some(fault) => {
+                    let kind = *fault;
+                    let (Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) = fault;
+                    *n -= 1;
+                    Some(kind)
+                }
+                None => None,
+            }
+        };
+        if matches!(fault, Some(Fault::Hang(_))) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        tokio::time::sleep(self.work).await;
+        let ok = fault.is_none();
+        self.records.lock().unwrap().push(Record {
+            group: message.group_id.clone(),
+            body: message.body.clone(),
+            receive_count: message.receive_count,
+            start,
+            end: Instant::now(),
+            ok,
+        });
+        match fault {
+            None => Ok(()),
+            Some(Fault::Panic(_)) => panic!("the handler panics on {}", message.body),
+            Some(_) => Err(format!("injected failure of {}", message.body).into()),
+        }
+    }
+}
+
+fn config() -> PoolConfig {
+    PoolConfig {
+        workers: 5,
+        pollers: 1,
+        max_in_flight: 100,
+        wait_time_seconds: 1,
+        visibility_timeout: 30,
+        retries: 3,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        until_empty: true,
+        ..PoolConfig::default()
+    }
+}
+
+/// Sends `count` messages to each group; bodies are `GROUP-N`.
+fn fill(queue: &MemoryQueue, groups: &[&str], count: usize) {
+    for n in 1..=count {
+        for group in groups {
+            queue.send(group, &format!("{group}-{n}"));
+        }
+    }
+}
+
+fn expected(groups: &[&str], count: usize) -> BTreeMap<String, Vec<String>> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.to_string(),
+                (1..=count).map(|n| format!("{g}-{n}")).collect(),
+            )
+        })
+        .collect()
+}
+
+async fn run_until_done(queue: &MemoryQueue, handler: &Recorder, config: PoolConfig) -> Stats {
+    run(
+        queue.clone(),
+        handler.clone(),
+        config,
+        CancellationToken::new(),
+        handler.counters.clone(),
+    )
+    .await
+    .expect("the run ends cleanly")
+}
+
+/// Most handlers that ran at the same moment.
+fn max_overlap(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            records
+                .iter()
+                .filter(|o| o.start <= r.start && r.start < o.end)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn groups_run_in_order_and_in_parallel() {
+    let queue = MemoryQueue::new();
+    let groups = ["a", "b", "c", "d", "e", "f", "g"];
+    fill(&queue, &groups, 10);
+    let handler = Recorder::new(Duration::from_millis(100));
+    let stats = run_until_done(&queue, &handler, config()).await;
+
+    assert_eq!(handler.successes(), expected(&groups, 10));
+    let records = handler.records();
+    for group in groups {
+        let mine: Vec<_> = records.iter().filter(|r| r.group == group).collect();
+        assert!(
+            mine.windows(2).all(|w| w[0].end <= w[1].start),
+            "group {group} overlapped itself"
+        );
+    }
+    assert_eq!(
+        max_overlap(&records),
+        5,
+        "five workers busy at once, never more"
+    );
+    assert_eq!((stats.succeeded, stats.deleted, stats.failed), (70, 70, 0));
+    assert_eq!(queue.undeleted(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_mid_group_is_retried_in_place_and_holds_only_its_group() {
+    let queue = MemoryQueue::new();
+    for n in 1..=6 {
+        queue.send("g", &format!("g-{n}"));
+    }
+    fill(&queue, &["h"], 3);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-3", Fault::FailTimes(2));
+    let stats = run_until_done(&queue, &handler, config()).await;
+
+    assert_eq!(
+        handler.successes(),
+        expected(&["g", "h"], 6)
+            .into_iter()
+            .filter(|(g, _)| g == "g")
+            .chain(expected(&["h"], 3))
+            .collect()
+    );
+    let records = handler.records();
+    let g3_ok = records
+        .iter()
+        .find(|r| r.body == "g-3" && r.ok)
+        .unwrap()
+        .end;
+    let g4_start = records.iter().find(|r| r.body == "g-4").unwrap().start;
+    assert!(g4_start >= g3_ok, "g-4 started before g-3 succeeded");
+    let h_done = records
+        .iter()
+        .filter(|r| r.group == "h")
+        .map(|r| r.end)
+        .max()
+        .unwrap();
+    assert!(h_done < g3_ok, "group h waited for group g");
+    assert_eq!((stats.retried, stats.failed, stats.released), (2, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_retries_release_the_group_and_sqs_redelivers_it_in_order() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 4);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-2", Fault::FailTimes(3));
+    let config = PoolConfig {
+        retries: 1,
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+
+    assert_eq!(handler.successes(), expected(&["g"], 4));
+    let starts: Vec<(String, u32)> = handler
+        .records()
+        .iter()
+        .map(|r| (r.body.clone(), r.receive_count))
+        .collect();
+    let expected_starts: Vec<(String, u32)> = [
+        ("g-1", 1),
+        ("g-2", 1),
+        ("g-2", 1),
+        ("g-2", 2),
+        ("g-2", 2),
+        ("g-3", 2),
+        ("g-4", 2),
+    ]
+    .iter()
+    .map(|(b, c)| (b.to_string(), *c))
+    .collect();
+    assert_eq!(
+        starts, expected_starts,
+        "g-3 and g-4 never ran before g-2 succeeded"
+    );
+    assert_eq!(stats.failed, 1);
+    assert_eq!(
+        stats.released, 3,
+        "g-2 with its backoff, g-3 and g-4 at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_is_a_failure_and_the_worker_survives() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 3);
+    let handler = Recorder::new(Duration::ZERO).fault("g-1", Fault::Panic(1));
+    let stats = run_until_done(&queue, &handler, config()).await;
+    assert_eq!(handler.successes(), expected(&["g"], 3));
+    assert_eq!(stats.retried, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_past_its_timeout_fails_and_is_retried() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 2);
+    let handler = Recorder::new(Duration::ZERO).fault("g-1", Fault::Hang(1));
+    let config = PoolConfig {
+        handler_timeout: Some(Duration::from_secs(1)),
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+    assert_eq!(handler.successes(), expected(&["g"], 2));
+    assert_eq!(stats.retried, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_keeps_a_slow_message_from_being_delivered_twice() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 2);
+    fill(&queue, &["h"], 1);
+    let handler = Recorder::new(Duration::from_secs(5));
+    let config = PoolConfig {
+        visibility_timeout: 2,
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+    assert_eq!(
+        handler.successes(),
+        expected(&["g"], 2)
+            .into_iter()
+            .chain(expected(&["h"], 1))
+            .collect()
+    );
+    assert!(
+        handler.records().iter().all(|r| r.receive_count == 1),
+        "a message was delivered twice"
+    );
+    assert_eq!(stats.received, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["a", "b"], 5);
+    let handler = Recorder::new(Duration::from_secs(2));
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        canceller.cancel();
+    });
+    let config = PoolConfig {
+        until_empty: false,
+        ..config()
+    };
+    let stats = run(
+        queue.clone(),
+        handler.clone(),
+        config,
+        token,
+        handler.counters.clone(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        handler.successes(),
+        expected(&["a", "b"], 1),
+        "the two running handlers finished"
+    );
+    assert_eq!((stats.succeeded, stats.deleted, stats.released), (2, 2, 8));
+    assert_eq!(stats.in_flight, 0);
+    // The released messages are visible at once, in order.
+    let options = fifo_sqs_client::ReceiveOptions {
+        max_messages: 10,
+        wait_seconds: 0,
+        visibility_timeout: None,
+        attempt_id: None,
+    };
+    let again = fifo_worker_pool::Queue::receive(&queue, &options)
+        .await
+        .unwrap();
+    let bodies: Vec<_> = again.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["a-2", "b-2", "a-3", "b-3", "a-4", "b-4", "a-5", "b-5"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 1);
+    let handler = Recorder::new(Duration::from_secs(600));
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        canceller.cancel();
+    });
+    let started = Instant::now();
+    let config = PoolConfig {
+        until_empty: false,
+        shutdown_timeout: Duration::from_secs(3),
+        ..config()
+    };
+    let stats = run(
+        queue.clone(),
+        handler.clone(),
+        config,
+        token,
+        handler.counters.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(4),
+        "one second of work, three of grace"
+    );
+    assert_eq!((stats.succeeded, stats.released), (0, 1));
+    let options = fifo_sqs_client::ReceiveOptions {
+        max_messages: 10,
+        wait_seconds: 0,
+        visibility_timeout: None,
+        attempt_id: None,
+    };
+    assert_eq!(
+        fifo_worker_pool::Queue::receive(&queue, &options)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "released at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poison_message_goes_to_the_dead_letter_queue_and_its_group_continues() {
+    let queue = MemoryQueue::with_redrive(Some(2));
+    fill(&queue, &["g"], 3);
+    fill(&queue, &["h"], 3);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::FailTimes(u32::MAX));
+    let config = PoolConfig {
+        retries: 1,
+        max_receive_count: Some(2),
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+
+    assert_eq!(queue.dead_letters(), ["g-1"]);
+    let successes = handler.successes();
+    assert_eq!(successes["g"], ["g-2", "g-3"]);
+    assert_eq!(successes["h"], ["h-1", "h-2", "h-3"]);
+    assert_eq!((stats.failed, stats.dead_lettered), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_stops_after_that_many_successes() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["a", "b", "c"], 4);
+    let handler = Recorder::new(Duration::from_millis(10));
+    let config = PoolConfig {
+        until_empty: false,
+        limit: Some(5),
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+    assert_eq!(stats.succeeded, 5);
+    assert_eq!(queue.undeleted(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pollers_stop_receiving_at_max_in_flight() {
+    let queue = MemoryQueue::new();
+    let groups: Vec<String> = (0..50).map(|g| format!("g{g}")).collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    fill(&queue, &groups, 2);
+    let handler = Recorder::new(Duration::from_millis(50));
+    let config = PoolConfig {
+        workers: 2,
+        pollers: 2,
+        max_in_flight: 20,
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+    assert_eq!(stats.succeeded, 100);
+    let seen = *handler.max_in_flight_seen.lock().unwrap();
+    assert!((10..=20).contains(&seen), "held {seen} at once");
+}
