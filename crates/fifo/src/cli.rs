@@ -60,6 +60,102 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// List queues with their message counts
     ListQueues(ListQueuesArgs),
+    /// Process the queue: groups in parallel, each group strictly in order
+    ///
+    /// Without a command, each message is logged (the `log` handler). With
+    /// `-- CMD ARGS…`, CMD runs once per message (directly, not through a
+    /// shell) with the body on stdin and FIFO_MESSAGE_ID, FIFO_GROUP_ID,
+    /// FIFO_RECEIVE_COUNT and FIFO_SEQUENCE_NUMBER in its environment; exit
+    /// status 0 is success, anything else a failure that is retried.
+    ///
+    /// Ctrl-C or SIGTERM stops polling, lets running handlers finish (up to
+    /// --shutdown-timeout), hands every other held message back to the queue
+    /// at once, and exits 0. A second signal exits at once.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Handlers running at once, each on a different group (1 to 10000)
+    /// [env: MAX_WORKERS] [default: 5]
+    #[arg(long, value_name = "N")]
+    pub(crate) workers: Option<String>,
+
+    /// Messages per receive, 1 to 10 [env: MAX_MESSAGES] [default: 10]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_messages: Option<String>,
+
+    /// Long-poll wait, 0 to 20 seconds [env: WAIT_TIME_SECONDS] [default: 20]
+    #[arg(long, value_name = "SECS")]
+    pub(crate) wait_time: Option<String>,
+
+    /// Visibility timeout of received messages, 1 to 43200 seconds; held
+    /// messages are extended before it runs out [env: VISIBILITY_TIMEOUT] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub(crate) visibility_timeout: Option<String>,
+
+    /// Concurrent long polls
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub(crate) pollers: u32,
+
+    /// Messages held at most (queued or running); polling pauses at this
+    /// many [default: 20 × workers, at least 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=120_000))]
+    pub(crate) max_in_flight: Option<u32>,
+
+    /// Retries in process after a failure, with exponential backoff and full
+    /// jitter; then the message and the rest of its group go back to the queue
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) retries: u32,
+
+    /// First backoff step in milliseconds; each retry doubles it
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub(crate) backoff_base_ms: u64,
+
+    /// Longest backoff step in milliseconds (also caps how long a failed
+    /// message stays invisible after it is handed back)
+    #[arg(long, value_name = "MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=43_200_000))]
+    pub(crate) backoff_max_ms: u64,
+
+    /// A handler running longer than this many seconds has failed (and an
+    /// exec handler's process is killed) [default: no limit]
+    #[arg(long, value_name = "SECS")]
+    pub(crate) handler_timeout: Option<f64>,
+
+    /// Seconds running handlers get to finish after Ctrl-C or SIGTERM
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub(crate) shutdown_timeout: f64,
+
+    /// Exit once the queue is empty and nothing is held (polls wait at most
+    /// 1 s so the end is noticed promptly); exit status 1 if any message
+    /// failed or was dead-lettered
+    #[arg(long)]
+    pub(crate) until_empty: bool,
+
+    /// Exit after N messages succeeded
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+
+    /// log handler: simulated work per message, in milliseconds
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        conflicts_with = "command"
+    )]
+    pub(crate) work_ms: u64,
+
+    /// log handler: print nothing per message
+    #[arg(long, short, conflicts_with = "command")]
+    pub(crate) quiet: bool,
+
+    /// Run CMD per message instead of logging it (after `--`)
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -152,8 +248,17 @@ impl Cli {
         add(&settings::QUEUE_URL, &self.global.queue_url);
         add(&settings::ENDPOINT_URL, &self.global.endpoint_url);
         add(&settings::REGION, &self.global.region);
-        if let Command::CreateQueue(args) = &self.command {
-            add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
+        match &self.command {
+            Command::CreateQueue(args) => {
+                add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
+            }
+            Command::Run(args) => {
+                add(&settings::MAX_WORKERS, &args.workers);
+                add(&settings::MAX_MESSAGES, &args.max_messages);
+                add(&settings::WAIT_TIME_SECONDS, &args.wait_time);
+                add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
+            }
+            Command::Send(_) | Command::ListQueues(_) => {}
         }
         flags
     }

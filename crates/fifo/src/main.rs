@@ -1,5 +1,6 @@
-//! The `fifo` command: create FIFO queues, send to them and list them, with
-//! settings layered from defaults, `fifo.toml`, the environment and flags.
+//! The `fifo` command: process a FIFO queue (`run`), create queues, send to
+//! them and list them, with settings layered from defaults, `fifo.toml`, the
+//! environment and flags.
 //!
 //! Layout: `cli` (what the user typed), `settings` (what the program runs
 //! on), one module per subcommand, `error` (how failures are told).
@@ -8,6 +9,7 @@ mod cli;
 mod create_queue;
 mod error;
 mod list_queues;
+mod run;
 mod send;
 mod settings;
 
@@ -48,6 +50,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::CreateQueue(args) => create_queue::run(&client, &settings, args).await,
         Command::Send(args) => send::run(&client, &settings, args, progress).await,
         Command::ListQueues(args) => list_queues::run(&client, args).await,
+        Command::Run(args) => run::run(client, &settings, args, progress).await,
     }
 }
 

@@ -1,0 +1,225 @@
+//! `fifo run`: the engine on an SQS queue with the log or exec handler, a
+//! live status line, and signals mapped to a graceful shutdown.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{Result, WrapErr};
+use fifo_handler::{ExecHandler, LogHandler};
+use fifo_sqs_client::Client;
+use fifo_worker_pool::{Counters, PoolConfig, SqsQueue, Stats};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::error::UserError;
+use crate::settings::Settings;
+
+/// How often the status line is redrawn, and how often it is logged instead
+/// when stderr is not a terminal.
+const REDRAW: Duration = Duration::from_millis(250);
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(
+    client: Client,
+    settings: &Settings,
+    args: &RunArgs,
+    progress: bool,
+) -> Result<ExitCode> {
+    let config = pool_config(settings, args)?;
+    let queue_url = settings.queue_url.clone();
+    let attributes = client
+        .fifo_queue(&queue_url)
+        .await
+        .wrap_err_with(|| format!("opening {queue_url}"))?;
+    let (dead_letter_url, max_receive_count) = match &attributes.dead_letter {
+        Some((name, count)) => {
+            let url = client
+                .queue_url_by_name(name)
+                .await
+                .wrap_err_with(|| format!("finding dead-letter queue {name}"))?;
+            (Some(url), Some(*count))
+        }
+        None => (None, None),
+    };
+    let config = PoolConfig {
+        max_receive_count,
+        ..config
+    };
+    let queue = SqsQueue {
+        client,
+        queue_url: queue_url.clone(),
+        dead_letter_url,
+    };
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(forward_signals(shutdown.clone()));
+    let counters = Arc::new(Counters::default());
+    let status_done = CancellationToken::new();
+    let status = tokio::spawn(show_status(counters.clone(), progress, status_done.clone()));
+    tracing::info!("processing {queue_url} with {} workers", config.workers);
+    let started = Instant::now();
+    let until_empty_or_limit = config.until_empty || config.limit.is_some();
+    let result = if args.command.is_empty() {
+        let handler = LogHandler::new(Duration::from_millis(args.work_ms), args.quiet);
+        fifo_worker_pool::run(queue, handler, config, shutdown, counters).await
+    } else {
+        let handler = ExecHandler::new(Path::new(&args.command[0]), args.command[1..].to_vec())
+            .map_err(|e| {
+                UserError::new(
+                    e,
+                    Some("give the program's path, or a name found in PATH".to_owned()),
+                )
+            })?;
+        fifo_worker_pool::run(queue, handler, config, shutdown, counters).await
+    };
+    status_done.cancel();
+    let _ = status.await;
+    let stats = result.wrap_err_with(|| format!("processing {queue_url}"))?;
+    eprintln!("{}", summary(&stats, started.elapsed()));
+    let failed = stats.failed > 0 || stats.dead_lettered > 0;
+    Ok(if until_empty_or_limit && failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserError> {
+    if settings.visibility_timeout == 0 {
+        return Err(UserError::new(
+            "fifo run needs a visibility timeout of at least 1 s",
+            Some(
+                "set VISIBILITY_TIMEOUT or --visibility-timeout to 1..43200 (default 30)"
+                    .to_owned(),
+            ),
+        ));
+    }
+    let seconds = |flag: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(UserError::new(
+                format!("{flag} {value} is out of range"),
+                Some(format!(
+                    "give {flag} a number of seconds above 0 and at most 86400"
+                )),
+            ))
+        }
+    };
+    let workers = settings.max_workers as usize;
+    let max_messages = settings.max_messages;
+    let max_in_flight = args
+        .max_in_flight
+        .map_or((workers * 20).max(100), |n| n as usize)
+        .max(max_messages as usize);
+    Ok(PoolConfig {
+        workers,
+        pollers: args.pollers as usize,
+        max_in_flight,
+        max_messages,
+        wait_time_seconds: settings.wait_time_seconds,
+        visibility_timeout: settings.visibility_timeout,
+        retries: args.retries,
+        backoff_base: Duration::from_millis(args.backoff_base_ms),
+        backoff_max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_base_ms)),
+        handler_timeout: args
+            .handler_timeout
+            .map(|s| seconds("--handler-timeout", s))
+            .transpose()?,
+        shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
+        until_empty: args.until_empty,
+        limit: args.limit,
+        max_receive_count: None,
+    })
+}
+
+/// The first SIGINT or SIGTERM begins a graceful shutdown; a second one
+/// exits at once (messages then come back after their visibility timeout).
+async fn forward_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for signals: Ctrl-C will not shut down gracefully");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!(
+        "shutting down: finishing running handlers, handing the rest back (signal again to exit at once)"
+    );
+    shutdown.cancel();
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("exiting at once: held messages come back after their visibility timeout");
+    std::process::exit(130);
+}
+
+/// A live status line on a terminal; otherwise a log line every few seconds.
+async fn show_status(counters: Arc<Counters>, progress: bool, done: CancellationToken) {
+    let terminal = progress && std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REDRAW) => {}
+            _ = done.cancelled() => break,
+        }
+        let line = status_line(&counters.snapshot(), started.elapsed());
+        if terminal {
+            bar.set_message(line);
+            bar.tick();
+        } else if progress && last_log.elapsed() >= LOG_EVERY {
+            eprintln!("fifo: {line}");
+            last_log = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+}
+
+fn status_line(stats: &Stats, elapsed: Duration) -> String {
+    format!(
+        "processed {}, failed {}, in flight {}, busy groups {}, {:.0} msgs/s",
+        stats.succeeded,
+        stats.failed,
+        stats.in_flight,
+        stats.busy_groups,
+        stats.succeeded as f64 / elapsed.as_secs_f64().max(0.001)
+    )
+}
+
+fn summary(stats: &Stats, elapsed: Duration) -> String {
+    let mut text = format!(
+        "processed {} messages in {:.2} s ({:.0} msgs/s); failed {}, retried {}, dead-lettered {}, handed back {}",
+        stats.succeeded,
+        elapsed.as_secs_f64(),
+        stats.succeeded as f64 / elapsed.as_secs_f64().max(0.001),
+        stats.failed,
+        stats.retried,
+        stats.dead_lettered,
+        stats.released,
+    );
+    if stats.delete_failed > 0 {
+        text += &format!(
+            "; {} could not be deleted and will come again",
+            stats.delete_failed
+        );
+    }
+    text
+}
