@@ -18,6 +18,8 @@ mod engine;
 pub mod memory;
 mod queue;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 

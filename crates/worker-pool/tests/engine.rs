@@ -2,114 +2,13 @@
 //! release, heartbeat, shutdown, dead letters, limits and backpressure.
 //! Assertions come from what the handler recorded, never from sleeps.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use fifo_handler::{Handler, Message, Outcome};
 use fifo_worker_pool::memory::MemoryQueue;
-use fifo_worker_pool::{Counters, PoolConfig, Stats, run};
+use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
+use fifo_worker_pool::{PoolConfig, Stats, run};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone)]
-struct Record {
-    group: String,
-    body: String,
-    receive_count: u32,
-    start: Instant,
-    end: Instant,
-    ok: bool,
-}
-
-/// What the test handler does with a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// Fail this many times, then succeed.
-    FailTimes(u32),
-    Panic(u32),
-    /// Hang (longer than any timeout) this many times.
-    Hang(u32),
-}
-
-#[derive(Clone, Default)]
-struct Recorder {
-    records: Arc<Mutex<Vec<Record>>>,
-    faults: Arc<Mutex<HashMap<String, Fault>>>,
-    work: Duration,
-    counters: Arc<Counters>,
-    max_in_flight_seen: Arc<Mutex<u64>>,
-}
-
-impl Recorder {
-    fn new(work: Duration) -> Recorder {
-        Recorder {
-            work,
-            ..Recorder::default()
-        }
-    }
-
-    fn fault(self, body: &str, fault: Fault) -> Recorder {
-        self.faults.lock().unwrap().insert(body.to_owned(), fault);
-        self
-    }
-
-    fn records(&self) -> Vec<Record> {
-        self.records.lock().unwrap().clone()
-    }
-
-    /// Bodies that succeeded, per group, in the order they succeeded.
-    fn successes(&self) -> BTreeMap<String, Vec<String>> {
-        let mut records = self.records();
-        records.sort_by_key(|r| r.end);
-        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in records.into_iter().filter(|r| r.ok) {
-            by_group.entry(r.group).or_default().push(r.body);
-        }
-        by_group
-    }
-}
-
-impl Handler for Recorder {
-    async fn handle(&self, message: &Message) -> Outcome {
-        let start = Instant::now();
-        {
-            let seen = self.counters.snapshot().in_flight;
-            let mut max = self.max_in_flight_seen.lock().unwrap();
-            *max = (*max).max(seen);
-        }
-        let fault = {
-            let mut faults = self.faults.lock().unwrap();
-            match faults.get_mut(&message.body) {
-                Some(Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) if *n == 0 => None,
-                Some(fault) => {
-                    let kind = *fault;
-                    let (Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) = fault;
-                    *n -= 1;
-                    Some(kind)
-                }
-                None => None,
-            }
-        };
-        if matches!(fault, Some(Fault::Hang(_))) {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-        tokio::time::sleep(self.work).await;
-        let ok = fault.is_none();
-        self.records.lock().unwrap().push(Record {
-            group: message.group_id.clone(),
-            body: message.body.clone(),
-            receive_count: message.receive_count,
-            start,
-            end: Instant::now(),
-            ok,
-        });
-        match fault {
-            None => Ok(()),
-            Some(Fault::Panic(_)) => panic!("the handler panics on {}", message.body),
-            Some(_) => Err(format!("injected failure of {}", message.body).into()),
-        }
-    }
-}
 
 fn config() -> PoolConfig {
     PoolConfig {
@@ -157,20 +56,6 @@ async fn run_until_done(queue: &MemoryQueue, handler: &Recorder, config: PoolCon
     )
     .await
     .expect("the run ends cleanly")
-}
-
-/// Most handlers that ran at the same moment.
-fn max_overlap(records: &[Record]) -> usize {
-    records
-        .iter()
-        .map(|r| {
-            records
-                .iter()
-                .filter(|o| o.start <= r.start && r.start < o.end)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 #[tokio::test(start_paused = true)]
