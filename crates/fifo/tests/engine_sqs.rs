@@ -1,0 +1,225 @@
+//! The engine in process against the real LocalStack: order within a group,
+//! parallel groups, retries, dead letters and heartbeats. Every assertion
+//! comes from what the handler recorded.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use fifo_sqs_client::{Client, OutgoingMessage, QueueSpec};
+use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
+use fifo_worker_pool::{PoolConfig, SqsQueue, Stats};
+use tokio_util::sync::CancellationToken;
+
+/// Creates a queue (with a dead-letter queue after `max_receive_count`
+/// receives, if given) and returns the queue to run on.
+async fn new_queue(client: &Client, test: &str, max_receive_count: Option<u32>) -> SqsQueue {
+    let name = unique_queue_name(test);
+    let mut spec = QueueSpec {
+        name: name.clone(),
+        visibility_timeout: 30,
+        high_throughput: false,
+        redrive: None,
+    };
+    let mut dead_letter_url = None;
+    if let Some(count) = max_receive_count {
+        let dlq = QueueSpec {
+            name: format!("{}-dlq.fifo", name.trim_end_matches(".fifo")),
+            ..spec.clone()
+        };
+        let url = client.create_fifo_queue(&dlq).await.unwrap();
+        let arn = client.queue_attributes(&url).await.unwrap().arn;
+        spec.redrive = Some((arn, count));
+        dead_letter_url = Some(url);
+    }
+    SqsQueue {
+        client: client.clone(),
+        queue_url: client.create_fifo_queue(&spec).await.unwrap(),
+        dead_letter_url,
+    }
+}
+
+/// Sends `GROUP-1..GROUP-count` to each group, in order.
+async fn send(queue: &SqsQueue, groups: &[&str], count: usize) {
+    let messages: Vec<OutgoingMessage> = groups
+        .iter()
+        .flat_map(|g| {
+            (1..=count).map(move |n| OutgoingMessage {
+                body: format!("{g}-{n}"),
+                group_id: g.to_string(),
+                dedup_id: None,
+            })
+        })
+        .collect();
+    for batch in messages.chunks(10) {
+        let failed = queue
+            .client
+            .send_batch(&queue.queue_url, batch)
+            .await
+            .unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+}
+
+fn config() -> PoolConfig {
+    PoolConfig {
+        workers: 5,
+        pollers: 2,
+        wait_time_seconds: 1,
+        retries: 3,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        until_empty: true,
+        ..PoolConfig::default()
+    }
+}
+
+async fn run(queue: &SqsQueue, handler: &Recorder, config: PoolConfig) -> Stats {
+    let run = fifo_worker_pool::run(
+        queue.clone(),
+        handler.clone(),
+        config,
+        CancellationToken::new(),
+        handler.counters.clone(),
+    );
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ends by itself")
+        .expect("the run ends cleanly")
+}
+
+fn bodies(group: &str, numbers: &[usize]) -> Vec<String> {
+    numbers.iter().map(|n| format!("{group}-{n}")).collect()
+}
+
+#[tokio::test]
+async fn one_group_is_processed_one_to_five_one_at_a_time() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-same", None).await;
+    send(&queue, &["same"], 5).await;
+    let handler = Recorder::new(Duration::from_millis(100));
+    let stats = run(&queue, &handler, config()).await;
+
+    assert_eq!(
+        handler.successes()["same"],
+        bodies("same", &[1, 2, 3, 4, 5])
+    );
+    let records = handler.records();
+    assert_eq!(records.len(), 5, "each message ran once");
+    assert!(
+        records.windows(2).all(|w| w[0].end <= w[1].start),
+        "two overlapped"
+    );
+    assert_eq!((stats.succeeded, stats.deleted), (5, 5));
+}
+
+#[tokio::test]
+async fn different_groups_run_side_by_side() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-groups", None).await;
+    let groups = ["g1", "g2", "g3", "g4", "g5"];
+    send(&queue, &groups, 1).await;
+    let handler = Recorder::new(Duration::from_millis(300));
+    run(&queue, &handler, config()).await;
+
+    assert_eq!(handler.successes().len(), 5);
+    let overlap = max_overlap(&handler.records());
+    assert!(overlap >= 4, "only {overlap} handlers overlapped");
+}
+
+#[tokio::test]
+async fn a_failure_mid_group_keeps_the_group_in_order_and_holds_no_other_group() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-retry", None).await;
+    send(&queue, &["g"], 6).await;
+    send(&queue, &["other"], 3).await;
+    let handler = Recorder::new(Duration::from_millis(50)).fault("g-3", Fault::FailTimes(2));
+    let stats = run(&queue, &handler, config()).await;
+
+    let successes = handler.successes();
+    assert_eq!(successes["g"], bodies("g", &[1, 2, 3, 4, 5, 6]));
+    assert_eq!(successes["other"], bodies("other", &[1, 2, 3]));
+    let records = handler.records();
+    let g3_ok = records
+        .iter()
+        .find(|r| r.body == "g-3" && r.ok)
+        .unwrap()
+        .end;
+    let after: Vec<_> = records
+        .iter()
+        .filter(|r| r.group == "g" && r.body.as_str() > "g-3" && r.start < g3_ok)
+        .collect();
+    assert!(after.is_empty(), "started before g-3 succeeded: {after:?}");
+    let other_done = records
+        .iter()
+        .filter(|r| r.group == "other")
+        .map(|r| r.end)
+        .max()
+        .unwrap();
+    assert!(other_done < g3_ok, "the other group waited for g");
+    assert_eq!((stats.retried, stats.failed), (2, 0));
+}
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_group_goes_on() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-poison", Some(2)).await;
+    send(&queue, &["g"], 4).await;
+    send(&queue, &["h"], 3).await;
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-2", Fault::FailTimes(u32::MAX));
+    let config = PoolConfig {
+        retries: 1,
+        max_receive_count: Some(2),
+        ..config()
+    };
+    let stats = run(&queue, &handler, config).await;
+
+    let successes = handler.successes();
+    assert_eq!(successes["g"], bodies("g", &[1, 3, 4]));
+    assert_eq!(successes["h"], bodies("h", &[1, 2, 3]));
+    let dead = drain(&client, queue.dead_letter_url.as_ref().unwrap()).await;
+    let dead: Vec<_> = dead
+        .iter()
+        .map(|m| (m.group_id.as_str(), m.body.as_str()))
+        .collect();
+    assert_eq!(dead, [("g", "g-2")]);
+    assert_eq!((stats.failed, stats.dead_lettered), (2, 1));
+    let poison_runs: BTreeMap<u32, usize> = handler
+        .records()
+        .iter()
+        .filter(|r| r.body == "g-2")
+        .fold(BTreeMap::new(), |mut runs, r| {
+            *runs.entry(r.receive_count).or_default() += 1;
+            runs
+        });
+    assert_eq!(
+        poison_runs,
+        BTreeMap::from([(1, 2), (2, 2)]),
+        "two deliveries, two attempts each"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_the_visibility_timeout_runs_once() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-slow", None).await;
+    send(&queue, &["g"], 2).await;
+    send(&queue, &["h"], 1).await;
+    let handler = Recorder::new(Duration::from_secs(5));
+    let config = PoolConfig {
+        visibility_timeout: 2,
+        ..config()
+    };
+    let stats = run(&queue, &handler, config).await;
+
+    let records = handler.records();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        records.iter().all(|r| r.ok && r.receive_count == 1),
+        "{records:?}"
+    );
+    assert_eq!(handler.successes()["g"], bodies("g", &[1, 2]));
+    assert_eq!(stats.received, 3, "a message was delivered twice");
+}
