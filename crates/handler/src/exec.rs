@@ -50,6 +50,9 @@ impl Handler for ExecHandler {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches fifo,
+            // which lets running handlers finish, not the handler itself.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         let stdin = child.stdin.take();

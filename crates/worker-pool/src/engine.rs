@@ -42,13 +42,15 @@ pub async fn run<Q: Queue, H: Handler>(
     // of `run` waits for it; workers are a JoinSet so they can be abandoned.
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    let abort_receives = CancellationToken::new();
+    let pollers_started = config.pollers;
     for poller in 0..config.pollers {
         tracker.spawn(poll(
             queue.clone(),
             config.clone(),
             permits.clone(),
             events.clone(),
-            stop.clone(),
+            [stop.clone(), abort_receives.clone()],
             poller,
         ));
     }
@@ -66,6 +68,9 @@ pub async fn run<Q: Queue, H: Handler>(
         running: 0,
         checking_empty: false,
         stopping: false,
+        abandoned: false,
+        pollers: pollers_started,
+        abort_receives,
         fatal: None,
         events,
         acks,
@@ -138,6 +143,8 @@ enum Event {
     },
     QueueEmpty(bool),
     Fatal(QueueError),
+    /// A poller has ended.
+    PollerDone,
 }
 
 /// Where a held message's visibility stands.
@@ -163,6 +170,12 @@ struct Engine<Q, H> {
     running: usize,
     checking_empty: bool,
     stopping: bool,
+    /// The shutdown timeout passed with handlers still running.
+    abandoned: bool,
+    /// Pollers still running (one may have a receive under way).
+    pollers: usize,
+    /// Cancels receives under way; see `begin_stop`.
+    abort_receives: CancellationToken,
     fatal: Option<QueueError>,
     events: mpsc::UnboundedSender<Event>,
     acks: mpsc::UnboundedSender<String>,
@@ -183,10 +196,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.dispatch();
             self.counters
                 .set_gauges(self.held.len(), self.router.busy_groups());
+            let handlers_done = self.running == 0 || self.abandoned;
             if self.stopping
-                && self.running == 0
+                && handlers_done
                 && self.retries_pending == 0
                 && self.moves_pending == 0
+                && self.pollers == 0
             {
                 break;
             }
@@ -198,18 +213,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     self.begin_stop();
                     grace_ends = Some(Instant::now() + self.config.shutdown_timeout);
                 }
-                _ = sleep_until(grace_ends), if grace_ends.is_some() => {
+                _ = sleep_until(grace_ends), if grace_ends.is_some() && !self.abandoned => {
                     tracing::warn!(
                         "{} handlers still running after the shutdown timeout: abandoning them",
                         self.running
                     );
-                    break;
+                    self.abandoned = true;
+                    self.workers.abort_all();
                 }
             }
         }
         // Anything still held belongs to an abandoned handler: release it so
-        // it comes back at once rather than after its visibility timeout.
-        self.workers.abort_all();
+        // it comes back at once rather than after its visibility timeout. No
+        // receive is pending any more, so none can swallow it.
         let abandoned: Vec<String> = self.held.drain().map(|(_, v)| v.receipt_handle).collect();
         self.release(abandoned.iter().map(|h| (h.clone(), 0)).collect());
         self.counters.set_gauges(0, 0);
@@ -251,7 +267,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 held,
                 outcome,
             } => {
-                self.running -= 1;
+                self.running = self.running.saturating_sub(1);
                 match outcome {
                     Ok(()) => self.on_success(&group, held),
                     Err(reason) => self.on_failure(group, held, reason),
@@ -273,6 +289,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     self.stop.cancel();
                 }
             }
+            Event::PollerDone => self.pollers -= 1,
             Event::Fatal(err) => {
                 tracing::error!("stopping: {err}");
                 self.fatal.get_or_insert(err);
@@ -516,8 +533,18 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     /// Stops taking work: every held message not started is released at once.
+    ///
+    /// A receive under way is not cancelled while anything may still be
+    /// released or deleted: cancelling it only drops our end of the
+    /// connection, and the server-side long poll would then swallow the
+    /// messages that become visible (and hide them for a visibility
+    /// timeout). Left to finish, it returns them promptly and they are
+    /// released again. Only when nothing is held is it safe to cut it short.
     fn begin_stop(&mut self) {
         self.stopping = true;
+        if self.held.is_empty() && self.running == 0 {
+            self.abort_receives.cancel();
+        }
         let mut waiting = self.router.drain_queued();
         waiting.extend(self.retry_ready.drain(..).map(|(_, held)| held));
         let handles = waiting
@@ -588,7 +615,22 @@ async fn poll<Q: Queue>(
     config: PoolConfig,
     permits: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
-    stop: CancellationToken,
+    [stop, abort]: [CancellationToken; 2],
+    poller: usize,
+) {
+    receive_until_stopped(&queue, &config, &permits, &events, &stop, &abort, poller).await;
+    let _ = events.send(Event::PollerDone);
+}
+
+/// The poller's loop: `stop` ends it between receives, `abort` also cuts a
+/// receive short.
+async fn receive_until_stopped<Q: Queue>(
+    queue: &Q,
+    config: &PoolConfig,
+    permits: &Arc<Semaphore>,
+    events: &mpsc::UnboundedSender<Event>,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
     poller: usize,
 ) {
     let wanted = config.max_messages;
@@ -612,10 +654,9 @@ async fn poll<Q: Queue>(
             visibility_timeout: Some(config.visibility_timeout),
             attempt_id: Some(attempt_id.clone()),
         };
-        // Only the long poll is cancelled at shutdown.
         let result = tokio::select! {
             result = queue.receive(&options) => result,
-            _ = stop.cancelled() => return,
+            _ = abort.cancelled() => return,
         };
         match result {
             Ok(messages) => {
@@ -629,6 +670,9 @@ async fn poll<Q: Queue>(
                     Event::Received(messages)
                 };
                 let _ = events.send(event);
+                if stop.is_cancelled() {
+                    return;
+                }
             }
             Err(err) if !(err.is_transient() || matches!(err, QueueError::Other { .. })) => {
                 let _ = events.send(Event::Fatal(err));

@@ -74,6 +74,13 @@ impl Drop for TempDir {
 
 /// `fifo ARGS` with none of fifo's settings in the environment, in `dir`.
 pub fn fifo_in(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    fifo_command(dir, args, env)
+        .output()
+        .expect("the fifo binary runs")
+}
+
+/// The command `fifo ARGS` in `dir`, with only `env` of fifo's settings.
+pub fn fifo_command(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fifo"));
     for name in [
         "SQS_QUEUE_URL",
@@ -94,7 +101,7 @@ pub fn fifo_in(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .envs(env.iter().copied())
         .current_dir(&dir.0);
-    command.output().expect("the fifo binary runs")
+    command
 }
 
 pub fn fifo(args: &[&str]) -> Output {
