@@ -189,3 +189,17 @@ fn out_of_range_values_name_the_variable_and_the_range() {
         "from 0 to 43200",
     );
 }
+
+#[test]
+fn a_missing_exec_program_is_refused_at_start() {
+    let url = create_queue(&unique_queue_name("noprog"), &[]);
+    let output = fifo(&[
+        "--queue-url",
+        &url,
+        "run",
+        "--until-empty",
+        "--",
+        "no-such-program-here",
+    ]);
+    assert_fails(&output, "program `no-such-program-here` not found", "PATH");
+}

@@ -329,3 +329,47 @@ fn two_processes_share_a_queue_and_keep_each_group_in_order() {
         );
     }
 }
+
+#[test]
+fn until_empty_exits_1_when_a_message_ended_in_the_dead_letter_queue() {
+    let url = create_queue(
+        &unique_queue_name("p-dlq"),
+        &["--dlq", "--max-receive-count", "1"],
+    );
+    ok(fifo(&[
+        "--queue-url",
+        &url,
+        "send",
+        "--group",
+        "g",
+        "--count",
+        "2",
+    ]));
+    let dir = TempDir::new();
+    let args = [
+        "--queue-url",
+        &url,
+        "run",
+        "--until-empty",
+        "--wait-time",
+        "1",
+        "--retries",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        r#"grep -q '"seq":1' && exit 1; exit 0"#,
+    ];
+    let output = fifo_in(&dir, &args, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("processed 1 messages"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("dead-lettered 1"),
+        "{}",
+        stderr(&output)
+    );
+}
