@@ -7,7 +7,7 @@
 //! only the latest, unexpired one works. Time is tokio's, so tests can pause
 //! and advance it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceivedMessage};
@@ -24,10 +24,15 @@ pub struct MemoryQueue {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Undeleted messages in send order.
-    messages: Vec<Stored>,
+    /// Undeleted messages of each group, in send order.
+    groups: HashMap<String, VecDeque<Stored>>,
+    /// Groups in the order receives visit them (round-robin).
+    group_order: VecDeque<String>,
+    /// Current receipt handle → (group, sequence).
+    handles: HashMap<String, (String, u64)>,
     dead_letters: Vec<Stored>,
     next_sequence: u64,
+    undeleted: usize,
     max_receive_count: Option<u32>,
     visibility_timeout: u32,
 }
@@ -35,11 +40,10 @@ struct State {
 #[derive(Debug, Clone)]
 struct Stored {
     id: String,
-    group_id: String,
     body: String,
     sequence: u64,
     receive_count: u32,
-    /// Some while delivered and not yet visible again.
+    /// Some while delivered and not yet deleted.
     receipt_handle: Option<String>,
     visible_at: Instant,
 }
@@ -75,23 +79,32 @@ impl MemoryQueue {
     pub fn send(&self, group_id: &str, body: &str) {
         let mut state = self.lock();
         state.next_sequence += 1;
+        state.undeleted += 1;
         let sequence = state.next_sequence;
-        state.messages.push(Stored {
+        let message = Stored {
             id: format!("m-{sequence}"),
-            group_id: group_id.to_owned(),
             body: body.to_owned(),
             sequence,
             receive_count: 0,
             receipt_handle: None,
             visible_at: Instant::now(),
-        });
+        };
+        match state.groups.get_mut(group_id) {
+            Some(group) => group.push_back(message),
+            None => {
+                state
+                    .groups
+                    .insert(group_id.to_owned(), VecDeque::from([message]));
+                state.group_order.push_back(group_id.to_owned());
+            }
+        }
         drop(state);
         self.changed.notify_waiters();
     }
 
     /// Messages not deleted (visible or in flight).
     pub fn undeleted(&self) -> usize {
-        self.lock().messages.len()
+        self.lock().undeleted
     }
 
     /// Bodies moved to the dead-letter list, in the order they moved.
@@ -103,52 +116,75 @@ impl MemoryQueue {
             .collect()
     }
 
-    /// Takes what one receive returns now.
+    /// Takes what one receive returns now: whole runs of visible messages
+    /// from unlocked groups, visiting groups round-robin.
     fn take(&self, options: &ReceiveOptions, now: Instant) -> Vec<ReceivedMessage> {
         let mut state = self.lock();
-        let visibility = options
-            .visibility_timeout
-            .unwrap_or(state.visibility_timeout);
-        let max_receive_count = state.max_receive_count;
-        let mut locked: HashSet<String> = state
-            .messages
-            .iter()
-            .filter(|m| m.in_flight(now))
-            .map(|m| m.group_id.clone())
-            .collect();
+        let state = &mut *state;
+        let visibility = Duration::from_secs(u64::from(
+            options
+                .visibility_timeout
+                .unwrap_or(state.visibility_timeout),
+        ));
+        let wanted = options.max_messages as usize;
         let mut taken = Vec::new();
-        let mut moved = Vec::new();
-        for (index, message) in state.messages.iter_mut().enumerate() {
-            if taken.len() == options.max_messages as usize {
+        for _ in 0..state.group_order.len() {
+            if taken.len() == wanted {
                 break;
             }
-            if locked.contains(&message.group_id) || message.visible_at > now {
-                // A later message of a group never passes an invisible earlier one.
-                locked.insert(message.group_id.clone());
+            let name = state.group_order.pop_front().expect("counted");
+            let Some(group) = state.groups.get_mut(&name) else {
+                continue; // emptied: forget it
+            };
+            // A group with a message in flight is locked; a later message
+            // never passes an invisible earlier one.
+            if group.iter().any(|m| m.in_flight(now))
+                || group.front().is_some_and(|m| m.visible_at > now)
+            {
+                state.group_order.push_back(name);
                 continue;
             }
-            if max_receive_count.is_some_and(|max| message.receive_count >= max) {
-                moved.push(index);
-                continue;
+            let mut index = 0;
+            while taken.len() < wanted && index < group.len() && group[index].visible_at <= now {
+                let exhausted = state
+                    .max_receive_count
+                    .is_some_and(|max| group[index].receive_count >= max);
+                if exhausted {
+                    let moved = group.remove(index).expect("in range");
+                    if let Some(handle) = &moved.receipt_handle {
+                        state.handles.remove(handle);
+                    }
+                    state.undeleted -= 1;
+                    state.dead_letters.push(moved);
+                    continue;
+                }
+                let message = &mut group[index];
+                message.receive_count += 1;
+                let handle = format!("{}#{}", message.id, message.receive_count);
+                if let Some(old) = message.receipt_handle.replace(handle.clone()) {
+                    state.handles.remove(&old);
+                }
+                state
+                    .handles
+                    .insert(handle.clone(), (name.clone(), message.sequence));
+                message.visible_at = now + visibility;
+                taken.push(ReceivedMessage {
+                    message_id: message.id.clone(),
+                    receipt_handle: handle,
+                    body: message.body.clone(),
+                    group_id: name.clone(),
+                    sequence_number: format!("{:020}", message.sequence),
+                    receive_count: message.receive_count,
+                    sent_timestamp_ms: 0,
+                    attributes: Default::default(),
+                });
+                index += 1;
             }
-            message.receive_count += 1;
-            let handle = format!("{}#{}", message.id, message.receive_count);
-            message.receipt_handle = Some(handle.clone());
-            message.visible_at = now + Duration::from_secs(u64::from(visibility));
-            taken.push(ReceivedMessage {
-                message_id: message.id.clone(),
-                receipt_handle: handle,
-                body: message.body.clone(),
-                group_id: message.group_id.clone(),
-                sequence_number: format!("{:020}", message.sequence),
-                receive_count: message.receive_count,
-                sent_timestamp_ms: 0,
-                attributes: Default::default(),
-            });
-        }
-        for index in moved.into_iter().rev() {
-            let message = state.messages.remove(index);
-            state.dead_letters.push(message);
+            if group.is_empty() {
+                state.groups.remove(&name);
+            } else {
+                state.group_order.push_back(name);
+            }
         }
         taken
     }
@@ -156,38 +192,65 @@ impl MemoryQueue {
     /// When the next invisible message becomes visible again.
     fn next_visible_at(&self, now: Instant) -> Option<Instant> {
         self.lock()
-            .messages
-            .iter()
-            .map(|m| m.visible_at)
+            .groups
+            .values()
+            .flat_map(|group| group.iter().map(|m| m.visible_at))
             .filter(|at| *at > now)
             .min()
     }
 
-    /// Deletes (visibility None) or changes the visibility of in-flight
-    /// messages by receipt handle; stale or expired handles fail.
-    fn with_handle(&self, entries: &[(&str, Option<u32>)], now: Instant) -> Vec<EntryFailure> {
+    /// Removes the in-flight message with this receipt handle from its group,
+    /// or sets its visibility; stale or expired handles fail.
+    fn apply(
+        &self,
+        handle: &str,
+        visibility: Option<u32>,
+        now: Instant,
+    ) -> Result<Option<Stored>, String> {
         let mut state = self.lock();
-        let mut failures = Vec::new();
-        for (index, (handle, visibility)) in entries.iter().enumerate() {
-            let found = state
-                .messages
-                .iter()
-                .position(|m| m.receipt_handle.as_deref() == Some(*handle) && m.in_flight(now));
-            match (found, visibility) {
-                (None, _) => failures.push(EntryFailure {
-                    index,
-                    code: "ReceiptHandleIsInvalid".to_owned(),
-                    message: format!("receipt handle {handle} is stale or expired"),
-                }),
-                (Some(position), None) => {
-                    state.messages.remove(position);
+        let state = &mut *state;
+        let stale = || format!("receipt handle {handle} is stale or expired");
+        let (name, sequence) = state.handles.get(handle).cloned().ok_or_else(stale)?;
+        let group = state.groups.get_mut(&name).ok_or_else(stale)?;
+        let position = group
+            .iter()
+            .position(|m| m.sequence == sequence)
+            .ok_or_else(stale)?;
+        if !group[position].in_flight(now) {
+            return Err(stale());
+        }
+        match visibility {
+            Some(seconds) => {
+                group[position].visible_at = now + Duration::from_secs(u64::from(seconds));
+                Ok(None)
+            }
+            None => {
+                let removed = group.remove(position).expect("found");
+                if group.is_empty() {
+                    state.groups.remove(&name);
                 }
-                (Some(position), Some(seconds)) => {
-                    state.messages[position].visible_at =
-                        now + Duration::from_secs(u64::from(*seconds));
-                }
+                state.handles.remove(handle);
+                state.undeleted -= 1;
+                Ok(Some(removed))
             }
         }
+    }
+
+    fn apply_all(&self, entries: &[(&str, Option<u32>)]) -> Vec<EntryFailure> {
+        let now = Instant::now();
+        let failures = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (handle, visibility))| {
+                let message = self.apply(handle, *visibility, now).err()?;
+                Some(EntryFailure {
+                    index,
+                    code: "ReceiptHandleIsInvalid".to_owned(),
+                    message,
+                })
+            })
+            .collect();
+        self.changed.notify_waiters();
         failures
     }
 }
@@ -217,35 +280,19 @@ impl Queue for MemoryQueue {
 
     async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, Error> {
         let entries: Vec<_> = receipt_handles.iter().map(|h| (*h, None)).collect();
-        let failures = self.with_handle(&entries, Instant::now());
-        self.changed.notify_waiters();
-        Ok(failures)
+        Ok(self.apply_all(&entries))
     }
 
     async fn change_visibility(&self, entries: &[(&str, u32)]) -> Result<Vec<EntryFailure>, Error> {
         let entries: Vec<_> = entries.iter().map(|(h, s)| (*h, Some(*s))).collect();
-        let failures = self.with_handle(&entries, Instant::now());
-        self.changed.notify_waiters();
-        Ok(failures)
+        Ok(self.apply_all(&entries))
     }
 
     async fn dead_letter(&self, message: &ReceivedMessage) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let position = state.messages.iter().position(|m| {
-            m.receipt_handle.as_deref() == Some(message.receipt_handle.as_str()) && m.in_flight(now)
-        });
-        let Some(position) = position else {
-            return Err(Error::InvalidParameter {
-                message: format!(
-                    "receipt handle {} is stale or expired",
-                    message.receipt_handle
-                ),
-            });
-        };
-        let moved = state.messages.remove(position);
-        state.dead_letters.push(moved);
-        drop(state);
+        let moved = self
+            .apply(&message.receipt_handle, None, Instant::now())
+            .map_err(|message| Error::InvalidParameter { message })?;
+        self.lock().dead_letters.extend(moved);
         self.changed.notify_waiters();
         Ok(())
     }

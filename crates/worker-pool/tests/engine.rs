@@ -251,10 +251,17 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     let again = fifo_worker_pool::Queue::receive(&queue, &options)
         .await
         .unwrap();
-    let bodies: Vec<_> = again.iter().map(|m| m.body.as_str()).collect();
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for message in again {
+        by_group
+            .entry(message.group_id)
+            .or_default()
+            .push(message.body);
+    }
+    let rest = |g: &str| (2..=5).map(|n| format!("{g}-{n}")).collect::<Vec<_>>();
     assert_eq!(
-        bodies,
-        ["a-2", "b-2", "a-3", "b-3", "a-4", "b-4", "a-5", "b-5"]
+        by_group,
+        BTreeMap::from([("a".to_owned(), rest("a")), ("b".to_owned(), rest("b"))])
     );
 }
 
