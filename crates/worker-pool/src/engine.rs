@@ -9,11 +9,12 @@ use std::sync::Arc;
 use fifo_group_router::Router;
 use fifo_handler::{Handler, Message};
 use fifo_sqs_client::{Error as QueueError, ReceiveOptions, ReceivedMessage};
+use futures_util::FutureExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 
@@ -562,8 +563,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Runs the handler on one message in a task of its own, so a panic is a
-/// failure of that message and nothing else, and a timeout aborts it.
+/// Runs the handler on one message. A panic is caught and becomes a
+/// failure of that message alone; a timeout drops the handler's future
+/// (which kills an exec handler's process).
 async fn work<H: Handler>(
     handler: Arc<H>,
     group: String,
@@ -572,20 +574,18 @@ async fn work<H: Handler>(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let message = handler_message(&held.message);
-    let task = AbortOnDropHandle::new(tokio::spawn(async move {
-        handler.handle(&message).await.map_err(|e| e.to_string())
-    }));
+    let handled = std::panic::AssertUnwindSafe(handler.handle(&message)).catch_unwind();
     let joined = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, task).await {
+        Some(limit) => match tokio::time::timeout(limit, handled).await {
             Ok(joined) => joined,
-            Err(_) => Ok(Err(format!("handler timed out after {limit:?}"))),
+            Err(_) => Ok(Err(format!("handler timed out after {limit:?}").into())),
         },
-        None => task.await,
+        None => handled.await,
     };
     let outcome = match joined {
-        Ok(outcome) => outcome,
-        Err(err) if err.is_panic() => Err("handler panicked".to_owned()),
-        Err(err) => Err(format!("handler task failed: {err}")),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_panic) => Err("handler panicked".to_owned()),
     };
     let _ = events.send(Event::Done {
         group,

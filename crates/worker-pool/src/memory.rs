@@ -24,17 +24,44 @@ pub struct MemoryQueue {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Undeleted messages of each group, in send order.
-    groups: HashMap<String, VecDeque<Stored>>,
-    /// Groups in the order receives visit them (round-robin).
-    group_order: VecDeque<String>,
-    /// Current receipt handle → (group, sequence).
-    handles: HashMap<String, (String, u64)>,
+    /// Every group ever sent to; `group_index` finds one by name.
+    groups: Vec<Group>,
+    group_index: HashMap<String, usize>,
+    /// Where the next receive starts looking, so groups are served round-robin.
+    next_group: usize,
+    /// Current receipt handle → (group index, sequence).
+    handles: HashMap<String, (usize, u64)>,
     dead_letters: Vec<Stored>,
     next_sequence: u64,
     undeleted: usize,
     max_receive_count: Option<u32>,
     visibility_timeout: u32,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    name: String,
+    /// Undeleted messages in send order. Receives always take a group from
+    /// its front, so the delivered messages form a prefix.
+    messages: VecDeque<Stored>,
+    /// The latest visibility deadline of the delivered prefix: the group is
+    /// locked until then.
+    locked_until: Option<Instant>,
+}
+
+impl Group {
+    fn relock(&mut self) {
+        self.locked_until = self
+            .messages
+            .iter()
+            .take_while(|m| m.receipt_handle.is_some())
+            .map(|m| m.visible_at)
+            .max();
+    }
+
+    fn is_locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,15 +116,19 @@ impl MemoryQueue {
             receipt_handle: None,
             visible_at: Instant::now(),
         };
-        match state.groups.get_mut(group_id) {
-            Some(group) => group.push_back(message),
+        let index = match state.group_index.get(group_id) {
+            Some(index) => *index,
             None => {
-                state
-                    .groups
-                    .insert(group_id.to_owned(), VecDeque::from([message]));
-                state.group_order.push_back(group_id.to_owned());
+                state.groups.push(Group {
+                    name: group_id.to_owned(),
+                    ..Group::default()
+                });
+                let index = state.groups.len() - 1;
+                state.group_index.insert(group_id.to_owned(), index);
+                index
             }
-        }
+        };
+        state.groups[index].messages.push_back(message);
         drop(state);
         self.changed.notify_waiters();
     }
@@ -128,22 +159,22 @@ impl MemoryQueue {
         ));
         let wanted = options.max_messages as usize;
         let mut taken = Vec::new();
-        for _ in 0..state.group_order.len() {
+        let count = state.groups.len();
+        let start = state.next_group;
+        for step in 0..count {
             if taken.len() == wanted {
                 break;
             }
-            let name = state.group_order.pop_front().expect("counted");
-            let Some(group) = state.groups.get_mut(&name) else {
-                continue; // emptied: forget it
-            };
+            let group_index = (start + step) % count;
+            let entry = &mut state.groups[group_index];
             // A group with a message in flight is locked; a later message
             // never passes an invisible earlier one.
-            if group.iter().any(|m| m.in_flight(now))
-                || group.front().is_some_and(|m| m.visible_at > now)
-            {
-                state.group_order.push_back(name);
+            if entry.messages.is_empty() || entry.is_locked(now) {
                 continue;
             }
+            state.next_group = (group_index + 1) % count;
+            let name = &entry.name;
+            let group = &mut entry.messages;
             let mut index = 0;
             while taken.len() < wanted && index < group.len() && group[index].visible_at <= now {
                 let exhausted = state
@@ -166,7 +197,7 @@ impl MemoryQueue {
                 }
                 state
                     .handles
-                    .insert(handle.clone(), (name.clone(), message.sequence));
+                    .insert(handle.clone(), (group_index, message.sequence));
                 message.visible_at = now + visibility;
                 taken.push(ReceivedMessage {
                     message_id: message.id.clone(),
@@ -180,11 +211,7 @@ impl MemoryQueue {
                 });
                 index += 1;
             }
-            if group.is_empty() {
-                state.groups.remove(&name);
-            } else {
-                state.group_order.push_back(name);
-            }
+            entry.relock();
         }
         taken
     }
@@ -193,8 +220,8 @@ impl MemoryQueue {
     fn next_visible_at(&self, now: Instant) -> Option<Instant> {
         self.lock()
             .groups
-            .values()
-            .flat_map(|group| group.iter().map(|m| m.visible_at))
+            .iter()
+            .filter_map(|group| group.locked_until)
             .filter(|at| *at > now)
             .min()
     }
@@ -210,8 +237,9 @@ impl MemoryQueue {
         let mut state = self.lock();
         let state = &mut *state;
         let stale = || format!("receipt handle {handle} is stale or expired");
-        let (name, sequence) = state.handles.get(handle).cloned().ok_or_else(stale)?;
-        let group = state.groups.get_mut(&name).ok_or_else(stale)?;
+        let (group_index, sequence) = *state.handles.get(handle).ok_or_else(stale)?;
+        let entry = &mut state.groups[group_index];
+        let group = &mut entry.messages;
         let position = group
             .iter()
             .position(|m| m.sequence == sequence)
@@ -222,13 +250,12 @@ impl MemoryQueue {
         match visibility {
             Some(seconds) => {
                 group[position].visible_at = now + Duration::from_secs(u64::from(seconds));
+                entry.relock();
                 Ok(None)
             }
             None => {
                 let removed = group.remove(position).expect("found");
-                if group.is_empty() {
-                    state.groups.remove(&name);
-                }
+                entry.relock();
                 state.handles.remove(handle);
                 state.undeleted -= 1;
                 Ok(Some(removed))
