@@ -166,8 +166,16 @@ struct Span {
 /// Draws the log handler's output as a timeline, one row per message, and
 /// says whether group `same` ran in order, one at a time.
 fn timeline(log: &str) -> Result<String> {
-    let time =
-        |line: &str| -> Option<f64> { line.strip_prefix("[+")?.split("s]").next()?.parse().ok() };
+    let time = |line: &str| -> Option<f64> {
+        // "HH:MM:SS.mmm " at the start of the line.
+        let mut parts = line.get(..12)?.split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?,
+        )
+    };
     let field = |line: &str, name: &str| -> Option<String> {
         let rest = &line[line.find(&format!(" {name}="))? + name.len() + 2..];
         Some(rest.split(' ').next()?.to_owned())
@@ -178,7 +186,7 @@ fn timeline(log: &str) -> Result<String> {
         let (Some(at), Some(sqs_seq)) = (time(line), field(line, "seq")) else {
             continue;
         };
-        if line.contains("] start ") {
+        if line.contains(" start ") {
             let body = &line[line.find(" body=").map_or(line.len(), |i| i + 6)..];
             let seq = body
                 .split("\"seq\":")
@@ -198,6 +206,11 @@ fn timeline(log: &str) -> Result<String> {
     }
     if spans.is_empty() {
         return Err("the run printed no messages".to_owned());
+    }
+    let origin = spans.iter().map(|s| s.start).fold(f64::INFINITY, f64::min);
+    for span in &mut spans {
+        span.start -= origin;
+        span.end -= origin;
     }
     spans.sort_by(|a, b| {
         (a.group != "same", &a.group, a.seq).cmp(&(b.group != "same", &b.group, b.seq))

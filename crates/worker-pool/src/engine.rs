@@ -119,7 +119,7 @@ fn check(config: &PoolConfig) -> Result<(), Error> {
 /// A held message and how often it has been tried in this delivery.
 #[derive(Debug)]
 struct Held {
-    message: ReceivedMessage,
+    message: Message,
     attempts: u32,
 }
 
@@ -318,10 +318,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.permits.add_permits(1);
                 continue;
             }
+            let (message, receipt_handle) = handler_message(message);
             self.held.insert(
-                message.message_id.clone(),
+                message.id.clone(),
                 Visibility {
-                    receipt_handle: message.receipt_handle.clone(),
+                    receipt_handle,
                     expires,
                 },
             );
@@ -340,7 +341,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn on_success(&mut self, group: &str, held: Held) {
         self.counters.add_succeeded();
         self.router.succeeded(group);
-        if let Some(visibility) = self.forget(&held.message.message_id) {
+        if let Some(visibility) = self.forget(&held.message.id) {
             let _ = self.acks.send(visibility.receipt_handle);
         }
         if self
@@ -364,7 +365,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             );
             tracing::info!(
                 "message {} of group {group} failed ({reason}); retry {} of {} in {delay:?}",
-                message.message_id,
+                message.id,
                 held.attempts,
                 self.config.retries
             );
@@ -394,14 +395,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         {
             tracing::warn!(
                 "message {} of group {group} failed on its last allowed receive ({reason}); moving it to the dead-letter queue",
-                message.message_id
+                message.id
             );
             self.moves_pending += 1;
             let queue = self.queue.clone();
             let events = self.events.clone();
+            let receipt_handle = self
+                .held
+                .get(&held.message.id)
+                .map(|v| v.receipt_handle.clone())
+                .unwrap_or_default();
             self.tracker.spawn(async move {
                 let result = queue
-                    .dead_letter(&held.message)
+                    .dead_letter(&receipt_handle, &held.message)
                     .await
                     .map_err(|e| e.to_string());
                 let _ = events.send(Event::DeadLettered {
@@ -419,7 +425,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         );
         tracing::warn!(
             "message {} of group {group} failed after {} attempts ({reason}); it comes back in {seconds} s",
-            message.message_id,
+            message.id,
             held.attempts + 1,
         );
         self.release_group(&group, held, seconds);
@@ -430,14 +436,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         match result {
             Ok(()) => {
                 self.counters.add_dead_lettered();
-                self.forget(&held.message.message_id);
+                self.forget(&held.message.id);
                 self.router.succeeded(&group);
             }
             Err(err) => {
                 // SQS's own redrive takes it on the next receive instead.
                 tracing::warn!(
                     "moving message {} to the dead-letter queue failed: {err}",
-                    held.message.message_id
+                    held.message.id
                 );
                 self.release_group(&group, held, 0);
             }
@@ -448,9 +454,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// later message of its group at once, so SQS redelivers the group from
     /// this message on, in order.
     fn release_group(&mut self, group: &str, held: Held, seconds: u32) {
-        let mut releases = vec![(held.message.message_id, seconds)];
+        let mut releases = vec![(held.message.id, seconds)];
         let rest = self.router.failed(group);
-        releases.extend(rest.into_iter().map(|h| (h.message.message_id, 0)));
+        releases.extend(rest.into_iter().map(|h| (h.message.id, 0)));
         let handles = releases
             .into_iter()
             .filter_map(|(id, seconds)| Some((self.forget(&id)?.receipt_handle, seconds)))
@@ -550,7 +556,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         waiting.extend(self.retry_ready.drain(..).map(|(_, held)| held));
         let handles = waiting
             .into_iter()
-            .filter_map(|h| Some((self.forget(&h.message.message_id)?.receipt_handle, 0)))
+            .filter_map(|h| Some((self.forget(&h.message.id)?.receipt_handle, 0)))
             .collect();
         self.release(handles);
     }
@@ -573,8 +579,7 @@ async fn work<H: Handler>(
     timeout: Option<Duration>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let message = handler_message(&held.message);
-    let handled = std::panic::AssertUnwindSafe(handler.handle(&message)).catch_unwind();
+    let handled = std::panic::AssertUnwindSafe(handler.handle(&held.message)).catch_unwind();
     let joined = match timeout {
         Some(limit) => match tokio::time::timeout(limit, handled).await {
             Ok(joined) => joined,
@@ -594,16 +599,18 @@ async fn work<H: Handler>(
     });
 }
 
-fn handler_message(message: &ReceivedMessage) -> Message {
-    Message {
-        id: message.message_id.clone(),
-        group_id: message.group_id.clone(),
-        body: message.body.clone(),
+/// The handler's view of a received message, and its receipt handle.
+fn handler_message(message: ReceivedMessage) -> (Message, String) {
+    let handler_message = Message {
+        id: message.message_id,
+        group_id: message.group_id,
+        body: message.body,
         receive_count: message.receive_count,
-        sequence_number: message.sequence_number.clone(),
+        sequence_number: message.sequence_number,
         sent_timestamp_ms: message.sent_timestamp_ms,
-        attributes: message.attributes.clone(),
-    }
+        attributes: message.attributes,
+    };
+    (handler_message, message.receipt_handle)
 }
 
 /// One poller: takes room for a full receive from `permits`, long-polls,

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use fifo_handler::Message;
 use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceivedMessage};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
@@ -315,9 +316,9 @@ impl Queue for MemoryQueue {
         Ok(self.apply_all(&entries))
     }
 
-    async fn dead_letter(&self, message: &ReceivedMessage) -> Result<(), Error> {
+    async fn dead_letter(&self, receipt_handle: &str, _message: &Message) -> Result<(), Error> {
         let moved = self
-            .apply(&message.receipt_handle, None, Instant::now())
+            .apply(receipt_handle, None, Instant::now())
             .map_err(|message| Error::InvalidParameter { message })?;
         self.lock().dead_letters.extend(moved);
         self.changed.notify_waiters();

@@ -1,5 +1,6 @@
 use std::future::Future;
 
+use fifo_handler::Message;
 use fifo_sqs_client::{
     Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceivedMessage,
 };
@@ -29,7 +30,8 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// deletes the original.
     fn dead_letter(
         &self,
-        message: &ReceivedMessage,
+        receipt_handle: &str,
+        message: &Message,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// True when no message is visible, in flight or delayed.
@@ -61,7 +63,7 @@ impl Queue for SqsQueue {
             .await
     }
 
-    async fn dead_letter(&self, message: &ReceivedMessage) -> Result<(), Error> {
+    async fn dead_letter(&self, receipt_handle: &str, message: &Message) -> Result<(), Error> {
         let Some(dead_letter_url) = &self.dead_letter_url else {
             return Err(Error::InvalidParameter {
                 message: format!("{} has no dead-letter queue", self.queue_url),
@@ -70,7 +72,7 @@ impl Queue for SqsQueue {
         let copy = OutgoingMessage {
             body: message.body.clone(),
             group_id: message.group_id.clone(),
-            dedup_id: Some(message.message_id.clone()),
+            dedup_id: Some(message.id.clone()),
         };
         let failed = self.client.send_batch(dead_letter_url, &[copy]).await?;
         if let Some(failure) = failed.first() {
@@ -78,7 +80,7 @@ impl Queue for SqsQueue {
                 message: format!("{}: {}", failure.code, failure.message),
             });
         }
-        let failed = self.delete(&[&message.receipt_handle]).await?;
+        let failed = self.delete(&[receipt_handle]).await?;
         match failed.first() {
             None => Ok(()),
             Some(failure) => Err(Error::InvalidParameter {
