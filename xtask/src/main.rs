@@ -18,6 +18,7 @@ Commands:
   localstack-logs    print LocalStack's log
   test [ARGS..]      fmt check, clippy, then every test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
+  bench [--quick]    measure fifo against LocalStack's own limit; writes BENCHMARKS.md
 ";
 
 type Result<T, E = String> = std::result::Result<T, E>;
@@ -43,6 +44,7 @@ fn try_main() -> Result<()> {
         "localstack-logs" => localstack::logs(),
         "test" => with_localstack(|| test(&rest)),
         "demo" => with_localstack(demo),
+        "bench" => with_localstack(|| bench(&rest)),
         "" | "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())
@@ -88,6 +90,28 @@ fn test(nextest_args: &[String]) -> Result<()> {
     }
     args.extend(nextest_args.iter().map(String::as_str));
     cargo(&args)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let seconds = if quick { "1" } else { "3" };
+    cargo(&[
+        "bench",
+        "--package",
+        "fifo-group-router",
+        "--bench",
+        "router",
+        "--",
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        seconds,
+    ])?;
+    let mut end_to_end = vec!["bench", "--package", "fifo", "--bench", "end_to_end", "--"];
+    if quick {
+        end_to_end.push("--quick");
+    }
+    cargo(&end_to_end)
 }
 
 fn demo() -> Result<()> {

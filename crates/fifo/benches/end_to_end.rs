@@ -1,0 +1,1145 @@
+//! `cargo xtask bench`: fifo against the emulator's own limit, measured in
+//! one run, and the engine alone on the in-memory queue. Writes
+//! BENCHMARKS.md, BENCHMARKS.json and benchmarks-latency.svg at the project
+//! root. Every figure is the median of several runs; every ratio divides
+//! figures of the same invocation. Needs LocalStack on localhost:4566.
+#![allow(clippy::print_stdout)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fifo_handler::{Handler, Message, Outcome};
+use fifo_sqs_client::{Client, ConnectOptions, OutgoingMessage, QueueSpec, ReceiveOptions};
+use fifo_worker_pool::memory::MemoryQueue;
+use fifo_worker_pool::{Counters, PoolConfig, SqsQueue};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const ENDPOINT: &str = "http://localhost:4566";
+
+struct Plan {
+    quick: bool,
+    runs: usize,
+    /// Messages for the limit, the no-op run and scale-out.
+    messages: usize,
+    groups: usize,
+    latency_groups: usize,
+    latency_workers: Vec<usize>,
+    skew_messages: usize,
+    engine_messages: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                runs: 3,
+                messages: 4_000,
+                groups: 200,
+                latency_groups: 20,
+                latency_workers: vec![4, 16, 32],
+                skew_messages: 1_000,
+                engine_messages: 100_000,
+            }
+        } else {
+            Plan {
+                quick,
+                runs: 3,
+                messages: 20_000,
+                groups: 200,
+                latency_groups: 100,
+                latency_workers: vec![1, 4, 16, 32, 64, 100],
+                skew_messages: 4_000,
+                engine_messages: 500_000,
+            }
+        }
+    }
+}
+
+const WORK: Duration = Duration::from_millis(50);
+const PER_GROUP: usize = 20;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let report = runtime.block_on(run_all(&plan));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        root.join("BENCHMARKS.json"),
+        serde_json::to_string_pretty(&report).unwrap() + "\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("benchmarks-latency.svg"), latency_svg(&report)).unwrap();
+    std::fs::write(root.join("BENCHMARKS.md"), markdown(&report, &plan)).unwrap();
+    println!("wrote BENCHMARKS.md, BENCHMARKS.json and benchmarks-latency.svg");
+}
+
+async fn run_all(plan: &Plan) -> Value {
+    let client = fifo_sqs_client::connect(&ConnectOptions {
+        queue_url: &format!("{ENDPOINT}/000000000000/bench.fifo"),
+        endpoint_url: None,
+        region: None,
+    })
+    .await
+    .unwrap();
+    if client.list_queue_urls(Some("none")).await.is_err() {
+        panic!(
+            "LocalStack is not reachable at {ENDPOINT}: start it with `cargo xtask localstack-up`"
+        );
+    }
+    let mut report = json!({ "machine": machine(), "quick": plan.quick, "runs": plan.runs });
+
+    println!("== 1. the emulator's limit, 2. end to end with a no-op handler, 6. cost");
+    let mut limit_send = Vec::new();
+    let mut limit_receive = Vec::new();
+    let mut e2e_send = Vec::new();
+    let mut e2e_run = Vec::new();
+    for run in 0..plan.runs {
+        let (send, receive) = emulator_limit(&client, plan, run).await;
+        let (fifo_send, fifo_run) = end_to_end(&client, plan, run, 1).await;
+        println!(
+            "  run {run}: raw send {send:.0}/s, raw receive+delete {receive:.0}/s, fifo send {:.0}/s, fifo run {:.0}/s",
+            fifo_send,
+            fifo_run["msgs_per_s"].as_f64().unwrap()
+        );
+        limit_send.push(send);
+        limit_receive.push(receive);
+        e2e_send.push(fifo_send);
+        e2e_run.push(fifo_run);
+    }
+    let run_rates: Vec<f64> = e2e_run
+        .iter()
+        .map(|r| r["msgs_per_s"].as_f64().unwrap())
+        .collect();
+    let pick = |key: &str| {
+        median(
+            &e2e_run
+                .iter()
+                .map(|r| r[key].as_f64().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    };
+    report["limit"] = json!({
+        "send_msgs_per_s": median(&limit_send),
+        "receive_delete_msgs_per_s": median(&limit_receive),
+        "all_send": limit_send, "all_receive_delete": limit_receive,
+    });
+    report["no_op"] = json!({
+        "messages": plan.messages, "groups": plan.groups,
+        "run_msgs_per_s": median(&run_rates),
+        "run_ratio": median(&run_rates) / median(&limit_receive),
+        "send_msgs_per_s": median(&e2e_send),
+        "send_ratio": median(&e2e_send) / median(&limit_send),
+        "fifo_cpu_us_per_msg": pick("cpu_us_per_msg"),
+        "fifo_cpu_s_per_10k": pick("cpu_us_per_msg") * 10_000.0 / 1e6,
+        "fifo_peak_rss_mib": pick("peak_rss_mib"),
+        "localstack_cpu_share": pick("localstack_cpu_share"),
+        "order_violations": e2e_run.iter().map(|r| r["order_violations"].as_u64().unwrap()).sum::<u64>(),
+        "runs": e2e_run,
+    });
+
+    println!("== 3. latency-bound: makespan against max(N·L/W, {PER_GROUP}·L)");
+    let mut latency = Vec::new();
+    for &workers in &plan.latency_workers {
+        let mut makespans = Vec::new();
+        let mut shares = Vec::new();
+        for run in 0..plan.runs {
+            let result = latency_run(&client, plan, run, &[workers]).await;
+            makespans.push(result.0);
+            shares.push(result.1);
+        }
+        let n = plan.latency_groups * PER_GROUP;
+        let bound = lower_bound(n, workers);
+        let makespan = median(&makespans);
+        println!(
+            "  W={workers}: makespan {makespan:.2} s, bound {bound:.2} s, ratio {:.3}",
+            makespan / bound
+        );
+        latency.push(json!({
+            "workers": workers, "messages": n, "makespan_s": makespan, "bound_s": bound,
+            "ratio": makespan / bound, "localstack_cpu_share": median(&shares), "all_makespans": makespans,
+        }));
+    }
+    report["latency"] = Value::Array(latency);
+
+    println!("== 4. skew: one hot group and 99 cold ones");
+    report["skew"] = skew(&client, plan).await;
+
+    println!("== 5. the engine alone (in-memory queue)");
+    report["engine"] = engine_alone(plan).await;
+
+    println!("== 7. scale-out");
+    let mut scale = Vec::new();
+    for processes in [2, 4] {
+        let mut rates = Vec::new();
+        let mut violations = 0;
+        for run in 0..plan.runs {
+            let (_, result) = end_to_end(&client, plan, 100 + run, processes).await;
+            rates.push(result["msgs_per_s"].as_f64().unwrap());
+            violations += result["order_violations"].as_u64().unwrap();
+        }
+        let workers_total = 32;
+        let per_process = vec![workers_total / processes; processes];
+        let mut makespans = Vec::new();
+        for run in 0..plan.runs {
+            makespans.push(latency_run(&client, plan, 200 + run, &per_process).await.0);
+        }
+        let n = plan.latency_groups * PER_GROUP;
+        let bound = lower_bound(n, workers_total);
+        println!(
+            "  {processes} processes: no-op {:.0}/s, latency-bound W={workers_total} makespan {:.2} s (bound {bound:.2} s)",
+            median(&rates),
+            median(&makespans)
+        );
+        scale.push(json!({
+            "processes": processes,
+            "no_op_msgs_per_s": median(&rates),
+            "no_op_ratio_to_limit": median(&rates) / median(&limit_receive),
+            "order_violations": violations,
+            "latency_workers_total": workers_total,
+            "latency_makespan_s": median(&makespans),
+            "latency_bound_s": bound,
+            "latency_ratio": median(&makespans) / bound,
+        }));
+    }
+    report["scale_out"] = Value::Array(scale);
+    report["router"] = criterion_results();
+    report
+}
+
+fn lower_bound(messages: usize, workers: usize) -> f64 {
+    let l = WORK.as_secs_f64();
+    (messages as f64 * l / workers as f64).max(PER_GROUP as f64 * l)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn new_queue(client: &Client, label: &str) -> String {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    let spec = QueueSpec {
+        name: format!("bench-{label}-{stamp}.fifo"),
+        visibility_timeout: 60,
+        high_throughput: false,
+        redrive: None,
+    };
+    client.create_fifo_queue(&spec).await.unwrap()
+}
+
+/// `count` messages spread round-robin over `groups`, with the bodies
+/// `fifo send --groups` would make (`seq` counts per group).
+fn messages(count: usize, groups: usize, tag: &str) -> Vec<OutgoingMessage> {
+    (0..count)
+        .map(|i| {
+            let group = format!("group-{}", i % groups + 1);
+            let seq = i / groups + 1;
+            OutgoingMessage {
+                body: json!({"group": group, "seq": seq, "send_id": tag}).to_string(),
+                group_id: group,
+                dedup_id: None,
+            }
+        })
+        .collect()
+}
+
+/// Sends with `concurrency` streams of batches, each stream owning whole
+/// groups (as `fifo send` does). Returns msgs/s.
+async fn raw_send(
+    client: &Client,
+    queue_url: &str,
+    all: Vec<OutgoingMessage>,
+    concurrency: usize,
+) -> f64 {
+    let mut streams: Vec<Vec<OutgoingMessage>> = vec![Vec::new(); concurrency];
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for m in all {
+        let next = owner.len() % concurrency;
+        let stream = *owner.entry(m.group_id.clone()).or_insert(next);
+        streams[stream].push(m);
+    }
+    let total: usize = streams.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in streams {
+        let client = client.clone();
+        let url = queue_url.to_owned();
+        tasks.spawn(async move {
+            for batch in stream.chunks(10) {
+                let failed = client.send_batch(&url, batch).await.unwrap();
+                assert!(failed.is_empty());
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A tight ReceiveMessage(10) + DeleteMessageBatch loop on `concurrency`
+/// connections until `total` messages are gone. Returns msgs/s.
+async fn raw_receive_delete(
+    client: &Client,
+    queue_url: &str,
+    total: usize,
+    concurrency: usize,
+) -> f64 {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = queue_url.to_owned();
+        let done = done.clone();
+        tasks.spawn(async move {
+            let options = ReceiveOptions {
+                max_messages: 10,
+                wait_seconds: 1,
+                visibility_timeout: Some(60),
+                attempt_id: None,
+            };
+            while done.load(std::sync::atomic::Ordering::Relaxed) < total {
+                let got = client.receive(&url, &options).await.unwrap();
+                if got.is_empty() {
+                    continue;
+                }
+                let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
+                client.delete_batch(&url, &handles).await.unwrap();
+                done.fetch_add(got.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The emulator's own throughput for the calls fifo makes, at the best of a
+/// few concurrencies.
+async fn emulator_limit(client: &Client, plan: &Plan, run: usize) -> (f64, f64) {
+    let mut best_send: f64 = 0.0;
+    let mut best_receive: f64 = 0.0;
+    for concurrency in [4, 8] {
+        let url = new_queue(client, &format!("limit{run}c{concurrency}")).await;
+        let all = messages(
+            plan.messages,
+            plan.groups,
+            &format!("limit{run}{concurrency}"),
+        );
+        best_send = best_send.max(raw_send(client, &url, all, concurrency).await);
+        best_receive =
+            best_receive.max(raw_receive_delete(client, &url, plan.messages, concurrency).await);
+    }
+    (best_send, best_receive)
+}
+
+/// CPU seconds (user + system) and peak RSS of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, hwm_kib / 1024.0))
+}
+
+/// LocalStack's process, when it runs on the host (for its CPU share).
+fn localstack_pid() -> Option<u32> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.localstack/localstack.pid");
+    std::fs::read_to_string(root).ok()?.trim().parse().ok()
+}
+
+fn localstack_cpu() -> f64 {
+    localstack_pid()
+        .and_then(proc_usage)
+        .map_or(f64::NAN, |(cpu, _)| cpu)
+}
+
+fn fifo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fifo"));
+    for name in [
+        "SQS_QUEUE_URL",
+        "ENDPOINT_URL",
+        "MAX_WORKERS",
+        "VISIBILITY_TIMEOUT",
+        "WAIT_TIME_SECONDS",
+        "MAX_MESSAGES",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// Spawns `fifo run` whose log lines are collected by a reader thread.
+fn spawn_run(queue_url: &str, args: &[String]) -> (Child, std::thread::JoinHandle<Vec<String>>) {
+    let mut child = fifo()
+        .args([
+            "--queue-url",
+            queue_url,
+            "--no-progress",
+            "run",
+            "--until-empty",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fifo run starts");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    (child, reader)
+}
+
+/// Waits for the children, sampling their CPU time and peak RSS.
+fn wait_sampling(children: &mut [Child]) -> (f64, f64) {
+    let mut last: Vec<(f64, f64)> = vec![(0.0, 0.0); children.len()];
+    loop {
+        let mut running = false;
+        for (child, last) in children.iter_mut().zip(last.iter_mut()) {
+            if child.try_wait().unwrap().is_none() {
+                running = true;
+                if let Some(usage) = proc_usage(child.id()) {
+                    *last = usage;
+                }
+            }
+        }
+        if !running {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (
+        last.iter().map(|l| l.0).sum(),
+        last.iter().map(|l| l.1).fold(0.0, f64::max),
+    )
+}
+
+/// A log line: (seconds of the day, start?, group, SQS sequence number, body seq).
+fn parse_log(line: &str) -> Option<(f64, bool, String, String)> {
+    let mut parts = line.get(..12)?.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    let at =
+        h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
+    let start = line[13..].starts_with("start");
+    let field = |name: &str| -> Option<String> {
+        let rest = &line[line.find(&format!(" {name}="))? + name.len() + 2..];
+        Some(rest.split(' ').next()?.to_owned())
+    };
+    Some((at, start, field("group")?, field("seq")?))
+}
+
+/// Per group, handler starts must follow SQS sequence numbers; counts the
+/// places where they do not (across all processes' logs).
+fn order_violations(lines: &[String]) -> u64 {
+    let mut starts: BTreeMap<String, Vec<(f64, u128)>> = BTreeMap::new();
+    for (at, start, group, seq) in lines.iter().filter_map(|l| parse_log(l)) {
+        if start {
+            starts
+                .entry(group)
+                .or_default()
+                .push((at, seq.parse().unwrap_or(0)));
+        }
+    }
+    let mut violations = 0;
+    for runs in starts.values_mut() {
+        runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        violations += runs.windows(2).filter(|w| w[1].1 <= w[0].1).count() as u64;
+    }
+    violations
+}
+
+/// `fifo send` of the messages, then `processes` × `fifo run --until-empty`
+/// with the log handler and no work, timed until the queue is drained.
+async fn end_to_end(client: &Client, plan: &Plan, run: usize, processes: usize) -> (f64, Value) {
+    let url = new_queue(client, &format!("e2e{run}p{processes}")).await;
+    let started = Instant::now();
+    let status = fifo()
+        .args(["--queue-url", &url, "--no-progress", "send", "--groups"])
+        .args([
+            plan.groups.to_string(),
+            "--count".into(),
+            plan.messages.to_string(),
+            "--concurrency".into(),
+            "8".into(),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "fifo send failed");
+    let send_rate = plan.messages as f64 / started.elapsed().as_secs_f64();
+
+    let localstack_before = localstack_cpu();
+    let started = Instant::now();
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..processes {
+        let (child, reader) = spawn_run(&url, &["--workers".into(), "16".into()]);
+        children.push(child);
+        readers.push(reader);
+    }
+    // Drained is when SQS holds nothing; the exit that follows (noticing the
+    // queue is empty) is not processing time.
+    let drained = {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            loop {
+                let a = client.queue_attributes(&url).await.unwrap();
+                if a.visible == 0 && a.in_flight == 0 {
+                    return started.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (cpu, rss) = tokio::task::block_in_place(|| wait_sampling(&mut children));
+    let elapsed = drained.await.unwrap();
+    let localstack_share = (localstack_cpu() - localstack_before) / elapsed.as_secs_f64();
+    let lines: Vec<String> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let handled = lines
+        .iter()
+        .filter(|l| l.get(13..18) == Some("start"))
+        .count();
+    assert!(
+        handled >= plan.messages,
+        "only {handled} of {} handled",
+        plan.messages
+    );
+    (
+        send_rate,
+        json!({
+            "msgs_per_s": plan.messages as f64 / elapsed.as_secs_f64(),
+            "drain_s": elapsed.as_secs_f64(),
+            "cpu_us_per_msg": cpu * 1e6 / plan.messages as f64,
+            "peak_rss_mib": rss,
+            "localstack_cpu_share": localstack_share,
+            "order_violations": order_violations(&lines),
+        }),
+    )
+}
+
+/// 20 messages per group, `--work-ms 50`, one `fifo run` per entry of
+/// `workers`: the makespan from the first handler start to the last end,
+/// and LocalStack's CPU share meanwhile.
+async fn latency_run(client: &Client, plan: &Plan, run: usize, workers: &[usize]) -> (f64, f64) {
+    let url = new_queue(client, &format!("lat{run}w{}", workers[0])).await;
+    let n = plan.latency_groups * PER_GROUP;
+    raw_send(client, &url, messages(n, plan.latency_groups, "latency"), 8).await;
+    let localstack_before = localstack_cpu();
+    let started = Instant::now();
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for w in workers {
+        let args: Vec<String> = [
+            "--workers",
+            &w.to_string(),
+            "--work-ms",
+            &WORK.as_millis().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let (child, reader) = spawn_run(&url, &args);
+        children.push(child);
+        readers.push(reader);
+    }
+    tokio::task::block_in_place(|| wait_sampling(&mut children));
+    let share = (localstack_cpu() - localstack_before) / started.elapsed().as_secs_f64();
+    let lines: Vec<String> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    let events: Vec<(f64, bool)> = lines
+        .iter()
+        .filter_map(|l| parse_log(l))
+        .map(|(at, start, _, _)| (at, start))
+        .collect();
+    let first = events
+        .iter()
+        .filter(|e| e.1)
+        .map(|e| e.0)
+        .fold(f64::INFINITY, f64::min);
+    let last = events
+        .iter()
+        .filter(|e| !e.1)
+        .map(|e| e.0)
+        .fold(0.0, f64::max);
+    assert_eq!(
+        events.iter().filter(|e| !e.1).count(),
+        n,
+        "every message done once"
+    );
+    assert_eq!(order_violations(&lines), 0, "order per group broken");
+    (last - first, share)
+}
+
+/// Records, per message, the time from its send to its handler's start.
+#[derive(Clone, Default)]
+struct Waits {
+    waits: Arc<Mutex<Vec<(String, f64)>>>,
+}
+
+impl Handler for Waits {
+    async fn handle(&self, message: &Message) -> Outcome {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64;
+        let wait = (now_ms - message.sent_timestamp_ms as f64) / 1000.0;
+        self.waits
+            .lock()
+            .unwrap()
+            .push((message.group_id.clone(), wait));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+}
+
+/// One hot group with half the messages and 99 cold groups, W = 16, L = 20
+/// ms; the same cold messages alone for comparison. Runs until every cold
+/// message started.
+async fn skew(client: &Client, plan: &Plan) -> Value {
+    let cold_total = plan.skew_messages / 2;
+    let mut result = json!({});
+    for (label, with_hot) in [("with_hot", true), ("cold_only", false)] {
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        let mut hot50 = Vec::new();
+        let mut hot99 = Vec::new();
+        for run in 0..plan.runs {
+            let url = new_queue(client, &format!("skew{run}{label}")).await;
+            let mut all: Vec<OutgoingMessage> = Vec::new();
+            for i in 0..plan.skew_messages {
+                let hot = i % 2 == 0;
+                if hot && !with_hot {
+                    continue;
+                }
+                let group = if hot {
+                    "hot".to_owned()
+                } else {
+                    format!("cold-{}", i / 2 % 99)
+                };
+                all.push(OutgoingMessage {
+                    body: format!("{group}-{i}"),
+                    group_id: group,
+                    dedup_id: None,
+                });
+            }
+            raw_send(client, &url, all, 8).await;
+            let handler = Waits::default();
+            let shutdown = CancellationToken::new();
+            let config = PoolConfig {
+                workers: 16,
+                wait_time_seconds: 1,
+                ..PoolConfig::default()
+            };
+            let queue = SqsQueue {
+                client: client.clone(),
+                queue_url: url,
+                dead_letter_url: None,
+            };
+            let engine = tokio::spawn(fifo_worker_pool::run(
+                queue,
+                handler.clone(),
+                config,
+                shutdown.clone(),
+                Arc::new(Counters::default()),
+            ));
+            loop {
+                let cold_seen = handler
+                    .waits
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|w| w.0 != "hot")
+                    .count();
+                if cold_seen >= cold_total {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            shutdown.cancel();
+            engine.await.unwrap().unwrap();
+            let waits = handler.waits.lock().unwrap().clone();
+            let mut cold: Vec<f64> = waits.iter().filter(|w| w.0 != "hot").map(|w| w.1).collect();
+            let mut hot: Vec<f64> = waits.iter().filter(|w| w.0 == "hot").map(|w| w.1).collect();
+            cold.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            hot.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            p50s.push(percentile(&cold, 0.5));
+            p99s.push(percentile(&cold, 0.99));
+            hot50.push(percentile(&hot, 0.5));
+            hot99.push(percentile(&hot, 0.99));
+        }
+        result[label] = json!({
+            "cold_p50_s": median(&p50s), "cold_p99_s": median(&p99s),
+            "hot_p50_s": median(&hot50), "hot_p99_s": median(&hot99),
+        });
+        println!(
+            "  {label}: cold p50 {:.3} s, p99 {:.3} s",
+            median(&p50s),
+            median(&p99s)
+        );
+    }
+    let ratio50 = result["with_hot"]["cold_p50_s"].as_f64().unwrap()
+        / result["cold_only"]["cold_p50_s"].as_f64().unwrap();
+    let ratio99 = result["with_hot"]["cold_p99_s"].as_f64().unwrap()
+        / result["cold_only"]["cold_p99_s"].as_f64().unwrap();
+    result["cold_p50_ratio"] = json!(ratio50);
+    result["cold_p99_ratio"] = json!(ratio99);
+    result["messages"] = json!(plan.skew_messages);
+    result
+}
+
+struct Noop;
+
+impl Handler for Noop {
+    async fn handle(&self, _message: &Message) -> Outcome {
+        Ok(())
+    }
+}
+
+fn own_cpu_seconds() -> f64 {
+    proc_usage(std::process::id()).map_or(f64::NAN, |(cpu, _)| cpu)
+}
+
+/// The engine on the in-memory queue: no-op throughput with real time, and
+/// the latency-bound runs with paused time (so only scheduling shows).
+async fn engine_alone(plan: &Plan) -> Value {
+    let n = plan.engine_messages;
+    let mut rates = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..plan.runs {
+        let queue = MemoryQueue::new();
+        for i in 0..n {
+            queue.send(&format!("group-{}", i % plan.groups), "x");
+        }
+        let config = PoolConfig {
+            workers: 16,
+            max_in_flight: 4_000,
+            limit: Some(n as u64),
+            ..PoolConfig::default()
+        };
+        let cpu_before = own_cpu_seconds();
+        let started = Instant::now();
+        let engine = tokio::spawn(fifo_worker_pool::run(
+            queue,
+            Noop,
+            config,
+            CancellationToken::new(),
+            Arc::new(Counters::default()),
+        ));
+        let stats = engine.await.unwrap().unwrap();
+        let elapsed = started.elapsed().as_secs_f64();
+        assert_eq!(stats.succeeded, n as u64);
+        rates.push(n as f64 / elapsed);
+        cpus.push((own_cpu_seconds() - cpu_before) * 1e6 / n as f64);
+    }
+    println!(
+        "  no-op: {:.0} msgs/s, {:.2} µs CPU per message",
+        median(&rates),
+        median(&cpus)
+    );
+
+    let mut latency = Vec::new();
+    for &workers in &plan.latency_workers {
+        let n = plan.latency_groups * PER_GROUP;
+        let makespan = std::thread::spawn(move || paused_makespan(n, workers))
+            .join()
+            .unwrap();
+        let bound = lower_bound(n, workers);
+        latency.push(json!({ "workers": workers, "makespan_s": makespan, "bound_s": bound, "ratio": makespan / bound }));
+    }
+    json!({ "messages": n, "no_op_msgs_per_s": median(&rates), "cpu_us_per_msg": median(&cpus), "latency": latency })
+}
+
+/// The latency-bound run on the in-memory queue in paused tokio time.
+fn paused_makespan(n: usize, workers: usize) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let queue = MemoryQueue::new();
+        let groups = n / PER_GROUP;
+        for i in 0..n {
+            queue.send(&format!("group-{}", i % groups), "x");
+        }
+        struct Sleep;
+        impl Handler for Sleep {
+            async fn handle(&self, _message: &Message) -> Outcome {
+                tokio::time::sleep(WORK).await;
+                Ok(())
+            }
+        }
+        let config = PoolConfig {
+            workers,
+            max_in_flight: (workers * 20).max(100),
+            limit: Some(n as u64),
+            ..PoolConfig::default()
+        };
+        let started = tokio::time::Instant::now();
+        fifo_worker_pool::run(
+            queue,
+            Sleep,
+            config,
+            CancellationToken::new(),
+            Arc::new(Counters::default()),
+        )
+        .await
+        .unwrap();
+        started.elapsed().as_secs_f64()
+    })
+}
+
+/// Mean times of the group router's criterion benchmarks, when they ran.
+fn criterion_results() -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion");
+    let mut results = serde_json::Map::new();
+    for name in ["router_push_1000", "router_drain_1000", "router_cycle"] {
+        let path: PathBuf = root.join(name).join("new/estimates.json");
+        if let Some(ns) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["mean"]["point_estimate"].as_f64())
+        {
+            results.insert(name.to_owned(), json!(ns));
+        }
+    }
+    Value::Object(results)
+}
+
+fn machine() -> Value {
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / 1024.0
+                    / 1024.0
+            })
+        })
+        .unwrap_or(0.0);
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "memory_gib": (memory * 10.0).round() / 10.0,
+        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default(),
+        "rustc": output("rustc", &["--version"]),
+        "fifo": env!("CARGO_PKG_VERSION"),
+        "localstack": "4.13.1 (host install, one Python process)",
+        "date": output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    })
+}
+
+fn latency_svg(report: &Value) -> String {
+    let rows = report["latency"].as_array().cloned().unwrap_or_default();
+    let (width, height, margin) = (640.0, 360.0, 50.0);
+    let max_y = rows
+        .iter()
+        .map(|r| {
+            r["makespan_s"]
+                .as_f64()
+                .unwrap()
+                .max(r["bound_s"].as_f64().unwrap())
+        })
+        .fold(0.0, f64::max)
+        * 1.1;
+    let max_x = rows
+        .iter()
+        .map(|r| (r["workers"].as_f64().unwrap()).log2())
+        .fold(1.0, f64::max);
+    let x = |w: f64| margin + w.log2() / max_x * (width - 2.0 * margin);
+    let y = |v: f64| height - margin - v / max_y * (height - 2.0 * margin);
+    let line = |key: &str| {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(r["workers"].as_f64().unwrap()),
+                    y(r[key].as_f64().unwrap())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="20" text-anchor="middle" font-size="14">Latency-bound makespan vs lower bound (L = 50 ms, 20 per group)</text>
+<line x1="{margin}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{}" stroke="black"/>
+<text x="{}" y="{}" text-anchor="middle">workers W (log scale)</text>
+<text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">seconds</text>
+<polyline fill="none" stroke="#888" stroke-dasharray="5,4" stroke-width="2" points="{}"/>
+<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{}"/>
+<text x="{}" y="{}" fill="#c0392b">fifo makespan</text>
+<text x="{}" y="{}" fill="#888">bound max(N·L/W, 20·L)</text>
+"##,
+        width / 2.0,
+        height - margin,
+        width - margin,
+        height - margin,
+        height - margin,
+        width / 2.0,
+        height - 12.0,
+        height / 2.0,
+        height / 2.0,
+        line("bound_s"),
+        line("makespan_s"),
+        width - margin - 150.0,
+        margin + 10.0,
+        width - margin - 150.0,
+        margin + 26.0,
+    );
+    for r in &rows {
+        let w = r["workers"].as_f64().unwrap();
+        svg += &format!(
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{w}</text>"#,
+            x(w),
+            height - margin + 16.0
+        );
+        svg += "\n";
+    }
+    for tick in 0..=4 {
+        let v = max_y * tick as f64 / 4.0;
+        svg += &format!(
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{v:.1}</text>"#,
+            margin - 4.0,
+            y(v) + 4.0
+        );
+        svg += "\n";
+    }
+    svg + "</svg>\n"
+}
+
+fn markdown(report: &Value, plan: &Plan) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let verdict = |met: bool| if met { "**met**" } else { "**missed**" };
+    let m = &report["machine"];
+    let limit = &report["limit"];
+    let no_op = &report["no_op"];
+    let engine = &report["engine"];
+    let skew = &report["skew"];
+    let mut md = String::new();
+    md += "# Benchmarks\n\n";
+    md += &format!(
+        "Written by `cargo xtask bench{}` on {} ({} cores, {} GiB, {}; {}; LocalStack {}). \
+         Every figure is the median of {} runs; every ratio divides figures measured in this same invocation. \
+         LocalStack is one Python process: its CPU share is given in cores (1.0 = one core busy).\n\n",
+        if plan.quick { " --quick" } else { "" },
+        m["date"].as_str().unwrap_or(""),
+        m["cores"],
+        m["memory_gib"],
+        m["cpu"].as_str().unwrap_or(""),
+        m["rustc"].as_str().unwrap_or(""),
+        m["localstack"].as_str().unwrap_or(""),
+        plan.runs
+    );
+    md += "## Summary\n\n| goal | measured | verdict |\n|---|---|---|\n";
+    let run_ratio = f(&no_op["run_ratio"]);
+    let send_ratio = f(&no_op["send_ratio"]);
+    md += &format!(
+        "| `fifo run` no-op ≥ 0.90 × the emulator's receive+delete limit | {run_ratio:.2} ({:.0} of {:.0} msgs/s) | {} |\n",
+        f(&no_op["run_msgs_per_s"]),
+        f(&limit["receive_delete_msgs_per_s"]),
+        verdict(run_ratio >= 0.9)
+    );
+    md += &format!(
+        "| `fifo send` ≥ 0.90 × the emulator's send limit | {send_ratio:.2} ({:.0} of {:.0} msgs/s) | {} |\n",
+        f(&no_op["send_msgs_per_s"]),
+        f(&limit["send_msgs_per_s"]),
+        verdict(send_ratio >= 0.9)
+    );
+    let worst = report["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| f(&r["ratio"]))
+        .fold(0.0, f64::max);
+    md += &format!(
+        "| latency-bound makespan ≤ 1.15 × bound at every W | worst {worst:.2} | {} |\n",
+        verdict(worst <= 1.15)
+    );
+    let skew_ratio = f(&skew["cold_p99_ratio"]).max(f(&skew["cold_p50_ratio"]));
+    md += &format!(
+        "| cold groups with a hot group within 1.2 × cold alone (p50 and p99) | {:.2} (p50), {:.2} (p99) | {} |\n",
+        f(&skew["cold_p50_ratio"]),
+        f(&skew["cold_p99_ratio"]),
+        verdict(skew_ratio <= 1.2)
+    );
+    md += &format!(
+        "| engine alone ≥ 1,000,000 msgs/s (no-op, in-memory queue) | {:.0} msgs/s | {} |\n",
+        f(&engine["no_op_msgs_per_s"]),
+        verdict(f(&engine["no_op_msgs_per_s"]) >= 1e6)
+    );
+    md += &format!(
+        "| fifo CPU ≤ 25 µs per message end to end | {:.1} µs | {} |\n",
+        f(&no_op["fifo_cpu_us_per_msg"]),
+        verdict(f(&no_op["fifo_cpu_us_per_msg"]) <= 25.0)
+    );
+    md += &format!(
+        "| fifo peak RSS ≤ 50 MiB | {:.1} MiB | {} |\n",
+        f(&no_op["fifo_peak_rss_mib"]),
+        verdict(f(&no_op["fifo_peak_rss_mib"]) <= 50.0)
+    );
+    let violations: u64 = no_op["order_violations"].as_u64().unwrap_or(0)
+        + report["scale_out"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["order_violations"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+    md += &format!(
+        "| order per group intact in every end-to-end run | {violations} violations | {} |\n\n",
+        verdict(violations == 0)
+    );
+
+    md += "## 1. The limit: the emulator's own throughput\n\n";
+    md += "A tight loop on the same Rust SDK client, best of 4 and 8 concurrent connections, messages over 200 groups.\n\n| call | msgs/s |\n|---|---|\n";
+    md += &format!(
+        "| `SendMessageBatch` (10 per call) | {:.0} |\n| `ReceiveMessage(10)` + `DeleteMessageBatch` | {:.0} |\n\n",
+        f(&limit["send_msgs_per_s"]),
+        f(&limit["receive_delete_msgs_per_s"])
+    );
+
+    md += &format!(
+        "## 2. End to end, no-op handler\n\n{} messages over {} groups. `fifo send --groups {} --count {} --concurrency 8`, then `fifo run --until-empty --workers 16` (log handler, no work), timed until SQS holds no message.\n\n",
+        plan.messages, plan.groups, plan.groups, plan.messages
+    );
+    md += "| what | msgs/s | ratio to the limit | LocalStack CPU (cores) |\n|---|---|---|---|\n";
+    md += &format!(
+        "| `fifo run` | {:.0} | {run_ratio:.2} | {:.2} |\n| `fifo send` | {:.0} | {send_ratio:.2} | |\n\n",
+        f(&no_op["run_msgs_per_s"]),
+        f(&no_op["localstack_cpu_share"]),
+        f(&no_op["send_msgs_per_s"])
+    );
+
+    md += &format!(
+        "## 3. Latency-bound\n\n{} messages, {} groups of {PER_GROUP}, handler work L = 50 ms (`fifo run --until-empty --workers W --work-ms 50`). Makespan: first handler start to last handler end, from the log handler's lines.\n\n",
+        plan.latency_groups * PER_GROUP,
+        plan.latency_groups
+    );
+    md += "| W | makespan (s) | bound (s) | ratio | LocalStack CPU (cores) | verdict |\n|---|---|---|---|---|---|\n";
+    for r in report["latency"].as_array().unwrap() {
+        md += &format!(
+            "| {} | {:.2} | {:.2} | {:.3} | {:.2} | {} |\n",
+            r["workers"],
+            f(&r["makespan_s"]),
+            f(&r["bound_s"]),
+            f(&r["ratio"]),
+            f(&r["localstack_cpu_share"]),
+            verdict(f(&r["ratio"]) <= 1.15)
+        );
+    }
+    md += "\n![makespan and bound against W](benchmarks-latency.svg)\n\n";
+
+    md += &format!(
+        "## 4. Skew\n\n{} messages: one hot group holding half, 99 cold groups the rest; W = 16, L = 20 ms, in process on `SqsQueue`. Time from send (SQS's SentTimestamp) to handler start, per class; the same cold messages without the hot group for comparison.\n\n",
+        skew["messages"]
+    );
+    md += "| run | cold p50 (s) | cold p99 (s) | hot p50 (s) | hot p99 (s) |\n|---|---|---|---|---|\n";
+    for label in ["with_hot", "cold_only"] {
+        let r = &skew[label];
+        md += &format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            label.replace('_', " "),
+            f(&r["cold_p50_s"]),
+            f(&r["cold_p99_s"]),
+            f(&r["hot_p50_s"]),
+            f(&r["hot_p99_s"])
+        );
+    }
+    md += &format!(
+        "\nCold with hot ÷ cold alone: p50 {:.2}, p99 {:.2}.\n\n",
+        f(&skew["cold_p50_ratio"]),
+        f(&skew["cold_p99_ratio"])
+    );
+
+    md += &format!(
+        "## 5. The engine alone\n\nThe in-memory queue (SQS FIFO rules, no network). No-op: {} messages over {} groups, W = 16, real time, on this process's tokio runtime.\n\n",
+        engine["messages"], plan.groups
+    );
+    md += &format!(
+        "| what | figure |\n|---|---|\n| no-op throughput | {:.0} msgs/s |\n| CPU per message (engine + in-memory queue) | {:.2} µs |\n",
+        f(&engine["no_op_msgs_per_s"]),
+        f(&engine["cpu_us_per_msg"])
+    );
+    for (name, ns) in report["router"].as_object().into_iter().flatten() {
+        md += &format!("| criterion `{name}` | {:.0} ns |\n", f(ns));
+    }
+    md += "\nLatency-bound on the in-memory queue in paused time (scheduling alone):\n\n| W | makespan (s) | bound (s) | ratio |\n|---|---|---|---|\n";
+    for r in engine["latency"].as_array().unwrap() {
+        md += &format!(
+            "| {} | {:.2} | {:.2} | {:.3} |\n",
+            r["workers"],
+            f(&r["makespan_s"]),
+            f(&r["bound_s"]),
+            f(&r["ratio"])
+        );
+    }
+
+    md += &format!(
+        "\n## 6. Cost\n\nFrom the `fifo run` processes of (2), sampled from /proc every 10 ms.\n\n| what | figure | goal |\n|---|---|---|\n| CPU per message | {:.1} µs | ≤ 25 µs |\n| CPU per 10,000 messages | {:.3} s | |\n| peak RSS | {:.1} MiB | ≤ 50 MiB |\n\n",
+        f(&no_op["fifo_cpu_us_per_msg"]),
+        f(&no_op["fifo_cpu_s_per_10k"]),
+        f(&no_op["fifo_peak_rss_mib"])
+    );
+
+    md += "## 7. Scale-out\n\n(2) and (3) with several `fifo run` processes on one queue; order per group checked from all processes' log lines together.\n\n| processes | no-op msgs/s | ratio to the limit | order violations | latency-bound makespan, 32 workers in all (s) | bound (s) | ratio |\n|---|---|---|---|---|---|---|\n";
+    for s in report["scale_out"].as_array().unwrap() {
+        md += &format!(
+            "| {} | {:.0} | {:.2} | {} | {:.2} | {:.2} | {:.3} |\n",
+            s["processes"],
+            f(&s["no_op_msgs_per_s"]),
+            f(&s["no_op_ratio_to_limit"]),
+            s["order_violations"],
+            f(&s["latency_makespan_s"]),
+            f(&s["latency_bound_s"]),
+            f(&s["latency_ratio"])
+        );
+    }
+    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 15 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
+    md
+}

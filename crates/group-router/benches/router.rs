@@ -1,0 +1,59 @@
+//! Micro-benchmarks of the router's per-message operations, over 200 groups.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use fifo_group_router::Router;
+
+fn groups() -> Vec<String> {
+    (0..200).map(|g| format!("group-{g}")).collect()
+}
+
+fn filled(groups: &[String]) -> Router<usize> {
+    let mut router = Router::new();
+    for i in 0..1000 {
+        router.push(&groups[i % groups.len()], i);
+    }
+    router
+}
+
+fn benches(c: &mut Criterion) {
+    let groups = groups();
+    c.bench_function("router_push_1000", |b| {
+        b.iter_batched(
+            Router::new,
+            |mut router| {
+                for i in 0..1000 {
+                    router.push(&groups[i % groups.len()], i);
+                }
+                router
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("router_drain_1000", |b| {
+        b.iter_batched(
+            || filled(&groups),
+            |mut router| {
+                while let Some((group, item)) = router.take_next() {
+                    black_box(item);
+                    router.succeeded(&group);
+                }
+                router
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Steady state: one message handed out, completed, and a new one pushed.
+    let mut router = filled(&groups);
+    c.bench_function("router_cycle", |b| {
+        b.iter(|| {
+            let (group, item) = router.take_next().expect("always work");
+            router.succeeded(&group);
+            router.push(&group, black_box(item));
+        })
+    });
+}
+
+criterion_group!(router, benches);
+criterion_main!(router);
