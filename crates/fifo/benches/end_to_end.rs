@@ -220,7 +220,7 @@ fn lower_bound(messages: usize, workers: usize) -> f64 {
 
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
@@ -693,8 +693,8 @@ async fn skew(client: &Client, plan: &Plan) -> Value {
             let waits = handler.waits.lock().unwrap().clone();
             let mut cold: Vec<f64> = waits.iter().filter(|w| w.0 != "hot").map(|w| w.1).collect();
             let mut hot: Vec<f64> = waits.iter().filter(|w| w.0 == "hot").map(|w| w.1).collect();
-            cold.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            hot.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            cold.sort_by(f64::total_cmp);
+            hot.sort_by(f64::total_cmp);
             p50s.push(percentile(&cold, 0.5));
             p99s.push(percentile(&cold, 0.99));
             hot50.push(percentile(&hot, 0.5));

@@ -23,7 +23,12 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    // One thread: fifo's work is waiting on SQS and on handlers; handing
+    // every event between threads cost more CPU than it saved.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::{
@@ -51,11 +52,15 @@ pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
         .or_else(|| queue.aws_region().map(str::to_owned))
         .or_else(|| local.then(|| "us-east-1".to_owned()));
 
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build(),
-    );
+    // SQS bodies are small and arrive whole: the stalled-stream monitor
+    // only adds timers to every call.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .build(),
+        );
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }

@@ -706,29 +706,42 @@ async fn receive_until_stopped<Q: Queue>(
     }
 }
 
-/// The acker: deletes succeeded messages in batches of ten, sent as soon as
-/// nothing more is waiting, a few calls at a time. Failed entries are
-/// retried; what still fails is counted and logged (it will be redelivered).
+/// The acker: deletes succeeded messages in batches of ten. A partial batch
+/// is sent only when no delete is under way, so deletes go at once when the
+/// engine is idle and fill up while it is busy (each call costs about as
+/// much as ten messages' other work). Failed entries are retried; what still
+/// fails is counted and logged (it will be redelivered).
 async fn ack<Q: Queue>(
     queue: Q,
     mut inbox: mpsc::UnboundedReceiver<String>,
     counters: Arc<Counters>,
 ) {
     let mut calls = JoinSet::new();
-    while let Some(first) = inbox.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+    let mut pending: Vec<String> = Vec::new();
+    let mut open = true;
+    while open || !pending.is_empty() || !calls.is_empty() {
+        while open && pending.len() < BATCH * ACKS_IN_FLIGHT {
             match inbox.try_recv() {
-                Ok(handle) => batch.push(handle),
-                Err(_) => break,
+                Ok(handle) => pending.push(handle),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        while calls.len() >= ACKS_IN_FLIGHT {
-            calls.join_next().await;
+        let full = pending.len() >= BATCH && calls.len() < ACKS_IN_FLIGHT;
+        let idle = !pending.is_empty() && (calls.is_empty() || !open);
+        if full || idle {
+            let batch: Vec<String> = pending.drain(..pending.len().min(BATCH)).collect();
+            calls.spawn(delete(queue.clone(), batch, counters.clone()));
+            continue;
         }
-        calls.spawn(delete(queue.clone(), batch, counters.clone()));
+        tokio::select! {
+            handle = inbox.recv(), if open => match handle {
+                Some(handle) => pending.push(handle),
+                None => open = false,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+        }
     }
-    while calls.join_next().await.is_some() {}
 }
 
 async fn delete<Q: Queue>(queue: Q, mut handles: Vec<String>, counters: Arc<Counters>) {
