@@ -120,6 +120,18 @@ fn assert_order(records: &[Record], groups: &[String], count: u64) {
     }
 }
 
+fn send_three_groups_of_six(url: &str) {
+    ok(fifo(&[
+        "--queue-url",
+        url,
+        "send",
+        "--groups",
+        "3",
+        "--count",
+        "18",
+    ]));
+}
+
 fn group_names(count: usize) -> Vec<String> {
     (1..=count).map(|g| format!("group-{g}")).collect()
 }
@@ -127,15 +139,7 @@ fn group_names(count: usize) -> Vec<String> {
 #[test]
 fn sigterm_drains_and_a_second_run_takes_the_rest_at_once() {
     let url = create_queue(&unique_queue_name("p-term"), &[]);
-    ok(fifo(&[
-        "--queue-url",
-        &url,
-        "send",
-        "--groups",
-        "3",
-        "--count",
-        "18",
-    ]));
+    send_three_groups_of_six(&url);
     let dir = TempDir::new();
     let visibility = ["--visibility-timeout", "60"];
     let mut first = spawn_run(
@@ -201,15 +205,7 @@ fn sigterm_drains_and_a_second_run_takes_the_rest_at_once() {
 #[test]
 fn after_kill_9_a_restart_processes_everything_in_order() {
     let url = create_queue(&unique_queue_name("p-kill"), &[]);
-    ok(fifo(&[
-        "--queue-url",
-        &url,
-        "send",
-        "--groups",
-        "3",
-        "--count",
-        "18",
-    ]));
+    send_three_groups_of_six(&url);
     let dir = TempDir::new();
     let visibility = ["--visibility-timeout", "3"];
     let mut first = spawn_run(
