@@ -120,6 +120,16 @@ fn assert_order(records: &[Record], groups: &[String], count: u64) {
     }
 }
 
+/// Waits for a `fifo run --until-empty` and asserts it succeeded.
+fn finish(child: Child) {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn send_three_groups_of_six(url: &str) {
     ok(fifo(&[
         "--queue-url",
@@ -165,19 +175,13 @@ fn sigterm_drains_and_a_second_run_takes_the_rest_at_once() {
     assert_eq!(starts, ends, "every running handler finished before exit");
 
     let started = Instant::now();
-    let second = spawn_run(
+    finish(spawn_run(
         &dir,
         &url,
         "second",
         "0.05",
         &[&visibility[..], &["--until-empty"]].concat(),
-    );
-    let output = second.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ));
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "the second run waited out the visibility timeout: messages were not handed back"
@@ -226,19 +230,13 @@ fn after_kill_9_a_restart_processes_everything_in_order() {
         .map(|r| (r.group.clone(), r.seq))
         .collect();
 
-    let second = spawn_run(
+    finish(spawn_run(
         &dir,
         &url,
         "second",
         "0.05",
         &[&visibility[..], &["--until-empty"]].concat(),
-    );
-    let output = second.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ));
 
     let all = records(&dir);
     let mut runs: BTreeMap<(String, u64), usize> = BTreeMap::new();
@@ -286,14 +284,8 @@ fn two_processes_share_a_queue_and_keep_each_group_in_order() {
     let args = ["--until-empty", "--workers", "3", "--max-in-flight", "20"];
     let a = spawn_run(&dir, &url, "a", "0.05", &args);
     let b = spawn_run(&dir, &url, "b", "0.05", &args);
-    for child in [a, b] {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    finish(a);
+    finish(b);
 
     let all = records(&dir);
     for runner in ["a", "b"] {

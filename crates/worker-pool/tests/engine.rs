@@ -46,16 +46,36 @@ fn expected(groups: &[&str], count: usize) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-async fn run_until_done(queue: &MemoryQueue, handler: &Recorder, config: PoolConfig) -> Stats {
+/// A token cancelled (as by Ctrl-C) after `delay` of tokio time.
+fn cancelled_after(delay: Duration) -> CancellationToken {
+    let token = CancellationToken::new();
+    let canceller = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        canceller.cancel();
+    });
+    token
+}
+
+async fn run_with(
+    queue: &MemoryQueue,
+    handler: &Recorder,
+    config: PoolConfig,
+    shutdown: CancellationToken,
+) -> Stats {
     run(
         queue.clone(),
         handler.clone(),
         config,
-        CancellationToken::new(),
+        shutdown,
         handler.counters.clone(),
     )
     .await
     .expect("the run ends cleanly")
+}
+
+async fn run_until_done(queue: &MemoryQueue, handler: &Recorder, config: PoolConfig) -> Stats {
+    run_with(queue, handler, config, CancellationToken::new()).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -214,25 +234,12 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     let queue = MemoryQueue::new();
     fill(&queue, &["a", "b"], 5);
     let handler = Recorder::new(Duration::from_secs(2));
-    let token = CancellationToken::new();
-    let canceller = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        canceller.cancel();
-    });
+    let token = cancelled_after(Duration::from_millis(500));
     let config = PoolConfig {
         until_empty: false,
         ..config()
     };
-    let stats = run(
-        queue.clone(),
-        handler.clone(),
-        config,
-        token,
-        handler.counters.clone(),
-    )
-    .await
-    .unwrap();
+    let stats = run_with(&queue, &handler, config, token).await;
 
     assert_eq!(
         handler.successes(),
@@ -270,27 +277,14 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
     let queue = MemoryQueue::new();
     fill(&queue, &["g"], 1);
     let handler = Recorder::new(Duration::from_secs(600));
-    let token = CancellationToken::new();
-    let canceller = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        canceller.cancel();
-    });
+    let token = cancelled_after(Duration::from_secs(1));
     let started = Instant::now();
     let config = PoolConfig {
         until_empty: false,
         shutdown_timeout: Duration::from_secs(3),
         ..config()
     };
-    let stats = run(
-        queue.clone(),
-        handler.clone(),
-        config,
-        token,
-        handler.counters.clone(),
-    )
-    .await
-    .unwrap();
+    let stats = run_with(&queue, &handler, config, token).await;
     assert_eq!(
         started.elapsed(),
         Duration::from_secs(4),
