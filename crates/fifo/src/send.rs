@@ -139,6 +139,7 @@ fn plan(
     lines: Option<&[String]>,
     invocation: &str,
 ) -> Result<Vec<Planned>, UserError> {
+    #[derive(Clone)]
     struct Source {
         origin: String,
         body: Option<String>,
@@ -179,12 +180,7 @@ fn plan(
             }
             let times = args.count.unwrap_or(1);
             for _ in 0..times {
-                sources.extend(parsed.iter().map(|s| Source {
-                    origin: s.origin.clone(),
-                    body: s.body.clone(),
-                    group: s.group.clone(),
-                    dedup_id: s.dedup_id.clone(),
-                }));
+                sources.extend(parsed.iter().cloned());
             }
         }
         None => sources.extend((1..=count).map(|n| Source {

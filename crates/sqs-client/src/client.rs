@@ -201,10 +201,6 @@ pub fn batches(messages: &[OutgoingMessage], max_bytes: usize) -> Vec<&[Outgoing
 }
 
 impl Client {
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// Creates a FIFO queue with content-based de-duplication, or returns
     /// the URL of the one that exists with the same settings.
     pub async fn create_fifo_queue(&self, spec: &QueueSpec) -> Result<String, Error> {

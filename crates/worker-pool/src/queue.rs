@@ -74,23 +74,22 @@ impl Queue for SqsQueue {
             group_id: message.group_id.clone(),
             dedup_id: Some(message.id.clone()),
         };
-        let failed = self.client.send_batch(dead_letter_url, &[copy]).await?;
-        if let Some(failure) = failed.first() {
-            return Err(Error::InvalidParameter {
-                message: format!("{}: {}", failure.code, failure.message),
-            });
-        }
-        let failed = self.delete(&[receipt_handle]).await?;
-        match failed.first() {
-            None => Ok(()),
-            Some(failure) => Err(Error::InvalidParameter {
-                message: format!("{}: {}", failure.code, failure.message),
-            }),
-        }
+        refused(&self.client.send_batch(dead_letter_url, &[copy]).await?)?;
+        refused(&self.delete(&[receipt_handle]).await?)
     }
 
     async fn is_empty(&self) -> Result<bool, Error> {
         let a = self.client.queue_attributes(&self.queue_url).await?;
         Ok(a.visible == 0 && a.in_flight == 0 && a.delayed == 0)
+    }
+}
+
+/// A batch of one that SQS refused is an error.
+fn refused(failures: &[EntryFailure]) -> Result<(), Error> {
+    match failures.first() {
+        None => Ok(()),
+        Some(failure) => Err(Error::InvalidParameter {
+            message: format!("{}: {}", failure.code, failure.message),
+        }),
     }
 }
