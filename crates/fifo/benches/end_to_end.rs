@@ -278,6 +278,7 @@ fn messages(count: usize, groups: usize, tag: &str) -> Vec<OutgoingMessage> {
                 body: json!({"group": group, "seq": seq, "send_id": tag}).to_string(),
                 group_id: group,
                 dedup_id: None,
+                ..OutgoingMessage::default()
             }
         })
         .collect()
@@ -338,7 +339,7 @@ async fn raw_receive_delete(
                 attempt_id: None,
             };
             while done.load(std::sync::atomic::Ordering::Relaxed) < total {
-                let got = client.receive(&url, &options).await.unwrap();
+                let got = client.receive(&url, &options).await.unwrap().messages;
                 if got.is_empty() {
                     continue;
                 }
@@ -711,6 +712,7 @@ async fn skew(client: &Client, plan: &Plan) -> Value {
                         body: format!("{group}-{i}"),
                         group_id: group,
                         dedup_id: None,
+                        ..OutgoingMessage::default()
                     }
                 })
                 .partition(|m| m.group_id == "hot");

@@ -226,6 +226,7 @@ fn plan(
                     body,
                     group_id,
                     dedup_id,
+                    ..OutgoingMessage::default()
                 },
             }
         })
@@ -483,6 +484,7 @@ mod tests {
             body: body.to_owned(),
             group_id: group.to_owned(),
             dedup_id: dedup.map(str::to_owned),
+            ..OutgoingMessage::default()
         };
         assert_eq!(
             got,

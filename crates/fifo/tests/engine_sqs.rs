@@ -50,6 +50,7 @@ async fn send(queue: &SqsQueue, groups: &[&str], count: usize) {
                 body: format!("{g}-{n}"),
                 group_id: g.to_string(),
                 dedup_id: None,
+                ..OutgoingMessage::default()
             })
         })
         .collect();

@@ -244,7 +244,13 @@ async fn list_queues_counts_visible_and_in_flight_messages() {
         visibility_timeout: Some(60),
         attempt_id: None,
     };
-    let received = client().await.receive(&url, &options).await.unwrap().len() as u64;
+    let received = client()
+        .await
+        .receive(&url, &options)
+        .await
+        .unwrap()
+        .messages
+        .len() as u64;
     assert!(received > 0);
 
     let json = ok(fifo(&["list-queues", "--prefix", &name, "--json"]));

@@ -134,13 +134,40 @@ pub struct QueueAttributes {
 }
 
 /// One message to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutgoingMessage {
     pub body: String,
     pub group_id: String,
     /// None on a queue with content-based de-duplication lets the queue
     /// derive it from the body.
     pub dedup_id: Option<String>,
+    /// Message attributes, sent as they are (at most 10).
+    pub attributes: BTreeMap<String, MessageAttribute>,
+}
+
+/// A message attribute: its SQS data type (`String`, `Number`, `Binary`,
+/// optionally with a custom suffix such as `Number.int`) and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAttribute {
+    pub data_type: String,
+    pub value: AttributeValue,
+}
+
+/// String and Number attributes carry text; Binary ones bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeValue {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl MessageAttribute {
+    /// The text of a String or Number attribute.
+    pub fn text(&self) -> Option<&str> {
+        match &self.value {
+            AttributeValue::Text(text) => Some(text),
+            AttributeValue::Binary(_) => None,
+        }
+    }
 }
 
 /// A failed entry of a batch call; `index` is its position in the slice
@@ -175,8 +202,26 @@ pub struct ReceivedMessage {
     pub sequence_number: String,
     pub receive_count: u32,
     pub sent_timestamp_ms: u64,
-    /// The message attributes that have string values.
-    pub attributes: BTreeMap<String, String>,
+    /// Every message attribute, as sent.
+    pub attributes: BTreeMap<String, MessageAttribute>,
+}
+
+/// What one receive returned: the messages fifo can use, and those whose
+/// response lacked something fifo relies on (they are left alone and come
+/// back after their visibility timeout).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiveOutput {
+    pub messages: Vec<ReceivedMessage>,
+    pub malformed: Vec<MalformedMessage>,
+}
+
+/// A received message that cannot be handled as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedMessage {
+    /// As much as the response said about it.
+    pub message_id: Option<String>,
+    pub group_id: Option<String>,
+    pub reason: String,
 }
 
 /// Splits `messages`, in order, into batches of at most ten entries whose
@@ -344,7 +389,7 @@ impl Client {
         &self,
         queue_url: &str,
         options: &ReceiveOptions,
-    ) -> Result<Vec<ReceivedMessage>, Error> {
+    ) -> Result<ReceiveOutput, Error> {
         let output = self
             .sqs
             .receive_message()
@@ -358,12 +403,14 @@ impl Client {
             .send()
             .await
             .map_err(|e| classify(e, "ReceiveMessage", queue_url, &self.endpoint))?;
-        Ok(output
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(received_message)
-            .collect())
+        let mut received = ReceiveOutput::default();
+        for message in output.messages.unwrap_or_default() {
+            match received_message(message) {
+                Ok(message) => received.messages.push(message),
+                Err(malformed) => received.malformed.push(malformed),
+            }
+        }
+        Ok(received)
     }
 
     /// Deletes up to ten messages by receipt handle; returns the entries
@@ -482,29 +529,65 @@ fn parse_attributes(attributes: HashMap<QueueAttributeName, String>) -> QueueAtt
     }
 }
 
-fn received_message(message: aws_sdk_sqs::types::Message) -> ReceivedMessage {
+/// Our view of a received message. Everything fifo relies on must be there:
+/// a missing id, receipt handle, body, group or a count that does not parse
+/// makes the message malformed rather than filled in with a default.
+fn received_message(
+    message: aws_sdk_sqs::types::Message,
+) -> Result<ReceivedMessage, MalformedMessage> {
     let system = message.attributes.unwrap_or_default();
-    let get = |name: MessageSystemAttributeName| system.get(&name).cloned().unwrap_or_default();
-    let attributes = message
-        .message_attributes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value.string_value?)))
-        .collect();
-    ReceivedMessage {
-        message_id: message.message_id.unwrap_or_default(),
-        receipt_handle: message.receipt_handle.unwrap_or_default(),
-        body: message.body.unwrap_or_default(),
-        group_id: get(MessageSystemAttributeName::MessageGroupId),
-        sequence_number: get(MessageSystemAttributeName::SequenceNumber),
-        receive_count: get(MessageSystemAttributeName::ApproximateReceiveCount)
+    let group_id = system
+        .get(&MessageSystemAttributeName::MessageGroupId)
+        .cloned();
+    let malformed = |reason: String| MalformedMessage {
+        message_id: message.message_id.clone(),
+        group_id: group_id.clone(),
+        reason,
+    };
+    let required = |value: Option<String>, what: &str| {
+        value.ok_or_else(|| malformed(format!("the response has no {what}")))
+    };
+    let system_number = |name: MessageSystemAttributeName| -> Result<u64, MalformedMessage> {
+        let value = system
+            .get(&name)
+            .ok_or_else(|| malformed(format!("the response has no {name}")))?;
+        value
             .parse()
-            .unwrap_or(1),
-        sent_timestamp_ms: get(MessageSystemAttributeName::SentTimestamp)
-            .parse()
-            .unwrap_or(0),
-        attributes,
+            .map_err(|_| malformed(format!("{name} `{value}` is not a number")))
+    };
+    let receive_count = system_number(MessageSystemAttributeName::ApproximateReceiveCount)?;
+    let sent_timestamp_ms = system_number(MessageSystemAttributeName::SentTimestamp)?;
+    let mut attributes = BTreeMap::new();
+    for (name, attribute) in message.message_attributes.clone().unwrap_or_default() {
+        let value = match (attribute.string_value, attribute.binary_value) {
+            (Some(text), _) => AttributeValue::Text(text),
+            (None, Some(bytes)) => AttributeValue::Binary(bytes.into_inner()),
+            (None, None) => {
+                return Err(malformed(format!("message attribute {name} has no value")));
+            }
+        };
+        let data_type = attribute.data_type;
+        attributes.insert(name, MessageAttribute { data_type, value });
     }
+    Ok(ReceivedMessage {
+        message_id: required(message.message_id.clone(), "MessageId")?,
+        receipt_handle: required(message.receipt_handle.clone(), "ReceiptHandle")?,
+        body: required(message.body.clone(), "Body")?,
+        group_id: required(group_id.clone(), "MessageGroupId")?,
+        sequence_number: required(
+            system
+                .get(&MessageSystemAttributeName::SequenceNumber)
+                .cloned(),
+            "SequenceNumber",
+        )?,
+        receive_count: u32::try_from(receive_count).map_err(|_| {
+            malformed(format!(
+                "ApproximateReceiveCount {receive_count} is too large"
+            ))
+        })?,
+        sent_timestamp_ms,
+        attributes,
+    })
 }
 
 #[cfg(test)]
@@ -516,6 +599,7 @@ mod tests {
             body: "x".repeat(len),
             group_id: "g".to_owned(),
             dedup_id: None,
+            ..OutgoingMessage::default()
         }
     }
 

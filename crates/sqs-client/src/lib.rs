@@ -11,8 +11,9 @@ mod error;
 mod queue_url;
 
 pub use client::{
-    Client, ConnectOptions, EntryFailure, OutgoingMessage, QueueAttributes, QueueSpec,
-    ReceiveOptions, ReceivedMessage, batches, connect,
+    AttributeValue, Client, ConnectOptions, EntryFailure, MalformedMessage, MessageAttribute,
+    OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions, ReceiveOutput, ReceivedMessage,
+    batches, connect,
 };
 pub use error::Error;
 pub use queue_url::{QueueUrl, check_group_id, check_message_body, check_queue_name, is_aws_host};

@@ -608,7 +608,11 @@ fn handler_message(message: ReceivedMessage) -> (Message, String) {
         receive_count: message.receive_count,
         sequence_number: message.sequence_number,
         sent_timestamp_ms: message.sent_timestamp_ms,
-        attributes: message.attributes,
+        attributes: message
+            .attributes
+            .into_iter()
+            .filter_map(|(name, attribute)| Some((name, attribute.text()?.to_owned())))
+            .collect(),
     };
     (handler_message, message.receipt_handle)
 }
@@ -666,7 +670,16 @@ async fn receive_until_stopped<Q: Queue>(
             _ = abort.cancelled() => return,
         };
         match result {
-            Ok(messages) => {
+            Ok(received) => {
+                for malformed in &received.malformed {
+                    tracing::error!(
+                        "received a malformed message (id {:?}, group {:?}): {}; leaving it to come back after its visibility timeout",
+                        malformed.message_id,
+                        malformed.group_id,
+                        malformed.reason
+                    );
+                }
+                let messages = received.messages;
                 failures = 0;
                 attempt_id = new_attempt_id();
                 permit.forget();

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use fifo_handler::Message;
-use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceivedMessage};
+use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceiveOutput, ReceivedMessage};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
@@ -284,7 +284,7 @@ impl MemoryQueue {
 }
 
 impl Queue for MemoryQueue {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>, Error> {
+    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
         let deadline = Instant::now() + Duration::from_secs(u64::from(options.wait_seconds));
         loop {
             // Register for a wake-up before looking, so no change is missed.
@@ -294,7 +294,10 @@ impl Queue for MemoryQueue {
             let now = Instant::now();
             let taken = self.take(options, now);
             if !taken.is_empty() || now >= deadline {
-                return Ok(taken);
+                return Ok(ReceiveOutput {
+                    messages: taken,
+                    malformed: Vec::new(),
+                });
             }
             let wake = self
                 .next_visible_at(now)
@@ -353,12 +356,12 @@ mod tests {
         for body in ["a1", "a2", "b1"] {
             queue.send(&body[..1], body);
         }
-        let first = queue.receive(&options(1, 0)).await.unwrap();
+        let first = queue.receive(&options(1, 0)).await.unwrap().messages;
         assert_eq!(bodies(&first), ["a1"]);
-        let second = queue.receive(&options(10, 0)).await.unwrap();
+        let second = queue.receive(&options(10, 0)).await.unwrap().messages;
         assert_eq!(bodies(&second), ["b1"], "group a is locked");
         queue.delete(&[&first[0].receipt_handle]).await.unwrap();
-        let third = queue.receive(&options(10, 0)).await.unwrap();
+        let third = queue.receive(&options(10, 0)).await.unwrap().messages;
         assert_eq!(bodies(&third), ["a2"]);
     }
 
@@ -366,9 +369,9 @@ mod tests {
     async fn messages_reappear_after_their_visibility_timeout_with_a_new_handle() {
         let queue = MemoryQueue::new();
         queue.send("g", "x");
-        let first = queue.receive(&options(10, 0)).await.unwrap();
+        let first = queue.receive(&options(10, 0)).await.unwrap().messages;
         let started = Instant::now();
-        let again = queue.receive(&options(10, 20)).await.unwrap();
+        let again = queue.receive(&options(10, 20)).await.unwrap().messages;
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(10),
@@ -393,14 +396,14 @@ mod tests {
         queue.send("g", "poison");
         queue.send("g", "next");
         for _ in 0..2 {
-            let got = queue.receive(&options(1, 0)).await.unwrap();
+            let got = queue.receive(&options(1, 0)).await.unwrap().messages;
             assert_eq!(bodies(&got), ["poison"]);
             queue
                 .change_visibility(&[(&got[0].receipt_handle, 0)])
                 .await
                 .unwrap();
         }
-        let got = queue.receive(&options(10, 0)).await.unwrap();
+        let got = queue.receive(&options(10, 0)).await.unwrap().messages;
         assert_eq!(bodies(&got), ["next"]);
         assert_eq!(queue.dead_letters(), ["poison"]);
     }
@@ -414,7 +417,7 @@ mod tests {
             sender.send("g", "late");
         });
         let started = Instant::now();
-        let got = queue.receive(&options(10, 20)).await.unwrap();
+        let got = queue.receive(&options(10, 20)).await.unwrap().messages;
         assert_eq!(bodies(&got), ["late"]);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }

@@ -2,7 +2,7 @@ use std::future::Future;
 
 use fifo_handler::Message;
 use fifo_sqs_client::{
-    Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceivedMessage,
+    Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceiveOutput,
 };
 
 /// The few queue operations the engine needs. Implemented for SQS by
@@ -11,7 +11,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
     fn receive(
         &self,
         options: &ReceiveOptions,
-    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, Error>> + Send;
+    ) -> impl Future<Output = Result<ReceiveOutput, Error>> + Send;
 
     /// Deletes up to ten messages; returns the entries that failed.
     fn delete(
@@ -47,7 +47,7 @@ pub struct SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>, Error> {
+    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
         self.client.receive(&self.queue_url, options).await
     }
 
@@ -73,6 +73,7 @@ impl Queue for SqsQueue {
             body: message.body.clone(),
             group_id: message.group_id.clone(),
             dedup_id: Some(message.id.clone()),
+            ..OutgoingMessage::default()
         };
         refused(&self.client.send_batch(dead_letter_url, &[copy]).await?)?;
         refused(&self.delete(&[receipt_handle]).await?)

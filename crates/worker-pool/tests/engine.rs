@@ -257,7 +257,8 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     };
     let again = fifo_worker_pool::Queue::receive(&queue, &options)
         .await
-        .unwrap();
+        .unwrap()
+        .messages;
     let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for message in again {
         by_group
@@ -301,6 +302,7 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
         fifo_worker_pool::Queue::receive(&queue, &options)
             .await
             .unwrap()
+            .messages
             .len(),
         1,
         "released at once"

@@ -145,7 +145,11 @@ pub async fn drain(client: &Client, queue_url: &str) -> Vec<ReceivedMessage> {
             visibility_timeout: Some(30),
             attempt_id: None,
         };
-        let batch = client.receive(queue_url, &options).await.expect("receive");
+        let batch = client
+            .receive(queue_url, &options)
+            .await
+            .expect("receive")
+            .messages;
         if batch.is_empty() {
             return all;
         }
