@@ -30,10 +30,17 @@ impl std::error::Error for UserError {}
 /// Prints `error: a: b: c` and, where known, `hint: …` to stderr.
 pub(crate) fn report(report: &color_eyre::Report) {
     let chain: Vec<String> = report.chain().map(ToString::to_string).collect();
-    eprintln!("error: {}", chain.join(": "));
+    stderr_line(format_args!("error: {}", chain.join(": ")));
     if let Some(hint) = report.chain().find_map(hint_for) {
-        eprintln!("hint: {hint}");
+        stderr_line(format_args!("hint: {hint}"));
     }
+}
+
+/// Writes one line to stderr. Unlike `eprintln!` it does not panic when
+/// nobody reads stderr any more (`fifo run 2>&1 | head`): the line is lost.
+pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -73,7 +80,9 @@ pub(crate) fn sqs_hint(err: &SqsError) -> Option<String> {
         SqsError::QueueExistsWithOtherSettings { .. } => {
             "re-run with the queue's current settings (see `fifo list-queues`), or delete the queue first".to_owned()
         }
-        SqsError::InvalidParameter { .. } | SqsError::Other { .. } => return None,
+        SqsError::InvalidParameter { .. }
+        | SqsError::ServiceUnavailable { .. }
+        | SqsError::Other { .. } => return None,
     };
     Some(hint)
 }

@@ -1,15 +1,17 @@
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::error::classify;
+use crate::deadline::Deadline;
+use crate::error::{Call, classify};
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, Error, MAX_BATCH_ENTRIES, QueueUrl, is_aws_host};
 
 /// Where to connect. The endpoint is `endpoint_url` when given, otherwise
@@ -53,14 +55,11 @@ pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
         .or_else(|| local.then(|| "us-east-1".to_owned()));
 
     // SQS bodies are small and arrive whole: the stalled-stream monitor
-    // only adds timers to every call.
+    // only adds timers to every call. The deadlines bound every call instead
+    // (a receive overrides them for its long poll).
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .build(),
-        );
+        .timeout_config(Deadline::CALL.timeout_config());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
@@ -171,7 +170,9 @@ impl MessageAttribute {
 }
 
 /// A failed entry of a batch call; `index` is its position in the slice
-/// given to the call.
+/// given to the call. A batch call returns at most one per entry, in index
+/// order. `code` is SQS's error code, or [`MALFORMED_RESPONSE`] when the
+/// response does not say clearly that the entry succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryFailure {
     pub index: usize,
@@ -224,20 +225,27 @@ pub struct MalformedMessage {
     pub reason: String,
 }
 
+/// The code of an [`EntryFailure`] for an entry that the response of a
+/// batch call does not account for exactly once (missing, listed as both
+/// succeeded and failed): whether SQS carried it out is unknown.
+pub const MALFORMED_RESPONSE: &str = "MalformedResponse";
+
 /// Splits `messages`, in order, into batches of at most ten entries whose
-/// bodies add up to at most `max_bytes`.
+/// sizes (body and message attributes, as SQS counts them) add up to at most
+/// `max_bytes`.
 pub fn batches(messages: &[OutgoingMessage], max_bytes: usize) -> Vec<&[OutgoingMessage]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
     for (i, message) in messages.iter().enumerate() {
-        let full = i - start == MAX_BATCH_ENTRIES || bytes + message.body.len() > max_bytes;
+        let size = payload_bytes(message);
+        let full = i - start == MAX_BATCH_ENTRIES || bytes + size > max_bytes;
         if full && i > start {
             out.push(&messages[start..i]);
             start = i;
             bytes = 0;
         }
-        bytes += message.body.len();
+        bytes += size;
     }
     if start < messages.len() {
         out.push(&messages[start..]);
@@ -245,7 +253,34 @@ pub fn batches(messages: &[OutgoingMessage], max_bytes: usize) -> Vec<&[Outgoing
     out
 }
 
+/// A message's share of the batch payload: SQS counts the body and each
+/// attribute's name, data type and value.
+fn payload_bytes(message: &OutgoingMessage) -> usize {
+    let attributes: usize = message
+        .attributes
+        .iter()
+        .map(|(name, attribute)| {
+            let value = match &attribute.value {
+                AttributeValue::Text(text) => text.len(),
+                AttributeValue::Binary(bytes) => bytes.len(),
+            };
+            name.len() + attribute.data_type.len() + value
+        })
+        .sum();
+    message.body.len() + attributes
+}
+
 impl Client {
+    /// What a call of every kind but a receive is about, for its errors.
+    fn call<'a>(&'a self, operation: &'static str, queue: &'a str) -> Call<'a> {
+        Call {
+            operation,
+            queue,
+            endpoint: &self.endpoint,
+            deadline: Deadline::CALL,
+        }
+    }
+
     /// Creates a FIFO queue with content-based de-duplication, or returns
     /// the URL of the one that exists with the same settings.
     pub async fn create_fifo_queue(&self, spec: &QueueSpec) -> Result<String, Error> {
@@ -272,7 +307,7 @@ impl Client {
             request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
         let output = request.send().await.map_err(|e| {
-            match classify(e, "CreateQueue", &spec.name, &self.endpoint) {
+            match classify(e, &self.call("CreateQueue", &spec.name)) {
                 Error::InvalidParameter { message } if message.contains("already exists") => {
                     Error::QueueExistsWithOtherSettings {
                         queue: spec.name.clone(),
@@ -295,7 +330,7 @@ impl Client {
             .queue_name(name)
             .send()
             .await
-            .map_err(|e| classify(e, "GetQueueUrl", name, &self.endpoint))?;
+            .map_err(|e| classify(e, &self.call("GetQueueUrl", name)))?;
         output.queue_url.ok_or_else(|| Error::QueueDoesNotExist {
             queue: name.to_owned(),
         })
@@ -309,7 +344,7 @@ impl Client {
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
-            .map_err(|e| classify(e, "GetQueueAttributes", queue_url, &self.endpoint))?;
+            .map_err(|e| classify(e, &self.call("GetQueueAttributes", queue_url)))?;
         Ok(parse_attributes(output.attributes.unwrap_or_default()))
     }
 
@@ -340,7 +375,7 @@ impl Client {
                 .set_next_token(next_token)
                 .send()
                 .await
-                .map_err(|e| classify(e, "ListQueues", prefix.unwrap_or("*"), &self.endpoint))?;
+                .map_err(|e| classify(e, &self.call("ListQueues", prefix.unwrap_or("*"))))?;
             urls.extend(output.queue_urls.unwrap_or_default());
             next_token = output.next_token;
             if next_token.is_none() {
@@ -351,28 +386,16 @@ impl Client {
         Ok(urls)
     }
 
-    /// Sends one batch (at most ten entries, see [`batches`]); entries are
-    /// stored in slice order within each group. Returns the entries SQS
-    /// refused.
+    /// Sends one batch (at most ten entries, see [`batches`]) with their
+    /// message attributes; entries are stored in slice order within each
+    /// group. Returns the entries SQS refused or did not account for.
     pub async fn send_batch(
         &self,
         queue_url: &str,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<EntryFailure>, Error> {
         check_batch_len(messages.len())?;
-        let entries = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&m.body)
-                    .message_group_id(&m.group_id)
-                    .set_message_deduplication_id(m.dedup_id.clone())
-                    .build()
-                    .expect("id and body are set")
-            })
-            .collect();
+        let entries = messages.iter().enumerate().map(send_entry).collect();
         let output = self
             .sqs
             .send_message_batch()
@@ -380,16 +403,22 @@ impl Client {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| classify(e, "SendMessageBatch", queue_url, &self.endpoint))?;
-        Ok(entry_failures(output.failed))
+            .map_err(|e| classify(e, &self.call("SendMessageBatch", queue_url)))?;
+        let successful = output.successful.into_iter().map(|entry| entry.id);
+        Ok(entry_failures(messages.len(), successful, output.failed))
     }
 
-    /// One `ReceiveMessage` call with every system attribute.
+    /// One `ReceiveMessage` call with every system attribute, bounded by its
+    /// long poll plus a margin.
     pub async fn receive(
         &self,
         queue_url: &str,
         options: &ReceiveOptions,
     ) -> Result<ReceiveOutput, Error> {
+        let call = Call {
+            deadline: Deadline::receive(options.wait_seconds),
+            ..self.call("ReceiveMessage", queue_url)
+        };
         let output = self
             .sqs
             .receive_message()
@@ -400,9 +429,14 @@ impl Client {
             .set_receive_request_attempt_id(options.attempt_id.clone())
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Config::builder()
+                    .timeout_config(call.deadline.timeout_config()),
+            )
             .send()
             .await
-            .map_err(|e| classify(e, "ReceiveMessage", queue_url, &self.endpoint))?;
+            .map_err(|e| classify(e, &call))?;
         let mut received = ReceiveOutput::default();
         for message in output.messages.unwrap_or_default() {
             match received_message(message) {
@@ -414,7 +448,7 @@ impl Client {
     }
 
     /// Deletes up to ten messages by receipt handle; returns the entries
-    /// that failed.
+    /// that failed or that SQS did not account for.
     pub async fn delete_batch(
         &self,
         queue_url: &str,
@@ -439,18 +473,25 @@ impl Client {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| classify(e, "DeleteMessageBatch", queue_url, &self.endpoint))?;
-        Ok(entry_failures(output.failed))
+            .map_err(|e| classify(e, &self.call("DeleteMessageBatch", queue_url)))?;
+        let successful = output.successful.into_iter().map(|entry| entry.id);
+        Ok(entry_failures(
+            receipt_handles.len(),
+            successful,
+            output.failed,
+        ))
     }
 
     /// Sets the visibility timeout of up to ten messages (0 releases them at
-    /// once); returns the entries that failed.
+    /// once); returns the entries that failed or that SQS did not account
+    /// for.
     pub async fn change_visibility_batch(
         &self,
         queue_url: &str,
         entries: &[(&str, u32)],
     ) -> Result<Vec<EntryFailure>, Error> {
         check_batch_len(entries.len())?;
+        let sent = entries.len();
         let entries = entries
             .iter()
             .enumerate()
@@ -470,8 +511,9 @@ impl Client {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| classify(e, "ChangeMessageVisibilityBatch", queue_url, &self.endpoint))?;
-        Ok(entry_failures(output.failed))
+            .map_err(|e| classify(e, &self.call("ChangeMessageVisibilityBatch", queue_url)))?;
+        let successful = output.successful.into_iter().map(|entry| entry.id);
+        Ok(entry_failures(sent, successful, output.failed))
     }
 }
 
@@ -485,13 +527,129 @@ fn check_batch_len(len: usize) -> Result<(), Error> {
     }
 }
 
-fn entry_failures(failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>) -> Vec<EntryFailure> {
-    failed
+/// The request entry for `message`, the `index`-th of its batch: its id is
+/// the index, so that the response's entries can be matched back.
+fn send_entry((index, message): (usize, &OutgoingMessage)) -> SendMessageBatchRequestEntry {
+    let attributes: HashMap<String, MessageAttributeValue> = message
+        .attributes
+        .iter()
+        .map(|(name, attribute)| (name.clone(), attribute_value(attribute)))
+        .collect();
+    SendMessageBatchRequestEntry::builder()
+        .id(index.to_string())
+        .message_body(&message.body)
+        .message_group_id(&message.group_id)
+        .set_message_deduplication_id(message.dedup_id.clone())
+        .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+        .build()
+        .expect("id and body are set")
+}
+
+/// String and Number attributes travel as text, Binary ones as bytes; the
+/// data type goes as given.
+fn attribute_value(attribute: &MessageAttribute) -> MessageAttributeValue {
+    let value = MessageAttributeValue::builder().data_type(&attribute.data_type);
+    let value = match &attribute.value {
+        AttributeValue::Text(text) => value.string_value(text),
+        AttributeValue::Binary(bytes) => value.binary_value(Blob::new(bytes.clone())),
+    };
+    value.build().expect("the data type is set")
+}
+
+/// What became of each of the `sent` entries of a batch (ids `0`, `1`…),
+/// from the ids the response lists as successful and its failed entries.
+/// Every entry must be in exactly one of the two lists: one that is in
+/// neither or in both fails with [`MALFORMED_RESPONSE`], since whether SQS
+/// carried it out is unknown. Ids the request did not have are ignored.
+fn entry_failures(
+    sent: usize,
+    successful: impl IntoIterator<Item = String>,
+    failed: Vec<BatchResultErrorEntry>,
+) -> Vec<EntryFailure> {
+    #[derive(Default)]
+    enum Reported {
+        #[default]
+        Nothing,
+        Succeeded,
+        Failed {
+            code: String,
+            message: String,
+        },
+        Both,
+    }
+    let index_of = |id: &str| {
+        id.parse::<usize>()
+            .ok()
+            .filter(|&index| index < sent && index.to_string() == id)
+    };
+    let mut reported: Vec<Reported> = (0..sent).map(|_| Reported::default()).collect();
+    let mut unknown = Vec::new();
+    for id in successful {
+        match index_of(&id) {
+            Some(index) => {
+                let slot = &mut reported[index];
+                *slot = match std::mem::take(slot) {
+                    Reported::Nothing | Reported::Succeeded => Reported::Succeeded,
+                    Reported::Failed { .. } | Reported::Both => Reported::Both,
+                }
+            }
+            None => unknown.push(id),
+        }
+    }
+    for entry in failed {
+        match index_of(&entry.id) {
+            Some(index) => {
+                let slot = &mut reported[index];
+                *slot = match std::mem::take(slot) {
+                    Reported::Nothing => Reported::Failed {
+                        code: entry.code,
+                        message: entry.message.unwrap_or_default(),
+                    },
+                    // The first failure reported for an entry stands.
+                    failed @ Reported::Failed { .. } => failed,
+                    Reported::Succeeded | Reported::Both => Reported::Both,
+                }
+            }
+            None => unknown.push(entry.id),
+        }
+    }
+    let unknown = if unknown.is_empty() {
+        String::new()
+    } else {
+        tracing::warn!(
+            ?unknown,
+            "a batch response names entries that were not sent"
+        );
+        format!(
+            " (it names entries that were not sent: {})",
+            unknown.join(", ")
+        )
+    };
+    let malformed = |index, message: String| EntryFailure {
+        index,
+        code: MALFORMED_RESPONSE.to_owned(),
+        message,
+    };
+    reported
         .into_iter()
-        .map(|f| EntryFailure {
-            index: f.id.parse().unwrap_or(usize::MAX),
-            code: f.code,
-            message: f.message.unwrap_or_default(),
+        .enumerate()
+        .filter_map(|(index, reported)| match reported {
+            Reported::Succeeded => None,
+            Reported::Failed { code, message } => Some(EntryFailure {
+                index,
+                code,
+                message,
+            }),
+            Reported::Nothing => Some(malformed(
+                index,
+                format!(
+                    "the response says neither that this entry succeeded nor that it failed{unknown}"
+                ),
+            )),
+            Reported::Both => Some(malformed(
+                index,
+                "the response says both that this entry succeeded and that it failed".to_owned(),
+            )),
         })
         .collect()
 }
@@ -620,5 +778,150 @@ mod tests {
         let sizes: Vec<_> = batches(&messages, 100).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [1, 2, 1]);
         assert!(batches(&[], 100).is_empty());
+    }
+
+    fn with_attributes(mut message: OutgoingMessage) -> OutgoingMessage {
+        let text = |data_type: &str, text: &str| MessageAttribute {
+            data_type: data_type.to_owned(),
+            value: AttributeValue::Text(text.to_owned()),
+        };
+        message.attributes = BTreeMap::from([
+            ("reason".to_owned(), text("String", "handler failed")),
+            ("attempts".to_owned(), text("Number.int", "3")),
+            (
+                "raw".to_owned(),
+                MessageAttribute {
+                    data_type: "Binary".to_owned(),
+                    value: AttributeValue::Binary(vec![0, 159, 255]),
+                },
+            ),
+        ]);
+        message
+    }
+
+    #[test]
+    fn attributes_count_towards_the_byte_limit() {
+        let attributes = "reason".len()
+            + "String".len()
+            + "handler failed".len()
+            + "attempts".len()
+            + "Number.int".len()
+            + 1
+            + "raw".len()
+            + "Binary".len()
+            + 3;
+        let with = with_attributes(message(10));
+        assert_eq!(payload_bytes(&with), 10 + attributes);
+        let messages = vec![with, message(10)];
+        let sizes: Vec<_> = batches(&messages, 20 + attributes - 1)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, [1, 1]);
+        assert_eq!(batches(&messages, 20 + attributes).len(), 1);
+    }
+
+    #[test]
+    fn a_send_entry_carries_every_attribute_with_its_type() {
+        let entry = send_entry((3, &with_attributes(message(5))));
+        assert_eq!(entry.id, "3");
+        assert_eq!(entry.message_group_id.as_deref(), Some("g"));
+        let attributes = entry.message_attributes.expect("attributes are sent");
+        assert_eq!(attributes.len(), 3);
+        let reason = &attributes["reason"];
+        assert_eq!(reason.data_type, "String");
+        assert_eq!(reason.string_value.as_deref(), Some("handler failed"));
+        assert_eq!(reason.binary_value, None);
+        let attempts = &attributes["attempts"];
+        assert_eq!(attempts.data_type, "Number.int");
+        assert_eq!(attempts.string_value.as_deref(), Some("3"));
+        let raw = &attributes["raw"];
+        assert_eq!(raw.data_type, "Binary");
+        assert_eq!(raw.string_value, None);
+        assert_eq!(
+            raw.binary_value.as_ref().map(Blob::as_ref),
+            Some(&[0, 159, 255][..])
+        );
+
+        let plain = send_entry((0, &message(5)));
+        assert_eq!(plain.message_attributes, None);
+    }
+
+    fn failed(id: &str, code: &str) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .code(code)
+            .message("refused")
+            .sender_fault(true)
+            .build()
+            .unwrap()
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn entry_results_report_what_sqs_refused() {
+        let failures = entry_failures(
+            3,
+            ids(&["0", "2"]),
+            vec![failed("1", "InvalidParameterValue")],
+        );
+        assert_eq!(
+            failures,
+            [EntryFailure {
+                index: 1,
+                code: "InvalidParameterValue".to_owned(),
+                message: "refused".to_owned(),
+            }]
+        );
+        assert!(entry_failures(2, ids(&["1", "0"]), vec![]).is_empty());
+    }
+
+    #[test]
+    fn an_entry_missing_from_the_response_fails() {
+        let failures = entry_failures(3, ids(&["0"]), vec![failed("2", "X")]);
+        let found: Vec<_> = failures
+            .iter()
+            .map(|f| (f.index, f.code.as_str()))
+            .collect();
+        assert_eq!(found, [(1, MALFORMED_RESPONSE), (2, "X")]);
+        assert!(failures[0].message.contains("neither"), "{failures:?}");
+        // An empty answer accounts for nothing.
+        assert_eq!(entry_failures(2, ids(&[]), vec![]).len(), 2);
+    }
+
+    #[test]
+    fn bad_or_unknown_ids_never_panic_and_never_count_as_success() {
+        let failures = entry_failures(
+            2,
+            ids(&["0", "x", "+1", "01", "7"]),
+            vec![
+                failed("not-a-number", "X"),
+                failed(&usize::MAX.to_string(), "X"),
+            ],
+        );
+        let found: Vec<_> = failures
+            .iter()
+            .map(|f| (f.index, f.code.as_str()))
+            .collect();
+        assert_eq!(found, [(1, MALFORMED_RESPONSE)]);
+        assert!(
+            failures[0].message.ends_with("(it names entries that were not sent: x, +1, 01, 7, not-a-number, 18446744073709551615)"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn an_entry_reported_both_ways_fails() {
+        let failures = entry_failures(1, ids(&["0"]), vec![failed("0", "X")]);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].code, MALFORMED_RESPONSE);
+        assert!(failures[0].message.contains("both"), "{failures:?}");
+        // Reported twice as failed: one failure, the first.
+        let failures = entry_failures(1, ids(&[]), vec![failed("0", "A"), failed("0", "B")]);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].code, "A");
     }
 }

@@ -1,7 +1,10 @@
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+
+use crate::deadline::{CONNECT_TIMEOUT, Deadline, seconds};
 
 /// What went wrong talking to SQS, told apart so that callers can say how to
-/// fix it.
+/// fix it and know what is worth retrying (see [`Error::is_transient`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("queue {queue} does not exist")]
@@ -16,10 +19,16 @@ pub enum Error {
     MissingRegion,
     #[error("queue {queue} already exists with other settings: {message}")]
     QueueExistsWithOtherSettings { queue: String, message: String },
+    /// No answer, no answer in time, or an answer that is not from SQS
+    /// (cut off, or a page from something else at that address).
     #[error("cannot reach SQS at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("SQS throttled the request: {message}")]
     Throttled { message: String },
+    /// SQS answered with a server error (HTTP 5xx, `InternalError`,
+    /// `ServiceUnavailable`…): the request may well succeed later.
+    #[error("SQS failed to serve the request: {message}")]
+    ServiceUnavailable { message: String },
     #[error("SQS rejected a parameter: {message}")]
     InvalidParameter { message: String },
     #[error("AWS credentials are missing or invalid: {message}")]
@@ -31,38 +40,172 @@ pub enum Error {
     },
 }
 
-/// Turns an SDK error into ours. `queue` names what the call was about, for
-/// the message; `endpoint` is where we tried to connect.
-pub(crate) fn classify<E, R>(
-    err: SdkError<E, R>,
-    operation: &'static str,
-    queue: &str,
-    endpoint: &str,
-) -> Error
+impl Error {
+    /// True for errors worth retrying as they are: throttling, the network,
+    /// and SQS's own server errors.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Throttled { .. } | Error::Unreachable { .. } | Error::ServiceUnavailable { .. }
+        )
+    }
+}
+
+/// What a call was about, for the error it may become.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) operation: &'static str,
+    /// The queue URL or name the call was about, for the message.
+    pub(crate) queue: &'a str,
+    /// Where the request went.
+    pub(crate) endpoint: &'a str,
+    /// The limits the call ran under, to say which one ran out.
+    pub(crate) deadline: Deadline,
+}
+
+/// Turns an SDK error into ours by its structure: the kind of failure, the
+/// HTTP status and the error code SQS gave.
+pub(crate) fn classify<E>(err: SdkError<E, HttpResponse>, call: &Call<'_>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    let unreachable = |detail: String| Error::Unreachable {
+        endpoint: call.endpoint.to_owned(),
+        detail,
+    };
     match &err {
-        SdkError::ServiceError(_) => {
-            let code = err.code().unwrap_or_default();
-            let message = err.message().unwrap_or(code).to_owned();
-            classify_code(code, message, operation, queue)
+        SdkError::ServiceError(service) => {
+            let raw = service.raw();
+            let answer = Answer {
+                status: raw.status().as_u16(),
+                code: err.code(),
+                message: err.message(),
+                body: raw.body().bytes(),
+            };
+            classify_answer(&answer, call)
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            if detail.contains("credential") {
-                Error::Credentials { message: detail }
-            } else {
-                Error::Unreachable {
-                    endpoint: endpoint.to_owned(),
-                    detail: innermost_cause(&err),
-                }
+        SdkError::TimeoutError(_) => unreachable(call.deadline.exceeded()),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => unreachable(format!(
+            "timed out: no connection within {}",
+            seconds(CONNECT_TIMEOUT)
+        )),
+        // The SDK resolves credentials while dispatching; a failure to find
+        // them has no kind of its own, only its text.
+        SdkError::DispatchFailure(failure) if !failure.is_io() && mentions_credentials(&err) => {
+            Error::Credentials {
+                message: innermost_cause(&err),
             }
         }
+        SdkError::DispatchFailure(_) => unreachable(innermost_cause(&err)),
+        SdkError::ResponseError(response) => {
+            let raw = response.raw();
+            let answer = Answer {
+                status: raw.status().as_u16(),
+                code: None,
+                message: None,
+                body: raw.body().bytes(),
+            };
+            unreachable(format!(
+                "the answer was cut off or unreadable ({}): {}",
+                answer.excerpt(),
+                innermost_cause(&err)
+            ))
+        }
+        SdkError::ConstructionFailure(_) => Error::Other {
+            operation: call.operation,
+            message: format!("the request could not be built: {}", innermost_cause(&err)),
+        },
         _ => Error::Other {
-            operation,
-            message: detail,
+            operation: call.operation,
+            message: innermost_cause(&err),
+        },
+    }
+}
+
+/// An HTTP answer to a request that failed, as far as it could be read.
+#[derive(Debug, Clone, Copy)]
+struct Answer<'a> {
+    status: u16,
+    /// The error code, when the body was an SQS error.
+    code: Option<&'a str>,
+    message: Option<&'a str>,
+    body: Option<&'a [u8]>,
+}
+
+/// How much of a body that is not an SQS answer goes into the error.
+const EXCERPT_CHARS: usize = 100;
+
+impl Answer<'_> {
+    /// `HTTP 502: <html>…`, whitespace collapsed, cut at [`EXCERPT_CHARS`].
+    fn excerpt(&self) -> String {
+        let status = self.status;
+        // The SDK keeps no body it could not read to the end.
+        let Some(bytes) = self.body else {
+            return format!("HTTP {status}");
+        };
+        let text = String::from_utf8_lossy(bytes)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() {
+            return format!("HTTP {status}, empty body");
+        }
+        match text.char_indices().nth(EXCERPT_CHARS) {
+            Some((cut, _)) => format!("HTTP {status}: {}…", &text[..cut]),
+            None => format!("HTTP {status}: {text}"),
+        }
+    }
+}
+
+/// Error codes that mean "slow down". SQS's JSON protocol gives its own
+/// codes, its query-compatible header the older ones; throttling in front of
+/// SQS can use the generic AWS codes.
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "RequestThrottled",
+    "Throttling",
+    "TooManyRequestsException",
+    "KmsThrottled",
+    "KMS.ThrottlingException",
+];
+
+/// Error codes of a failure on SQS's side.
+const SERVER_FAILURE_CODES: &[&str] = &["InternalError", "InternalFailure", "ServiceUnavailable"];
+
+fn classify_answer(answer: &Answer<'_>, call: &Call<'_>) -> Error {
+    let status = answer.status;
+    match answer.code {
+        Some(code) if THROTTLING_CODES.contains(&code) => Error::Throttled {
+            message: answer.message.unwrap_or(code).to_owned(),
+        },
+        None if status == 429 => Error::Throttled {
+            message: answer.excerpt(),
+        },
+        Some(code) if status == 429 => Error::Throttled {
+            message: format!("{code}: {}", answer.message.unwrap_or_default()),
+        },
+        Some(code) if SERVER_FAILURE_CODES.contains(&code) || status >= 500 => {
+            Error::ServiceUnavailable {
+                message: format!(
+                    "HTTP {status} {code}: {}",
+                    answer.message.unwrap_or_default()
+                ),
+            }
+        }
+        None if status >= 500 => Error::ServiceUnavailable {
+            message: answer.excerpt(),
+        },
+        Some(code) => classify_code(
+            code,
+            answer.message.unwrap_or(code).to_owned(),
+            call.operation,
+            call.queue,
+        ),
+        // Neither a result nor an SQS error: something else answers there
+        // (a proxy, a captive portal, another service).
+        None => Error::Unreachable {
+            endpoint: call.endpoint.to_owned(),
+            detail: format!("the answer is not from SQS ({})", answer.excerpt()),
         },
     }
 }
@@ -73,9 +216,6 @@ fn classify_code(code: &str, message: String, operation: &'static str, queue: &s
             Error::QueueDoesNotExist {
                 queue: queue.to_owned(),
             }
-        }
-        "RequestThrottled" | "ThrottlingException" | "Throttling" | "KMS.ThrottlingException" => {
-            Error::Throttled { message }
         }
         "InvalidClientTokenId"
         | "UnrecognizedClientException"
@@ -105,6 +245,18 @@ fn classify_code(code: &str, message: String, operation: &'static str, queue: &s
     }
 }
 
+/// Whether any error in the chain speaks of credentials.
+fn mentions_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.to_string().to_lowercase().contains("credential") {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// The innermost cause is what a user can act on ("Connection refused").
 fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
@@ -114,9 +266,186 @@ fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-impl Error {
-    /// True for errors worth retrying as they are (throttling, network).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Throttled { .. } | Error::Unreachable { .. })
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::error::ConnectorError;
+
+    use super::*;
+
+    const CALL: Call<'static> = Call {
+        operation: "ReceiveMessage",
+        queue: "http://sqs.test/1/q.fifo",
+        endpoint: "http://sqs.test",
+        deadline: Deadline::CALL,
+    };
+
+    fn answer(status: u16, code: Option<&str>, body: &str) -> Error {
+        let answer = Answer {
+            status,
+            code,
+            message: code.map(|_| "the message"),
+            body: Some(body.as_bytes()),
+        };
+        classify_answer(&answer, &CALL)
+    }
+
+    #[test]
+    fn throttling_is_told_by_code_or_429() {
+        for code in THROTTLING_CODES {
+            let err = answer(400, Some(code), "");
+            assert!(matches!(err, Error::Throttled { .. }), "{code}: {err:?}");
+        }
+        let err = answer(429, None, "slow down");
+        assert!(matches!(&err, Error::Throttled { message } if message == "HTTP 429: slow down"));
+        let err = answer(429, Some("SomethingElse"), "");
+        assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn server_errors_are_told_by_code_or_5xx() {
+        for code in SERVER_FAILURE_CODES {
+            let err = answer(400, Some(code), "");
+            assert!(
+                matches!(err, Error::ServiceUnavailable { .. }),
+                "{code}: {err:?}"
+            );
+        }
+        let err = answer(503, Some("Whatever"), "");
+        assert!(
+            matches!(&err, Error::ServiceUnavailable { message } if message == "HTTP 503 Whatever: the message"),
+            "{err:?}"
+        );
+        assert!(err.is_transient());
+        let err = answer(
+            502,
+            None,
+            "<html>\n  <title>502 Bad Gateway</title>\n</html>",
+        );
+        assert_eq!(
+            err.to_string(),
+            "SQS failed to serve the request: HTTP 502: <html> <title>502 Bad Gateway</title> </html>"
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_from_sqs_is_unreachable_and_readable() {
+        let page = format!(
+            "<!DOCTYPE html><html><body>{}</body></html>",
+            "x".repeat(300)
+        );
+        let err = answer(200, None, &page);
+        let Error::Unreachable { detail, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(detail.starts_with("the answer is not from SQS (HTTP 200: <!DOCTYPE html>"));
+        assert!(detail.chars().count() < 150, "{detail}");
+        assert!(err.is_transient());
+        let err = answer(403, None, "");
+        assert!(err.to_string().ends_with("(HTTP 403, empty body)"), "{err}");
+        let unread = Answer {
+            status: 200,
+            code: None,
+            message: None,
+            body: None,
+        };
+        assert_eq!(unread.excerpt(), "HTTP 200");
+    }
+
+    #[test]
+    fn known_codes_keep_their_meaning() {
+        assert!(matches!(
+            answer(400, Some("AWS.SimpleQueueService.NonExistentQueue"), ""),
+            Error::QueueDoesNotExist { queue } if queue == CALL.queue
+        ));
+        assert!(matches!(
+            answer(400, Some("InvalidParameterValue"), ""),
+            Error::InvalidParameter { .. }
+        ));
+        assert!(matches!(
+            answer(403, Some("InvalidClientTokenId"), ""),
+            Error::Credentials { .. }
+        ));
+        let err = answer(400, Some("OverLimit"), "");
+        assert_eq!(
+            err.to_string(),
+            "ReceiveMessage failed: OverLimit: the message"
+        );
+        assert!(!err.is_transient());
+    }
+
+    type ListQueuesError =
+        SdkError<aws_sdk_sqs::operation::list_queues::ListQueuesError, HttpResponse>;
+
+    #[test]
+    fn a_timeout_says_how_long_it_waited() {
+        let err = classify(ListQueuesError::timeout_error("elapsed"), &CALL);
+        assert!(
+            matches!(&err, Error::Unreachable { detail, .. } if *detail == CALL.deadline.exceeded()),
+            "{err:?}"
+        );
+        let connecting = ConnectorError::timeout("connect timed out".into());
+        let err = classify(ListQueuesError::dispatch_failure(connecting), &CALL);
+        assert_eq!(
+            err.to_string(),
+            "cannot reach SQS at http://sqs.test: timed out: no connection within 3 s"
+        );
+    }
+
+    #[test]
+    fn a_failed_connection_gives_its_innermost_cause() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = classify(
+            ListQueuesError::dispatch_failure(ConnectorError::io(refused.into())),
+            &CALL,
+        );
+        assert!(
+            matches!(&err, Error::Unreachable { detail, .. } if detail == "Connection refused"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_are_told_apart() {
+        let missing =
+            ConnectorError::other("no providers in chain provided credentials".into(), None);
+        let err = classify(ListQueuesError::dispatch_failure(missing), &CALL);
+        assert!(
+            matches!(&err, Error::Credentials { message } if message == "no providers in chain provided credentials"),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn only_throttling_the_network_and_server_errors_are_transient() {
+        let transient = [
+            Error::Throttled {
+                message: String::new(),
+            },
+            Error::ServiceUnavailable {
+                message: String::new(),
+            },
+            Error::Unreachable {
+                endpoint: String::new(),
+                detail: String::new(),
+            },
+        ];
+        assert!(transient.iter().all(Error::is_transient));
+        let lasting = [
+            Error::MissingRegion,
+            Error::InvalidParameter {
+                message: String::new(),
+            },
+            Error::Credentials {
+                message: String::new(),
+            },
+            Error::Other {
+                operation: "x",
+                message: String::new(),
+            },
+        ];
+        assert!(!lasting.iter().any(Error::is_transient));
     }
 }

@@ -1,19 +1,22 @@
 //! A typed wrapper over `aws-sdk-sqs` for FIFO queues: connect following the
 //! endpoint rule, create and look up queues, send, receive, delete, change
-//! visibility and read attributes, with one error type that says what went
-//! wrong. Only this crate names `aws_sdk_sqs` types.
+//! visibility and read attributes. Every call has a deadline, every entry of
+//! a batch an outcome, and one error type says what went wrong and whether
+//! it is worth retrying. Only this crate names `aws_sdk_sqs` types.
 //!
 //! Layout: `queue_url` parses and checks queue URLs and names, `client` holds
-//! the connection and the operations, `error` classifies SDK errors.
+//! the connection and the operations, `deadline` how long a call may take,
+//! `error` classifies SDK errors by their kind, HTTP status and error code.
 
 mod client;
+mod deadline;
 mod error;
 mod queue_url;
 
 pub use client::{
-    AttributeValue, Client, ConnectOptions, EntryFailure, MalformedMessage, MessageAttribute,
-    OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions, ReceiveOutput, ReceivedMessage,
-    batches, connect,
+    AttributeValue, Client, ConnectOptions, EntryFailure, MALFORMED_RESPONSE, MalformedMessage,
+    MessageAttribute, OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions, ReceiveOutput,
+    ReceivedMessage, batches, connect,
 };
 pub use error::Error;
 pub use queue_url::{QueueUrl, check_group_id, check_message_body, check_queue_name, is_aws_host};
