@@ -1,12 +1,18 @@
 //! `cargo xtask`: the project's automation, in Rust so that it runs wherever
-//! cargo does. LocalStack lifecycle (`localstack.rs`), the test gate, the demo
-//! and the benchmarks; each subcommand is idempotent and says what it did.
+//! cargo does. LocalStack lifecycle (`localstack.rs`), the test gate, the demo,
+//! the benchmarks and the fault proxy (`xtask::proxy`, a library module so
+//! that tests can run it in-process); each subcommand is idempotent and says
+//! what it did.
 #![allow(clippy::print_stdout)]
 
 mod localstack;
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use xtask::proxy::{Fault, Proxy};
 
 const HELP: &str = "\
 cargo xtask <COMMAND>
@@ -19,7 +25,13 @@ Commands:
   test [ARGS..]      fmt check, clippy, then every test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
   bench [--quick]    measure fifo against LocalStack's own limit; writes BENCHMARKS.md
+  proxy [--listen ADDR] [--upstream ADDR] [--latency-ms N]
+                     a TCP proxy (default 127.0.0.1:4567 -> 127.0.0.1:4566) that adds latency,
+                     resets, refused connects or silence, switched by commands on stdin
 ";
+
+const PROXY_USAGE: &str = "cargo xtask proxy [--listen ADDR] [--upstream ADDR] [--latency-ms N]";
+const PROXY_COMMANDS: &str = "pass, latency MS, reset, reset ACTION, refuse, silent, stats, quit";
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -45,6 +57,7 @@ fn try_main() -> Result<()> {
         "test" => with_localstack(|| test(&rest)),
         "demo" => with_localstack(demo),
         "bench" => with_localstack(|| bench(&rest)),
+        "proxy" => proxy(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())
@@ -112,6 +125,76 @@ fn bench(args: &[String]) -> Result<()> {
         end_to_end.push("--quick");
     }
     cargo(&end_to_end)
+}
+
+/// Runs the fault proxy until `quit` or the end of stdin, switching it by
+/// the commands read there and printing the state after each.
+fn proxy(args: &[String]) -> Result<()> {
+    let (mut listen, mut upstream, mut latency_ms) = ("127.0.0.1:4567", "127.0.0.1:4566", 0);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .map(String::as_str)
+            .ok_or_else(|| format!("{flag} needs a value\nusage: {PROXY_USAGE}"));
+        match flag.as_str() {
+            "--listen" => listen = value?,
+            "--upstream" => upstream = value?,
+            "--latency-ms" => {
+                latency_ms = value?
+                    .parse()
+                    .map_err(|_| "--latency-ms takes a whole number of milliseconds".to_owned())?;
+            }
+            other => return Err(format!("unknown flag `{other}`\nusage: {PROXY_USAGE}")),
+        }
+    }
+    let (listen, upstream) = (socket_addr(listen)?, socket_addr(upstream)?);
+    let proxy =
+        Proxy::start_on(listen, upstream).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    proxy.set_latency(Duration::from_millis(latency_ms));
+    println!(
+        "proxy listening on {} and forwarding to {upstream}; commands: {PROXY_COMMANDS}",
+        proxy.url()
+    );
+    for line in std::io::stdin().lines() {
+        let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            [] => continue,
+            ["pass"] => proxy.set_fault(Fault::None),
+            ["latency", ms] => match ms.parse() {
+                Ok(ms) => {
+                    latency_ms = ms;
+                    proxy.set_latency(Duration::from_millis(ms));
+                }
+                Err(_) => {
+                    eprintln!("error: `latency` takes milliseconds, e.g. `latency 50`");
+                    continue;
+                }
+            },
+            ["reset"] => proxy.set_fault(Fault::ResetAll),
+            ["reset", action] => proxy.set_fault(Fault::ResetAction(action.to_owned())),
+            ["refuse"] => proxy.set_fault(Fault::Refuse),
+            ["silent"] => proxy.set_fault(Fault::Silent),
+            ["stats"] => println!("{}", proxy.stats()),
+            ["quit"] => break,
+            _ => {
+                eprintln!("error: unknown command `{line}`; commands: {PROXY_COMMANDS}");
+                continue;
+            }
+        }
+        println!("{}, latency {latency_ms} ms", proxy.fault());
+    }
+    drop(proxy);
+    println!("proxy stopped");
+    Ok(())
+}
+
+fn socket_addr(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("bad address `{addr}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))
 }
 
 fn demo() -> Result<()> {
