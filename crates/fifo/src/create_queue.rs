@@ -43,10 +43,10 @@ pub(crate) async fn run(
             .wrap_err_with(|| format!("creating dead-letter queue {dlq_name}"))?;
         let arn = client.queue_attributes(&dlq_url).await?.arn;
         tracing::info!("dead-letter queue {dlq_url}");
-        eprintln!(
+        crate::error::stderr_line(format_args!(
             "dead-letter queue: {dlq_url} (after {} receives)",
             args.max_receive_count
-        );
+        ));
         spec.redrive = Some((arn, args.max_receive_count));
     }
     let url = client

@@ -22,7 +22,8 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    // Held until exit, so the last log lines are written.
+    let _log_writer = init_logging(cli.global.verbose);
     // One thread: fifo's work is waiting on SQS and on handlers; handing
     // every event between threads cost more CPU than it saved.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +60,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Log lines go to stderr through a thread of their own, dropped rather
+/// than waited for when stderr does not keep up: a stalled or closed stderr
+/// never holds up the engine (whose heartbeats keep held messages ours).
+fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -67,15 +71,20 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("fifo-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(
             std::env::var_os("NO_COLOR").is_none()
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )
         .with_target(false)
         .init();
+    guard
 }
 
 /// A closed stdout (`fifo list-queues | head -1`) is not an error.

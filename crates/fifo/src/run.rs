@@ -8,20 +8,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_handler::{ExecHandler, LogHandler};
+use fifo_handler::{ExecHandler, LogHandler, Output};
 use fifo_sqs_client::Client;
 use fifo_worker_pool::{Counters, PoolConfig, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::error::UserError;
+use crate::error::{UserError, stderr_line};
 use crate::settings::Settings;
 
 /// How often the status line is redrawn, and how often it is logged instead
 /// when stderr is not a terminal.
 const REDRAW: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long a program gets between SIGTERM and SIGKILL when fifo ends it
+/// (at most a twelfth of the visibility timeout, see `PoolConfig::kill_grace`).
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(
     client: Client,
@@ -57,35 +60,65 @@ pub(crate) async fn run(
 
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
+    // Handler output goes through writer threads: a slow or stalled reader
+    // makes handlers wait, never the engine (whose heartbeats keep every
+    // held message ours), and a closed stdout (`fifo run | head`) fails
+    // nothing: it ends the run gracefully.
+    let output = Output::stdio();
+    tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
     let counters = Arc::new(Counters::default());
-    let status_done = CancellationToken::new();
-    let status = tokio::spawn(show_status(counters.clone(), progress, status_done.clone()));
+    let status = show_status(counters.clone(), progress);
     tracing::info!("processing {queue_url} with {} workers", config.workers);
     let started = Instant::now();
     let until_empty_or_limit = config.until_empty || config.limit.is_some();
     let result = if args.command.is_empty() {
-        let handler = LogHandler::new(Duration::from_millis(args.work_ms), args.quiet);
+        let handler = LogHandler::new(
+            Duration::from_millis(args.work_ms),
+            args.quiet,
+            output.clone(),
+        );
         fifo_worker_pool::run(queue, handler, config, shutdown, counters).await
     } else {
-        let handler = ExecHandler::new(Path::new(&args.command[0]), args.command[1..].to_vec())
-            .map_err(|e| {
-                UserError::new(
-                    e,
-                    Some("give the program's path, or a name found in PATH".to_owned()),
-                )
-            })?;
-        fifo_worker_pool::run(queue, handler, config, shutdown, counters).await
+        let handler = ExecHandler::new(
+            Path::new(&args.command[0]),
+            args.command[1..].to_vec(),
+            config.kill_grace(),
+            output.clone(),
+        )
+        .map_err(|e| {
+            UserError::new(
+                e,
+                Some("give the path of an executable file, or a name found in PATH".to_owned()),
+            )
+        })?;
+        let programs = handler.clone();
+        let result = fifo_worker_pool::run(queue, handler, config, shutdown, counters).await;
+        // Programs cancelled at the end (the shutdown deadline) get their
+        // SIGKILL before we exit.
+        programs.wait_for_kills().await;
+        result
     };
-    status_done.cancel();
-    let _ = status.await;
+    status.finish();
+    output.finish().await;
     let stats = result.wrap_err_with(|| format!("processing {queue_url}"))?;
-    eprintln!("{}", summary(&stats, started.elapsed()));
+    stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
     let failed = stats.failed > 0 || stats.dead_lettered > 0;
     Ok(if until_empty_or_limit && failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A closed stdout begins a graceful shutdown.
+async fn stop_when_closed(output: Output, shutdown: CancellationToken) {
+    output.closed().await;
+    if !shutdown.is_cancelled() {
+        tracing::warn!(
+            "stdout was closed: finishing the running handlers, handing the rest back and stopping"
+        );
+        shutdown.cancel();
+    }
 }
 
 fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserError> {
@@ -131,6 +164,7 @@ fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserEr
             .map(|s| seconds("--handler-timeout", s))
             .transpose()?,
         shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
+        cancel_grace: KILL_GRACE,
         until_empty: args.until_empty,
         limit: args.limit,
         max_receive_count: None,
@@ -152,7 +186,7 @@ async fn forward_signals(shutdown: CancellationToken) {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!(
+    tracing::warn!(
         "shutting down: finishing running handlers, handing the rest back (signal again to exit at once)"
     );
     shutdown.cancel();
@@ -160,37 +194,62 @@ async fn forward_signals(shutdown: CancellationToken) {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!("exiting at once: held messages come back after their visibility timeout");
+    stderr_line(format_args!(
+        "exiting at once: held messages come back after their visibility timeout"
+    ));
     std::process::exit(130);
 }
 
-/// A live status line on a terminal; otherwise a log line every few seconds.
-async fn show_status(counters: Arc<Counters>, progress: bool, done: CancellationToken) {
-    let terminal = progress && std::io::stderr().is_terminal();
-    let bar = if terminal {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let started = Instant::now();
-    let mut last_log = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(REDRAW) => {}
-            _ = done.cancelled() => break,
-        }
-        let line = status_line(&counters.snapshot(), started.elapsed());
-        if terminal {
-            bar.set_message(line);
-            bar.tick();
-        } else if progress && last_log.elapsed() >= LOG_EVERY {
-            eprintln!("fifo: {line}");
-            last_log = Instant::now();
+/// The status line's thread: it only reads counters, and drawing to a
+/// terminal that does not keep up must never hold up the engine.
+struct Status {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Status {
+    fn finish(mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
-    bar.finish_and_clear();
+}
+
+/// A live status line on a terminal; otherwise a log line every few seconds.
+fn show_status(counters: Arc<Counters>, progress: bool) -> Status {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let thread = std::thread::Builder::new()
+        .name("fifo-status".to_owned())
+        .spawn(move || {
+            let terminal = progress && std::io::stderr().is_terminal();
+            let bar = if terminal {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
+                );
+                bar
+            } else {
+                ProgressBar::hidden()
+            };
+            let started = Instant::now();
+            let mut last_log = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(REDRAW);
+                let line = status_line(&counters.snapshot(), started.elapsed());
+                if terminal {
+                    bar.set_message(line);
+                    bar.tick();
+                } else if progress && last_log.elapsed() >= LOG_EVERY {
+                    stderr_line(format_args!("fifo: {line}"));
+                    last_log = Instant::now();
+                }
+            }
+            bar.finish_and_clear();
+        })
+        .ok();
+    Status { done, thread }
 }
 
 fn status_line(stats: &Stats, elapsed: Duration) -> String {
@@ -215,11 +274,14 @@ fn summary(stats: &Stats, elapsed: Duration) -> String {
         stats.dead_lettered,
         stats.released,
     );
-    if stats.delete_failed > 0 {
+    if stats.lost > 0 {
         text += &format!(
-            "; {} could not be deleted and will come again",
-            stats.delete_failed
+            "; {} given up when SQS could not keep them ours (they come back after their visibility timeout)",
+            stats.lost
         );
+    }
+    if stats.malformed > 0 {
+        text += &format!("; {} malformed messages left alone", stats.malformed);
     }
     text
 }

@@ -87,17 +87,20 @@ pub(crate) async fn run(
     .await;
     bar.finish_and_clear();
     let elapsed = started.elapsed().max(Duration::from_micros(1));
-    eprintln!(
+    crate::error::stderr_line(format_args!(
         "sent {} of {total} messages to {queue_url} in {:.2} s ({:.0} msgs/s)",
         outcome.sent,
         elapsed.as_secs_f64(),
         outcome.sent as f64 / elapsed.as_secs_f64()
-    );
+    ));
     for (origin, reason) in outcome.failures.iter().take(20) {
-        eprintln!("not sent: {origin}: {reason}");
+        crate::error::stderr_line(format_args!("not sent: {origin}: {reason}"));
     }
     if outcome.failures.len() > 20 {
-        eprintln!("not sent: … and {} more", outcome.failures.len() - 20);
+        crate::error::stderr_line(format_args!(
+            "not sent: … and {} more",
+            outcome.failures.len() - 20
+        ));
     }
     if let Some(err) = outcome.fatal {
         return Err(err).wrap_err_with(|| {

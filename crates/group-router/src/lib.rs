@@ -1,106 +1,301 @@
 //! Per-group lanes and the order rules of fifo, as pure data structures with
-//! no I/O and no clock: which held message may run next, and what to hand
-//! back after a failure. Everything ordering-related lives here so it can be
-//! tested exhaustively without a queue.
+//! no I/O and no clock: which held message may run next, which may be
+//! deleted, and what to hand back to the queue, and when. Everything
+//! ordering-related lives here so it can be tested exhaustively without a
+//! queue.
 //!
-//! A lane holds one group's messages in arrival order. It is *busy* while
-//! one of its messages is out (being handled, retried or backing off), and
-//! *ready* when it is idle with messages queued. [`Router::take_next`] serves
-//! ready lanes round-robin, so every ready lane is eventually served.
+//! A lane holds one group's held messages in arrival order (the group's
+//! order). Each message is at one [`Step`]: queued, out (its handler runs or
+//! backs off between retries), done (succeeded, waiting for its delete),
+//! deleting, or to be handed back. The rules:
+//!
+//! - **Run in order**: a lane hands out its first queued message only when
+//!   every message before it is done or deleting and nothing is out, so a
+//!   handler starts only after every earlier message of its group succeeded.
+//! - **Delete in order**: only a lane's first message may be deleted, so SQS
+//!   never deletes a message while an earlier one of its group could still
+//!   come back (a replay is then always in order).
+//! - **Hand back whole**: after a failure (or at shutdown) the failed message
+//!   and every later one are handed back together, and only once every
+//!   message before them is deleted and nothing of the lane is out. Handing
+//!   back part of a group would let SQS deliver a later message while an
+//!   earlier one is still held.
+//! - **Lost means the rest is lost too**: a message whose lease ended is no
+//!   longer ours; neither are the later messages of its lane, which must not
+//!   run or be deleted before it.
+//!
+//! The engine reads the consequences from [`Router::pop_delete`] and
+//! [`Router::pop_hand_back`]; [`Router::take_next`] serves ready lanes
+//! round-robin, so every ready lane is eventually served.
 
 use std::collections::{HashMap, VecDeque};
 
+/// Where one held message stands in its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Queued,
+    /// Handed out: its handler runs, or backs off before a retry.
+    Out,
+    /// Succeeded; waits until every earlier message is deleted.
+    Done,
+    /// Its delete is under way.
+    Deleting,
+    /// To be handed back to the queue with the rest of its lane.
+    HandBack,
+}
+
 /// The lanes of every group with held messages.
 #[derive(Debug)]
-pub struct Router<T> {
-    lanes: HashMap<String, Lane<T>>,
-    /// Groups whose lane is idle and has messages, in the order they became ready.
+pub struct Router<K> {
+    lanes: HashMap<String, Lane<K>>,
+    /// Groups whose lane may be runnable, in the order they became so.
+    /// Entries can be stale; `take_next` checks.
     ready: VecDeque<String>,
+    /// Messages that became deletable, in the order they did.
+    deletes: VecDeque<K>,
+    /// Lanes that became ready to hand back, each in the group's order.
+    hand_backs: VecDeque<Vec<K>>,
+    /// After `stop`, nothing runs any more and new messages are handed back.
+    stopped: bool,
     queued: usize,
+    out: usize,
 }
 
 #[derive(Debug)]
-struct Lane<T> {
-    queued: VecDeque<T>,
-    busy: bool,
+struct Lane<K> {
+    messages: VecDeque<(K, Step)>,
+    /// Whether the group is in `ready`.
+    in_ready: bool,
 }
 
-impl<T> Default for Router<T> {
+impl<K> Lane<K> {
+    fn position(&self, step: Step) -> Option<usize> {
+        self.messages.iter().position(|(_, s)| *s == step)
+    }
+
+    /// The first message that is neither done nor deleting.
+    fn current(&self) -> Option<usize> {
+        self.messages
+            .iter()
+            .position(|(_, s)| !matches!(s, Step::Done | Step::Deleting))
+    }
+
+    fn runnable(&self) -> bool {
+        self.current()
+            .is_some_and(|i| self.messages[i].1 == Step::Queued)
+    }
+
+    /// Every message after `index` is handed back with it; an out message
+    /// among them follows when its handler ends. Returns how many queued
+    /// messages that took.
+    fn doom_after(&mut self, index: usize) -> usize {
+        let mut unqueued = 0;
+        for (_, step) in self.messages.iter_mut().skip(index + 1) {
+            match step {
+                Step::Queued => {
+                    unqueued += 1;
+                    *step = Step::HandBack;
+                }
+                Step::Done => *step = Step::HandBack,
+                Step::Out | Step::Deleting | Step::HandBack => {}
+            }
+        }
+        unqueued
+    }
+}
+
+/// `key`'s lane and position, if it is at `step` there. Outcomes for
+/// anything else are stale (the message was lost meanwhile) and ignored.
+fn find<'a, K: Eq>(
+    lanes: &'a mut HashMap<String, Lane<K>>,
+    group: &str,
+    key: K,
+    step: Step,
+) -> Option<(&'a mut Lane<K>, usize)> {
+    let lane = lanes.get_mut(group)?;
+    let index = lane.messages.iter().position(|(k, _)| *k == key)?;
+    (lane.messages[index].1 == step).then_some((lane, index))
+}
+
+impl<K> Default for Router<K> {
     fn default() -> Self {
         Router {
             lanes: HashMap::new(),
             ready: VecDeque::new(),
+            deletes: VecDeque::new(),
+            hand_backs: VecDeque::new(),
+            stopped: false,
             queued: 0,
+            out: 0,
         }
     }
 }
 
-impl<T> Router<T> {
+impl<K: Copy + Eq> Router<K> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Appends a received message to its group's lane. Messages of one group
-    /// must be pushed in the group's order (SQS hands them out so).
-    pub fn push(&mut self, group: &str, item: T) {
+    /// must be pushed in the group's order (SQS hands them out so). After
+    /// `stop`, or behind a message to be handed back, it is handed back too.
+    pub fn push(&mut self, group: &str, key: K) {
+        let stopped = self.stopped;
         let lane = self.lanes.entry(group.to_owned()).or_insert_with(|| Lane {
-            queued: VecDeque::new(),
-            busy: false,
+            messages: VecDeque::new(),
+            in_ready: false,
         });
-        if !lane.busy && lane.queued.is_empty() {
-            self.ready.push_back(group.to_owned());
+        let doomed = stopped || lane.position(Step::HandBack).is_some();
+        let step = if doomed { Step::HandBack } else { Step::Queued };
+        if step == Step::Queued {
+            self.queued += 1;
         }
-        lane.queued.push_back(item);
-        self.queued += 1;
+        lane.messages.push_back((key, step));
+        self.settle(group);
     }
 
-    /// Hands out the head of the next ready lane and marks that lane busy
-    /// until [`Router::succeeded`] or [`Router::failed`] is called for it.
-    pub fn take_next(&mut self) -> Option<(String, T)> {
-        let group = self.ready.pop_front()?;
-        let lane = self.lanes.get_mut(&group).expect("a ready lane exists");
-        let item = lane.queued.pop_front().expect("a ready lane has messages");
-        lane.busy = true;
-        self.queued -= 1;
-        Some((group, item))
+    /// Hands out the first queued message of the next runnable lane; its
+    /// lane is busy until [`Router::finished`] or [`Router::failed`].
+    pub fn take_next(&mut self) -> Option<(String, K)> {
+        if self.stopped {
+            return None;
+        }
+        while let Some(group) = self.ready.pop_front() {
+            let Some(lane) = self.lanes.get_mut(&group) else {
+                continue;
+            };
+            lane.in_ready = false;
+            let Some(index) = lane.current() else {
+                continue;
+            };
+            let (key, step) = &mut lane.messages[index];
+            if *step != Step::Queued {
+                continue;
+            }
+            *step = Step::Out;
+            let key = *key;
+            self.queued -= 1;
+            self.out += 1;
+            return Some((group, key));
+        }
+        None
     }
 
-    /// The message out for `group` succeeded (or was moved to the dead-letter
-    /// queue): its lane moves on.
-    pub fn succeeded(&mut self, group: &str) {
-        let Some(lane) = self.lanes.get_mut(group) else {
+    /// The out message of `group` succeeded (or is to be moved to the
+    /// dead-letter queue): it is deleted once every earlier message is, and
+    /// the lane moves on. Behind a message to be handed back it is handed
+    /// back instead: deleting it would put it before the earlier one.
+    pub fn finished(&mut self, group: &str, key: K) {
+        let Some((lane, index)) = find(&mut self.lanes, group, key, Step::Out) else {
             return;
         };
-        lane.busy = false;
-        if lane.queued.is_empty() {
-            self.lanes.remove(group);
+        let behind_hand_back = lane.position(Step::HandBack).is_some_and(|h| h < index);
+        lane.messages[index].1 = if behind_hand_back {
+            Step::HandBack
         } else {
-            self.ready.push_back(group.to_owned());
+            Step::Done
+        };
+        self.out -= 1;
+        self.settle(group);
+    }
+
+    /// The out message of `group` failed for good (or is given up at
+    /// shutdown): it and every later message are handed back together.
+    pub fn failed(&mut self, group: &str, key: K) {
+        let Some((lane, index)) = find(&mut self.lanes, group, key, Step::Out) else {
+            return;
+        };
+        lane.messages[index].1 = Step::HandBack;
+        self.out -= 1;
+        self.queued -= lane.doom_after(index);
+        self.settle(group);
+    }
+
+    /// The delete of `group`'s first message was confirmed.
+    pub fn deleted(&mut self, group: &str, key: K) {
+        let Some((lane, 0)) = find(&mut self.lanes, group, key, Step::Deleting) else {
+            return;
+        };
+        lane.messages.pop_front();
+        self.settle(group);
+    }
+
+    /// The queue refused to delete (or dead-letter) `group`'s first message
+    /// while it is still ours: it and every later message are handed back.
+    pub fn delete_refused(&mut self, group: &str, key: K) {
+        let Some((lane, 0)) = find(&mut self.lanes, group, key, Step::Deleting) else {
+            return;
+        };
+        lane.messages[0].1 = Step::HandBack;
+        self.queued -= lane.doom_after(0);
+        self.settle(group);
+    }
+
+    /// `key`'s lease ended: it is no longer ours, and neither is anything
+    /// after it in its lane (it must not run or be deleted before `key`
+    /// comes back). Removes them all; returns the later ones, in order.
+    pub fn lost(&mut self, group: &str, key: K) -> Vec<K> {
+        let Some(lane) = self.lanes.get_mut(group) else {
+            return Vec::new();
+        };
+        let Some(index) = lane.messages.iter().position(|(k, _)| *k == key) else {
+            return Vec::new();
+        };
+        let mut later = Vec::new();
+        for (k, step) in lane.messages.drain(index..) {
+            match step {
+                Step::Queued => self.queued -= 1,
+                Step::Out => self.out -= 1,
+                Step::Done | Step::Deleting | Step::HandBack => {}
+            }
+            if k != key {
+                later.push(k);
+            }
+        }
+        self.settle(group);
+        later
+    }
+
+    /// Shutdown: nothing more is handed out; every queued message is handed
+    /// back, lane by lane, as soon as its lane's running handler ended and
+    /// the lane's earlier messages are deleted. Messages pushed later are
+    /// handed back too.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.ready.clear();
+        let mut groups: Vec<String> = self.lanes.keys().cloned().collect();
+        groups.sort_unstable();
+        for group in groups {
+            let lane = self.lanes.get_mut(&group).expect("listed");
+            for (_, step) in lane.messages.iter_mut() {
+                if *step == Step::Queued {
+                    *step = Step::HandBack;
+                    self.queued -= 1;
+                }
+            }
+            self.settle(&group);
         }
     }
 
-    /// The message out for `group` failed for good: the rest of its lane is
-    /// handed back, in order, to be released to the queue (never run), so
-    /// that the group is redelivered from the failed message on.
-    pub fn failed(&mut self, group: &str) -> Vec<T> {
-        let Some(lane) = self.lanes.remove(group) else {
-            return Vec::new();
-        };
-        self.queued -= lane.queued.len();
-        lane.queued.into()
+    /// The next message that may be deleted now (its delete is then under
+    /// way: report it with [`Router::deleted`] or [`Router::delete_refused`]).
+    pub fn pop_delete(&mut self) -> Option<K> {
+        self.deletes.pop_front()
     }
 
-    /// Every message not handed out yet, lane by lane in order; busy lanes
-    /// stay (their messages are still out). For shutdown.
-    pub fn drain_queued(&mut self) -> Vec<T> {
-        let mut drained = Vec::with_capacity(self.queued);
-        self.ready.clear();
-        self.lanes.retain(|_, lane| {
-            drained.extend(lane.queued.drain(..));
-            lane.busy
-        });
-        self.queued = 0;
-        drained
+    /// The next lane to hand back, in the group's order; the router has
+    /// forgotten it.
+    pub fn pop_hand_back(&mut self) -> Option<Vec<K>> {
+        self.hand_backs.pop_front()
+    }
+
+    /// Where `key` stands, if it is in a lane.
+    pub fn step(&self, group: &str, key: K) -> Option<Step> {
+        let lane = self.lanes.get(group)?;
+        lane.messages
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, step)| *step)
     }
 
     /// Messages waiting in lanes (not handed out).
@@ -110,17 +305,43 @@ impl<T> Router<T> {
 
     /// Groups with a message out.
     pub fn busy_groups(&self) -> usize {
-        self.lanes.values().filter(|lane| lane.busy).count()
+        self.out
     }
 
     /// Whether `group` has a message out.
     pub fn is_busy(&self, group: &str) -> bool {
-        self.lanes.get(group).is_some_and(|lane| lane.busy)
+        self.lanes
+            .get(group)
+            .is_some_and(|lane| lane.position(Step::Out).is_some())
     }
 
-    /// No lane holds or has out any message.
+    /// No lane holds any message.
     pub fn is_empty(&self) -> bool {
         self.lanes.is_empty()
+    }
+
+    /// Draws the consequences of a change to `group`'s lane: a deletable
+    /// first message, a lane ready to hand back, a runnable lane.
+    fn settle(&mut self, group: &str) {
+        let Some(lane) = self.lanes.get_mut(group) else {
+            return;
+        };
+        if let Some((key, step @ Step::Done)) = lane.messages.front_mut() {
+            *step = Step::Deleting;
+            self.deletes.push_back(*key);
+        }
+        if lane.messages.iter().all(|(_, s)| *s == Step::HandBack) {
+            let lane = self.lanes.remove(group).expect("present");
+            if !lane.messages.is_empty() {
+                self.hand_backs
+                    .push_back(lane.messages.into_iter().map(|(k, _)| k).collect());
+            }
+            return;
+        }
+        if !self.stopped && !lane.in_ready && lane.runnable() {
+            lane.in_ready = true;
+            self.ready.push_back(group.to_owned());
+        }
     }
 }
 
@@ -128,28 +349,43 @@ impl<T> Router<T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_group_runs_one_at_a_time_in_order() {
+    fn router(messages: &[(&str, u32)]) -> Router<u32> {
         let mut router = Router::new();
-        for n in 1..=3 {
-            router.push("g", n);
+        for (group, key) in messages {
+            router.push(group, *key);
         }
+        router
+    }
+
+    fn deletes(router: &mut Router<u32>) -> Vec<u32> {
+        std::iter::from_fn(|| router.pop_delete()).collect()
+    }
+
+    #[test]
+    fn one_group_runs_one_at_a_time_and_deletes_in_order() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
         assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
         assert_eq!(router.take_next(), None, "the lane is busy");
-        router.succeeded("g");
+        router.finished("g", 1);
+        assert_eq!(deletes(&mut router), [1]);
         assert_eq!(router.take_next(), Some(("g".to_owned(), 2)));
-        router.succeeded("g");
+        router.finished("g", 2);
+        assert_eq!(deletes(&mut router), [], "2 waits until 1 is deleted");
+        router.deleted("g", 2);
+        assert_eq!(deletes(&mut router), [], "not 2's turn: ignored");
+        router.deleted("g", 1);
+        assert_eq!(deletes(&mut router), [2]);
         assert_eq!(router.take_next(), Some(("g".to_owned(), 3)));
-        router.succeeded("g");
+        router.finished("g", 3);
+        router.deleted("g", 2);
+        assert_eq!(deletes(&mut router), [3]);
+        router.deleted("g", 3);
         assert!(router.is_empty());
     }
 
     #[test]
     fn groups_are_served_round_robin() {
-        let mut router = Router::new();
-        for (group, n) in [("a", 1), ("a", 2), ("b", 1), ("c", 1)] {
-            router.push(group, n);
-        }
+        let mut router = router(&[("a", 1), ("a", 2), ("b", 1), ("c", 1)]);
         let first: Vec<_> = std::iter::from_fn(|| router.take_next()).collect();
         assert_eq!(
             first,
@@ -160,36 +396,85 @@ mod tests {
             ]
         );
         assert_eq!(router.busy_groups(), 3);
-        router.succeeded("a");
+        router.finished("a", 1);
         assert_eq!(router.take_next(), Some(("a".to_owned(), 2)));
     }
 
     #[test]
-    fn a_failure_hands_back_the_rest_of_the_lane() {
-        let mut router = Router::new();
-        for n in 1..=4 {
-            router.push("g", n);
-        }
-        router.push("h", 9);
-        assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
-        assert_eq!(router.failed("g"), [2, 3, 4]);
+    fn a_failure_hands_back_the_lane_whole_after_earlier_deletes() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3), ("g", 4), ("h", 9)]);
+        router.take_next();
+        router.finished("g", 1);
+        assert_eq!(deletes(&mut router), [1]);
         assert_eq!(router.take_next(), Some(("h".to_owned(), 9)));
-        assert_eq!(router.take_next(), None);
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 2)));
+        router.failed("g", 2);
+        assert_eq!(router.pop_hand_back(), None, "1 is not deleted yet");
+        assert_eq!(router.take_next(), None, "3 never runs");
+        router.deleted("g", 1);
+        assert_eq!(router.pop_hand_back(), Some(vec![2, 3, 4]));
         assert_eq!(router.queued(), 0);
+        router.push("g", 2);
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 2)), "redelivered");
     }
 
     #[test]
-    fn drain_keeps_busy_lanes_and_returns_the_rest() {
-        let mut router = Router::new();
-        for (group, n) in [("a", 1), ("a", 2), ("b", 3)] {
-            router.push(group, n);
-        }
+    fn a_refused_delete_hands_back_everything_after_it() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
         router.take_next();
-        let mut drained = router.drain_queued();
-        drained.sort();
-        assert_eq!(drained, [2, 3]);
-        assert!(router.is_busy("a"));
-        router.succeeded("a");
+        router.finished("g", 1);
+        assert_eq!(deletes(&mut router), [1]);
+        router.take_next();
+        router.delete_refused("g", 1);
+        assert_eq!(router.pop_hand_back(), None, "2 is still running");
+        router.finished("g", 2);
+        assert_eq!(deletes(&mut router), [], "2 must not be deleted before 1");
+        assert_eq!(router.pop_hand_back(), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_lost_message_takes_the_rest_of_its_lane() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3), ("g", 4)]);
+        router.take_next();
+        router.finished("g", 1);
+        assert_eq!(deletes(&mut router), [1]);
+        router.take_next();
+        assert_eq!(router.lost("g", 2), [3, 4]);
+        assert_eq!(router.busy_groups(), 0);
+        assert_eq!(router.take_next(), None);
+        router.deleted("g", 1);
         assert!(router.is_empty());
+        assert_eq!(router.pop_hand_back(), None);
+    }
+
+    #[test]
+    fn stop_hands_back_idle_lanes_at_once_and_busy_ones_after_their_handler() {
+        let mut router = router(&[("a", 1), ("a", 2), ("b", 3), ("b", 4)]);
+        assert_eq!(router.take_next(), Some(("a".to_owned(), 1)));
+        router.stop();
+        assert_eq!(router.pop_hand_back(), Some(vec![3, 4]));
+        assert_eq!(router.pop_hand_back(), None, "a's handler still runs");
+        assert_eq!(router.take_next(), None);
+        router.finished("a", 1);
+        assert_eq!(deletes(&mut router), [1]);
+        assert_eq!(router.pop_hand_back(), None, "1 is not deleted yet");
+        router.deleted("a", 1);
+        assert_eq!(router.pop_hand_back(), Some(vec![2]));
+        router.push("c", 5);
+        assert_eq!(
+            router.pop_hand_back(),
+            Some(vec![5]),
+            "late arrivals go back"
+        );
+        assert!(router.is_empty());
+    }
+
+    #[test]
+    fn stop_during_a_failure_hands_back_from_the_failed_message() {
+        let mut router = router(&[("a", 1), ("a", 2)]);
+        router.take_next();
+        router.stop();
+        router.failed("a", 1);
+        assert_eq!(router.pop_hand_back(), Some(vec![1, 2]));
     }
 }

@@ -1,112 +1,310 @@
-//! The router's order rules over random interleavings of receives and
-//! outcomes: (a) a message runs only after every earlier message of its
-//! group succeeded; (b) at most one message per group is out; (c) after a
-//! failure the rest of the lane is handed back, never run; (d) every ready
-//! lane is served within one round of the others.
+//! The router's order rules over random interleavings of receives,
+//! outcomes, deletes, lost leases and a shutdown, against a model of one
+//! SQS FIFO queue:
+//! (a) a message runs only after every earlier message of its group
+//!     succeeded, and at most one message per group is out;
+//! (b) a message is deleted only after it succeeded and every earlier
+//!     message of its group was deleted, so SQS can only ever replay a
+//!     group from its first undeleted message on;
+//! (c) a lane is handed back whole and in order: exactly the held messages
+//!     from the failed one on, once nothing earlier is held and nothing of
+//!     the group is out or being deleted;
+//! (d) a lost message takes exactly the later held messages of its group;
+//! (e) a ready lane is served within a few handouts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use fifo_group_router::Router;
+use fifo_group_router::{Router, Step};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
-enum Step {
-    /// A receive brings the next message of group N.
+enum Op {
+    /// Send a new message to group N.
+    Send(u8),
+    /// A receive brings the next deliverable message of group N, if any.
     Receive(u8),
     /// A worker asks for work.
     Next,
-    /// The out message of the Nth busy group (mod count) succeeds or fails.
+    /// The out message of the Nth busy group succeeds or fails.
     Finish(u8, bool),
+    /// The Nth delete under way is confirmed, refused, or its lease is lost.
+    Delete(u8, DeleteResult),
+    /// The Nth held message's lease ends.
+    Lose(u8),
+    Stop,
 }
 
-fn step() -> impl Strategy<Value = Step> {
+#[derive(Debug, Clone, Copy)]
+enum DeleteResult {
+    Confirmed,
+    Refused,
+    Lost,
+}
+
+fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..5u8).prop_map(Step::Receive),
-        Just(Step::Next),
-        (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(n, ok)| Step::Finish(n, ok)),
+        3 => (0..4u8).prop_map(Op::Send),
+        4 => (0..4u8).prop_map(Op::Receive),
+        4 => Just(Op::Next),
+        4 => (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(n, ok)| Op::Finish(n, ok)),
+        4 => (any::<u8>(), prop_oneof![
+            8 => Just(DeleteResult::Confirmed),
+            1 => Just(DeleteResult::Refused),
+            1 => Just(DeleteResult::Lost),
+        ]).prop_map(|(n, r)| Op::Delete(n, r)),
+        1 => any::<u8>().prop_map(Op::Lose),
+        1 => Just(Op::Stop),
     ]
 }
 
 /// A message: its group and its place in the group's send order.
 type Msg = (u8, u32);
 
+/// Where a message stands, as the queue and the engine would see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In the queue, deliverable.
+    Visible,
+    /// Received and in a lane.
+    Held,
+    Out,
+    Succeeded,
+    Deleting,
+    Deleted,
+}
+
+struct Model {
+    states: BTreeMap<Msg, State>,
+    sent: HashMap<u8, u32>,
+}
+
+impl Model {
+    fn group(&self, group: u8) -> impl Iterator<Item = (u32, State)> + '_ {
+        self.states
+            .range((group, 0)..=(group, u32::MAX))
+            .map(|(&(_, seq), &state)| (seq, state))
+    }
+
+    fn set(&mut self, msg: Msg, state: State) {
+        self.states.insert(msg, state);
+    }
+
+    fn held(&self) -> Vec<Msg> {
+        self.states
+            .iter()
+            .filter(|(_, s)| !matches!(s, State::Visible | State::Deleted))
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    fn in_state(&self, state: State) -> Vec<Msg> {
+        self.states
+            .iter()
+            .filter(|(_, s)| **s == state)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+}
+
+fn pick<T: Copy>(items: &[T], n: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[n as usize % items.len()])
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1500))]
 
     #[test]
-    fn order_rules_hold(steps in prop::collection::vec(step(), 1..200)) {
+    fn order_rules_hold(ops in prop::collection::vec(op(), 1..300)) {
         let mut router: Router<Msg> = Router::new();
-        let mut sent: HashMap<u8, u32> = HashMap::new();
-        // The last message of each group that succeeded, and what is out.
-        let mut done: HashMap<u8, u32> = HashMap::new();
-        let mut out: HashMap<u8, u32> = HashMap::new();
-        // Messages handed back after a failure: they must never run.
-        let mut handed_back: HashSet<Msg> = HashSet::new();
-        // Ready-lane fairness: how many handouts since each ready group was last served.
+        let mut model = Model { states: BTreeMap::new(), sent: HashMap::new() };
+        let mut stopped = false;
         let mut waiting: HashMap<u8, usize> = HashMap::new();
 
-        for step in steps {
-            match step {
-                Step::Receive(group) => {
-                    let seq = sent.entry(group).or_insert(0);
+        for op in ops {
+            match op {
+                Op::Send(group) => {
+                    let seq = model.sent.entry(group).or_insert(0);
                     *seq += 1;
-                    router.push(&group.to_string(), (group, *seq));
+                    let msg = (group, *seq);
+                    model.set(msg, State::Visible);
                 }
-                Step::Next => {
+                Op::Receive(group) => {
+                    // SQS delivers a group's messages in order: the first
+                    // visible one (everything before it is held or deleted).
+                    let deliverable = model.group(group).find(|(_, s)| *s == State::Visible);
+                    if let Some((seq, _)) = deliverable {
+                        model.set((group, seq), State::Held);
+                        router.push(&group.to_string(), (group, seq));
+                    }
+                }
+                Op::Next => {
                     let Some((name, (group, seq))) = router.take_next() else {
                         continue;
                     };
+                    prop_assert!(!stopped, "a message ran after stop");
                     prop_assert_eq!(name, group.to_string());
-                    prop_assert!(!out.contains_key(&group), "(b) two messages of group {} out", group);
-                    prop_assert!(!handed_back.contains(&(group, seq)), "(c) {:?} ran after being handed back", (group, seq));
-                    let last_done = done.get(&group).copied().unwrap_or(0);
-                    prop_assert_eq!(seq, last_done + 1, "(a) group {} ran {} after {}", group, seq, last_done);
-                    out.insert(group, seq);
-                    // (d): no lane that was ready waits more than one round of the others.
+                    prop_assert_eq!(model.states[&(group, seq)], State::Held);
+                    prop_assert!(
+                        model.group(group).all(|(s, state)| s >= seq || matches!(state, State::Succeeded | State::Deleting | State::Deleted)),
+                        "(a) {:?} ran before an earlier message of its group succeeded: {:?}", (group, seq), model.group(group).collect::<Vec<_>>()
+                    );
+                    prop_assert!(
+                        model.group(group).all(|(_, state)| state != State::Out),
+                        "(a) two messages of group {} out", group
+                    );
+                    model.set((group, seq), State::Out);
                     waiting.remove(&group);
                     for (other, count) in waiting.iter_mut() {
                         *count += 1;
-                        prop_assert!(*count <= 5, "(d) group {} starved", other);
+                        prop_assert!(*count <= 4, "(e) group {} starved", other);
                     }
                 }
-                Step::Finish(n, ok) => {
-                    if out.is_empty() {
-                        continue;
-                    }
-                    let mut busy: Vec<u8> = out.keys().copied().collect();
-                    busy.sort();
-                    let group = busy[n as usize % busy.len()];
-                    let seq = out.remove(&group).unwrap();
+                Op::Finish(n, ok) => {
+                    let Some(msg) = pick(&model.in_state(State::Out), n) else { continue };
                     if ok {
-                        done.insert(group, seq);
-                        router.succeeded(&group.to_string());
+                        model.set(msg, State::Succeeded);
+                        router.finished(&msg.0.to_string(), msg);
                     } else {
-                        let rest = router.failed(&group.to_string());
-                        // The group restarts from the failed message: redelivery
-                        // brings it and the rest again, in order.
-                        prop_assert!(rest.iter().zip(seq + 1..).all(|(m, s)| *m == (group, s)), "(c) rest in order");
-                        handed_back.extend(rest.iter().copied());
-                        let resend_from = seq;
-                        let last = sent[&group];
-                        for s in resend_from..=last {
-                            handed_back.remove(&(group, s));
-                            router.push(&group.to_string(), (group, s));
-                        }
+                        model.set(msg, State::Held);
+                        router.failed(&msg.0.to_string(), msg);
                     }
                 }
-            }
-            // Lanes that are ready right now start counting.
-            for group in 0..5u8 {
-                let name = group.to_string();
-                let has_queued = sent.get(&group).is_some_and(|&last| {
-                    let base = out.get(&group).copied().unwrap_or_else(|| done.get(&group).copied().unwrap_or(0));
-                    last > base
-                });
-                if has_queued && !router.is_busy(&name) {
-                    waiting.entry(group).or_insert(0);
+                Op::Delete(n, result) => {
+                    let Some(msg) = pick(&model.in_state(State::Deleting), n) else { continue };
+                    let group = msg.0.to_string();
+                    match result {
+                        DeleteResult::Confirmed => {
+                            model.set(msg, State::Deleted);
+                            router.deleted(&group, msg);
+                        }
+                        DeleteResult::Refused => {
+                            model.set(msg, State::Held);
+                            router.delete_refused(&group, msg);
+                        }
+                        DeleteResult::Lost => lose(&mut router, &mut model, msg)?,
+                    }
+                }
+                Op::Lose(n) => {
+                    let Some(msg) = pick(&model.held(), n) else { continue };
+                    lose(&mut router, &mut model, msg)?;
+                }
+                Op::Stop => {
+                    stopped = true;
+                    router.stop();
                 }
             }
-            prop_assert_eq!(router.busy_groups(), out.len());
+
+            settle(&mut router, &mut model)?;
+
+            // Lanes that could run right now start counting for (e).
+            for group in 0..4u8 {
+                let current = model
+                    .group(group)
+                    .find(|(_, s)| matches!(s, State::Held | State::Out));
+                let runnable = !stopped
+                    && current.is_some_and(|(seq, s)| {
+                        s == State::Held
+                            && router.step(&group.to_string(), (group, seq)) == Some(Step::Queued)
+                    });
+                if runnable {
+                    waiting.entry(group).or_insert(0);
+                } else {
+                    waiting.remove(&group);
+                }
+            }
+            prop_assert_eq!(router.busy_groups(), model.in_state(State::Out).len());
+        }
+
+        // (f) Nothing gets stuck: after a shutdown, once every running
+        // handler ends and every delete is answered, each held message was
+        // deleted or handed back and the router is empty.
+        router.stop();
+        settle(&mut router, &mut model)?;
+        loop {
+            let out = model.in_state(State::Out);
+            let deleting = model.in_state(State::Deleting);
+            if out.is_empty() && deleting.is_empty() {
+                break;
+            }
+            for msg in out {
+                model.set(msg, State::Succeeded);
+                router.finished(&msg.0.to_string(), msg);
+            }
+            for msg in deleting {
+                model.set(msg, State::Deleted);
+                router.deleted(&msg.0.to_string(), msg);
+            }
+            settle(&mut router, &mut model)?;
+        }
+        prop_assert!(model.held().is_empty(), "(f) stuck: {:?}", model.held());
+        prop_assert!(router.is_empty(), "(f) the router still holds lanes");
+    }
+}
+
+/// Takes the deletes and hand-backs the router decided on, checking (b)
+/// and (c), and applies them to the model.
+fn settle(router: &mut Router<Msg>, model: &mut Model) -> Result<(), TestCaseError> {
+    while let Some(msg) = router.pop_delete() {
+        prop_assert_eq!(
+            model.states[&msg],
+            State::Succeeded,
+            "(b) {:?} deleted before it succeeded",
+            msg
+        );
+        prop_assert!(
+            model
+                .group(msg.0)
+                .all(|(s, state)| s >= msg.1 || state == State::Deleted),
+            "(b) {:?} deleted before an earlier message of its group: {:?}",
+            msg,
+            model.group(msg.0).collect::<Vec<_>>()
+        );
+        model.set(msg, State::Deleting);
+    }
+    while let Some(lane) = router.pop_hand_back() {
+        let group = lane[0].0;
+        let held: Vec<Msg> = model.held().into_iter().filter(|m| m.0 == group).collect();
+        prop_assert_eq!(
+            &lane,
+            &held,
+            "(c) a lane handed back in part or out of order"
+        );
+        prop_assert!(
+            held.iter()
+                .all(|m| matches!(model.states[m], State::Held | State::Succeeded)),
+            "(c) handed back while out or deleting: {:?}",
+            model.group(group).collect::<Vec<_>>()
+        );
+        prop_assert!(
+            model
+                .group(group)
+                .all(|(s, state)| s >= lane[0].1 || state == State::Deleted),
+            "(c) handed back while an earlier message is held"
+        );
+        for msg in lane {
+            model.set(msg, State::Visible);
         }
     }
+
+    Ok(())
+}
+
+/// `msg`'s lease ends: (d) the router gives up exactly the later held
+/// messages of its group, and they all become deliverable again.
+fn lose(router: &mut Router<Msg>, model: &mut Model, msg: Msg) -> Result<(), TestCaseError> {
+    let later: Vec<Msg> = model
+        .held()
+        .into_iter()
+        .filter(|m| m.0 == msg.0 && m.1 > msg.1)
+        .collect();
+    let returned = router.lost(&msg.0.to_string(), msg);
+    prop_assert_eq!(
+        &returned,
+        &later,
+        "(d) a lost message took the wrong messages"
+    );
+    for m in std::iter::once(msg).chain(later) {
+        model.set(m, State::Visible);
+    }
+    Ok(())
 }

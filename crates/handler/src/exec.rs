@@ -1,41 +1,150 @@
 use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use rustix::process::{Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
-use crate::{Handler, Message, Outcome};
+use crate::{Handler, Message, Outcome, Output};
+
+/// How long output is still forwarded after the program exited: enough for
+/// what it wrote just before, while a background child that inherited the
+/// pipes cannot hold the message.
+const DRAIN: Duration = Duration::from_millis(50);
+
+/// A longer line is forwarded in pieces of this size, each prefixed and
+/// ended by a newline, so memory stays bounded whatever the program writes.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How often a process group that is being ended is looked at.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Runs a program once per message, directly (never through a shell): the
 /// body on stdin, the metadata in `FIFO_MESSAGE_ID`, `FIFO_GROUP_ID`,
 /// `FIFO_RECEIVE_COUNT` and `FIFO_SEQUENCE_NUMBER`. Exit status 0 is success.
-/// Its output lines are forwarded prefixed with `[GROUP] `. Dropping the
-/// handler's future (a timeout) kills the program.
+///
+/// The program runs in a process group of its own. Its output lines (any
+/// bytes) are forwarded through [`Output`] prefixed with `[GROUP] `; when it
+/// exits the outcome is decided, what it wrote is forwarded, and background
+/// children it left are left alone. Dropping the handler's future before the
+/// program exited (a timeout) sends SIGTERM to its whole group and, after
+/// the grace period, SIGKILL to whatever is left of it.
 #[derive(Debug, Clone)]
 pub struct ExecHandler {
     program: PathBuf,
     args: Vec<OsString>,
+    kill_grace: Duration,
+    output: Output,
+    /// How many process groups this handler and its clones are ending that
+    /// have not yet gone nor been sent SIGKILL.
+    ending: Arc<watch::Sender<usize>>,
 }
 
 impl ExecHandler {
-    /// Finds `program` (a path, or a name looked up in `PATH`) now, so that a
-    /// typo fails at start-up rather than on every message.
-    pub fn new(program: &Path, args: Vec<OsString>) -> Result<ExecHandler, String> {
-        let program = find_program(program)
-            .ok_or_else(|| format!("program `{}` not found", program.display()))?;
-        Ok(ExecHandler { program, args })
+    /// Finds `program` now (a path if it contains a slash, otherwise a name
+    /// looked up in `PATH`), so that a typo or a missing execute permission
+    /// fails at start-up rather than on every message. `kill_grace` is how
+    /// long a program that is ended early has between SIGTERM and SIGKILL.
+    pub fn new(
+        program: &Path,
+        args: Vec<OsString>,
+        kill_grace: Duration,
+        output: Output,
+    ) -> Result<ExecHandler, String> {
+        Ok(ExecHandler {
+            program: find_program(program)?,
+            args,
+            kill_grace,
+            output,
+            ending: Arc::new(watch::Sender::new(0)),
+        })
+    }
+
+    /// Waits until every program that was ended early is gone, or was sent
+    /// SIGKILL after its grace period. Call it before exiting, so that no
+    /// program outlives fifo by more than the grace period.
+    pub async fn wait_for_kills(&self) {
+        let _ = self.ending.subscribe().wait_for(|&n| n == 0).await;
     }
 }
 
-fn find_program(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_owned());
+/// Why a file cannot be run.
+enum Refusal {
+    Missing,
+    Directory,
+    NotAFile,
+    NotExecutable,
+    Unreadable(io::Error),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Missing => f.write_str("not found"),
+            Refusal::Directory => f.write_str("is a directory"),
+            Refusal::NotAFile => f.write_str("is not a regular file"),
+            Refusal::NotExecutable => f.write_str("is not executable (no execute permission)"),
+            Refusal::Unreadable(e) => write!(f, "cannot be examined: {e}"),
+        }
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+}
+
+/// Finds the program the way `execvp` would.
+fn find_program(program: &Path) -> Result<PathBuf, String> {
+    let shown = program.display();
+    if program.as_os_str().is_empty() {
+        return Err("the program name is empty".to_owned());
+    }
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return match runnable(program) {
+            Ok(()) => Ok(program.to_owned()),
+            Err(why) => Err(format!("program `{shown}` {why}")),
+        };
+    }
+    // Like a shell, skip a match that cannot run and look further; name it
+    // if nothing better turns up.
+    let mut refused = None;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match runnable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(Refusal::Missing) => {}
+            Err(why) => {
+                refused.get_or_insert((candidate, why));
+            }
+        }
+    }
+    Err(match refused {
+        Some((candidate, why)) => format!(
+            "program `{shown}` found in PATH as {} {why}",
+            candidate.display()
+        ),
+        None => format!("program `{shown}` not found in PATH"),
+    })
+}
+
+fn runnable(path: &Path) -> Result<(), Refusal> {
+    let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Refusal::Missing,
+        _ => Refusal::Unreadable(e),
+    })?;
+    if metadata.is_dir() {
+        return Err(Refusal::Directory);
+    }
+    if !metadata.is_file() {
+        return Err(Refusal::NotAFile);
+    }
+    // The kernel's own answer for this user (root included), rather than
+    // reading the mode bits.
+    rustix::fs::access(path, rustix::fs::Access::EXEC_OK).map_err(|_| Refusal::NotExecutable)
 }
 
 impl Handler for ExecHandler {
@@ -49,27 +158,49 @@ impl Handler for ExecHandler {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             // Its own process group: a Ctrl-C in the terminal reaches fifo,
-            // which lets running handlers finish, not the handler itself.
+            // which lets running handlers finish, not the handler itself;
+            // and ending the program early reaches its children too.
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
-        let stdin = child.stdin.take();
-        let write_body = async {
-            if let Some(mut stdin) = stdin {
-                // A program that does not read its input is fine.
-                let _ = stdin.write_all(message.body.as_bytes()).await;
-            }
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let mut running = Running {
+            child: Some(child),
+            grace: self.kill_grace,
+            ending: self.ending.clone(),
+        };
+
+        let (exited, exit_seen) = watch::channel(false);
+        let run = async {
+            let feed = async {
+                if let Some(mut stdin) = stdin {
+                    // A program that does not read its input is fine.
+                    let _ = stdin.write_all(message.body.as_bytes()).await;
+                }
+            };
+            tokio::pin!(feed);
+            let mut fed = false;
+            // The exit decides, even while the body is still being written
+            // (a background child may hold stdin open without reading it).
+            let status = loop {
+                tokio::select! {
+                    () = &mut feed, if !fed => fed = true,
+                    status = running.wait() => break status,
+                }
+            };
+            exited.send_replace(true);
+            status
         };
         let prefix = format!("[{}] ", message.group_id);
-        let (_, _, _, status) = tokio::join!(
-            write_body,
-            forward(child.stdout.take(), &prefix, false),
-            forward(child.stderr.take(), &prefix, true),
-            child.wait()
+        let (status, (), ()) = tokio::join!(
+            run,
+            forward(stdout, &prefix, &self.output, To::Stdout, exit_seen.clone()),
+            forward(stderr, &prefix, &self.output, To::Stderr, exit_seen),
         );
-        let status = status?;
+        let status =
+            status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))?;
         if status.success() {
             Ok(())
         } else {
@@ -78,23 +209,256 @@ impl Handler for ExecHandler {
     }
 }
 
-/// Copies lines from the program to our stdout or stderr, prefixed.
-async fn forward(output: Option<impl AsyncRead + Unpin>, prefix: &str, to_stderr: bool) {
-    let Some(output) = output else { return };
-    let mut lines = BufReader::new(output).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if to_stderr {
-            eprintln!("{prefix}{line}");
-        } else {
-            let mut stdout = std::io::stdout().lock();
-            let _ = std::io::Write::write_all(&mut stdout, format!("{prefix}{line}\n").as_bytes());
+/// The program while it runs. Dropped before the program exited (the
+/// handler's future was dropped: a timeout, a lost lease, the shutdown
+/// deadline), it ends the program's whole process group.
+struct Running {
+    /// `None` once the program has exited and been reaped.
+    child: Option<Child>,
+    grace: Duration,
+    ending: Arc<watch::Sender<usize>>,
+}
+
+impl Running {
+    /// Waits for the program to exit; cancel-safe.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let Some(child) = &mut self.child else {
+            return Err(io::Error::other("the program was waited for already"));
+        };
+        let status = child.wait().await?;
+        self.child = None;
+        Ok(status)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        // The program leads its group, so its pid names the group; it is not
+        // reaped yet, so the id cannot have been given to anyone else.
+        let Some(group) = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw)
+        else {
+            return;
+        };
+        // Every process of the group at once: a shell's children get the
+        // signal even when the shell would not pass it on.
+        let _ = rustix::process::kill_process_group(group, Signal::TERM);
+        // Counted before the thread starts, so `wait_for_kills` cannot miss
+        // it; the guard uncounts it however the thread ends.
+        self.ending.send_modify(|n| *n += 1);
+        let counted = Counted(self.ending.clone());
+        let grace = self.grace;
+        // Drop cannot wait: the grace period passes on a thread of its own.
+        let started = std::thread::Builder::new()
+            .name("fifo-end-group".to_owned())
+            .spawn(move || {
+                let _counted = counted;
+                end_group(child, group, grace);
+            });
+        if started.is_err() {
+            // No thread to wait on: no grace period then.
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        }
+    }
+}
+
+/// A process group being ended, uncounted when dropped.
+struct Counted(Arc<watch::Sender<usize>>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// After SIGTERM: waits up to `grace` for the group to be gone, then sends
+/// SIGKILL to what is left of it.
+fn end_group(mut leader: Child, group: Pid, grace: Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        // Reaped, the program leaves no zombie and no longer counts.
+        let _ = leader.try_wait();
+        if !group_alive(group) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(POLL.min(left));
+    }
+    let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    // SIGKILL takes effect almost at once, but a process stuck in the
+    // kernel may take longer: wait a second at most. Reaping the program
+    // here leaves tokio no orphan; if it is not dead by then, dropping the
+    // child hands it to tokio, which reaps it in the background.
+    for _ in 0..50 {
+        let _ = leader.try_wait();
+        if !group_alive(group) {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether a process of `group` is still running. Zombies do not count: a
+/// child orphaned by the program's exit belongs to init, which (in a
+/// container, say) may never reap it.
+fn group_alive(group: Pid) -> bool {
+    rustix::process::test_kill_process_group(group).is_ok() && running_member(group).unwrap_or(true)
+}
+
+/// Whether /proc lists a running (not zombie) process of `group`; `None`
+/// where /proc is missing or belongs to another pid namespace.
+fn running_member(group: Pid) -> Option<bool> {
+    let ours = std::fs::read_link("/proc/self").ok()?;
+    if ours.as_os_str().as_bytes() != std::process::id().to_string().as_bytes() {
+        return None;
+    }
+    let group = group.as_raw_pid().to_string();
+    let processes = std::fs::read_dir("/proc").ok()?;
+    Some(processes.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        // A process may end while we look.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (command) state ppid pgrp …`; the command may hold anything,
+        // so the fields are counted from its last `)`.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = fields.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        pgrp == Some(group.as_str()) && !matches!(state, Some("Z" | "X") | None)
+    }))
+}
+
+/// Which of our streams a pipe of the program is forwarded to.
+#[derive(Debug, Clone, Copy)]
+enum To {
+    Stdout,
+    Stderr,
+}
+
+/// Forwards the program's output, line by line with the group's prefix,
+/// until the pipe ends or, once the program has exited, until what it wrote
+/// is drained. Reads on whatever the bytes are, so the program never gets
+/// SIGPIPE from us while it runs.
+async fn forward(
+    pipe: Option<impl AsyncRead + Unpin>,
+    prefix: &str,
+    output: &Output,
+    to: To,
+    mut exited: watch::Receiver<bool>,
+) {
+    let Some(mut pipe) = pipe else { return };
+    let write = |bytes: Vec<u8>| async move {
+        match to {
+            To::Stdout => output.stdout(bytes).await,
+            To::Stderr => output.stderr(bytes).await,
+        }
+    };
+    let mut lines = Lines::new(prefix.as_bytes());
+    let mut buf = vec![0; 16 * 1024];
+    let program_exited = loop {
+        let read = tokio::select! {
+            // First: a program that writes without pause must not keep us
+            // reading after it exited.
+            biased;
+            _ = exited.changed() => break true,
+            read = pipe.read(&mut buf) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => break false,
+            Ok(n) => write(lines.push(&buf[..n])).await,
+        }
+    };
+    if program_exited {
+        // The program exited; a background child may still hold the pipe
+        // open, so take what is there and stop.
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(deadline, pipe.read(&mut buf)).await {
+            write(lines.push(&buf[..n])).await;
+        }
+    }
+    write(lines.finish()).await;
+}
+
+/// Cuts a program's output into prefixed lines.
+struct Lines<'a> {
+    prefix: &'a [u8],
+    /// The start of a line whose end has not been read yet.
+    partial: Vec<u8>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(prefix: &'a [u8]) -> Lines<'a> {
+        Lines {
+            prefix,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes read; returns the lines they complete, ready to
+    /// write in one piece (so other groups' lines cannot cut into them).
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut ready = Vec::new();
+        for mut piece in bytes.split_inclusive(|&b| b == b'\n') {
+            // Cut what does not fit in a line of MAX_LINE bytes (newline
+            // not counted).
+            loop {
+                let room = MAX_LINE - self.partial.len();
+                let content = piece.len() - usize::from(piece.ends_with(b"\n"));
+                if content <= room {
+                    break;
+                }
+                let (head, tail) = piece.split_at(room);
+                self.partial.extend_from_slice(head);
+                self.end_line(&mut ready);
+                piece = tail;
+            }
+            self.partial.extend_from_slice(piece);
+            if self.partial.ends_with(b"\n") {
+                self.end_line(&mut ready);
+            }
+        }
+        ready
+    }
+
+    /// The last line when it has no newline, with one added.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut ready = Vec::new();
+        if !self.partial.is_empty() {
+            self.end_line(&mut ready);
+        }
+        ready
+    }
+
+    fn end_line(&mut self, ready: &mut Vec<u8>) {
+        ready.extend_from_slice(self.prefix);
+        ready.append(&mut self.partial);
+        if !ready.ends_with(b"\n") {
+            ready.push(b'\n');
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::testing::Capture;
 
     fn message() -> Message {
         Message {
@@ -108,8 +472,66 @@ mod tests {
         }
     }
 
+    /// A handler running `sh -c script`, and what it writes to stdout and
+    /// stderr.
+    fn sh_with(script: &str, kill_grace: Duration) -> (ExecHandler, Capture, Capture) {
+        let (out, err) = (Capture::default(), Capture::default());
+        let handler = ExecHandler::new(
+            Path::new("sh"),
+            vec!["-c".into(), script.into()],
+            kill_grace,
+            Output::new(out.clone(), err.clone()),
+        )
+        .unwrap();
+        (handler, out, err)
+    }
+
     fn sh(script: &str) -> ExecHandler {
-        ExecHandler::new(Path::new("sh"), vec!["-c".into(), script.into()]).unwrap()
+        sh_with(script, Duration::from_secs(5)).0
+    }
+
+    /// Whether `pid` runs: exists and is not a zombie.
+    fn running(pid: i32) -> bool {
+        let pid = Pid::from_raw(pid).unwrap();
+        if rustix::process::test_kill_process(pid).is_err() {
+            return false;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_pid()));
+        // Without /proc, an existing process counts as running.
+        let Ok(stat) = stat else { return true };
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !state.is_some_and(|state| state.starts_with('Z'))
+    }
+
+    /// Runs `script`, which must print `pids LEADER CHILD` and then wait;
+    /// drops the handler's future once the line is out, as a timeout does,
+    /// and returns the two pids and how long the group took to end.
+    async fn end_early(script: &str, kill_grace: Duration) -> (i32, i32, Duration) {
+        let (handler, out, _) = sh_with(script, kill_grace);
+        let message = message();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::select! {
+                outcome = handler.handle(&message) => Some(outcome),
+                () = out.wait_for("\n") => None,
+            }
+        });
+        assert!(
+            matches!(outcome.await, Ok(None)),
+            "the program ended by itself"
+        );
+        let text = out.text();
+        let pids: Vec<i32> = text
+            .trim_end()
+            .strip_prefix("[g] pids ")
+            .unwrap_or_else(|| panic!("unexpected output {text:?}"))
+            .split(' ')
+            .map(|pid| pid.parse().unwrap())
+            .collect();
+        let ended = Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), handler.wait_for_kills())
+            .await
+            .expect("the group was ended");
+        (pids[0], pids[1], ended.elapsed())
     }
 
     #[tokio::test]
@@ -121,9 +543,148 @@ mod tests {
         assert!(err.to_string().contains("exit status: 3"), "{err}");
     }
 
+    #[tokio::test]
+    async fn forwards_both_streams_prefixed_with_the_group() {
+        let (handler, out, err) = sh_with("echo one; echo two >&2; printf three", Duration::ZERO);
+        handler.handle(&message()).await.unwrap();
+        handler.output.clone().finish().await;
+        assert_eq!(out.text(), "[g] one\n[g] three\n");
+        assert_eq!(err.text(), "[g] two\n");
+    }
+
+    #[tokio::test]
+    async fn non_utf8_output_is_forwarded_and_the_program_runs_on() {
+        // Output after the invalid byte would meet a closed pipe, and the
+        // program SIGPIPE, if forwarding stopped there.
+        let script =
+            r"printf 'a\377b\n'; i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done";
+        let (handler, out, _) = sh_with(script, Duration::ZERO);
+        handler.handle(&message()).await.unwrap();
+        handler.output.clone().finish().await;
+        let bytes = out.bytes();
+        assert!(bytes.starts_with(b"[g] a\xffb\n[g] line 0\n"), "{bytes:?}");
+        assert!(bytes.ends_with(b"[g] line 1999\n"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_a_last_line_gets_a_newline() {
+        let mut lines = Lines::new(b"[g] ");
+        assert_eq!(lines.push(b"a\nb"), b"[g] a\n");
+        assert_eq!(lines.push(b"c\n\nd"), b"[g] bc\n[g] \n");
+        assert_eq!(lines.finish(), b"[g] d\n");
+        let long = lines.push(&vec![b'x'; 2 * MAX_LINE + 1]);
+        assert_eq!(long.len(), 2 * (4 + MAX_LINE + 1));
+        assert_eq!(lines.finish(), b"[g] x\n");
+        let mut just_fits = vec![b'y'; MAX_LINE];
+        just_fits.push(b'\n');
+        assert_eq!(lines.push(&just_fits).len(), 4 + MAX_LINE + 1);
+        assert_eq!(lines.finish(), b"");
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipes_does_not_hold_the_message() {
+        let (handler, out, _) = sh_with("sleep 100 & echo started $!", Duration::from_secs(5));
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), handler.handle(&message()))
+            .await
+            .expect("done when the program exits")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        handler.output.clone().finish().await;
+        let text = out.text();
+        let pid: i32 = text
+            .trim_end()
+            .strip_prefix("[g] started ")
+            .unwrap_or_else(|| panic!("unexpected output {text:?}"))
+            .parse()
+            .unwrap();
+        // After a normal exit, background children are left alone.
+        assert!(running(pid), "the background child was killed");
+        let _ = rustix::process::kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL);
+    }
+
+    #[tokio::test]
+    async fn ending_early_terminates_the_whole_group() {
+        // The grace period is long: only SIGTERM to every process of the
+        // group ends this in time.
+        let (leader, child, took) =
+            end_early("sleep 100 & echo pids $$ $!; wait", Duration::from_secs(60)).await;
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        assert!(!running(child), "the background child survived");
+        // Reaped, not even a zombie.
+        let leader = Pid::from_raw(leader).unwrap();
+        assert!(rustix::process::test_kill_process(leader).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_group_ignoring_sigterm_is_killed_after_the_grace_period() {
+        let grace = Duration::from_millis(300);
+        let (leader, child, took) =
+            end_early("trap '' TERM; sleep 100 & echo pids $$ $!; wait", grace).await;
+        assert!(took >= grace, "took {took:?}");
+        assert!(!running(child), "the background child survived");
+        let leader = Pid::from_raw(leader).unwrap();
+        assert!(rustix::process::test_kill_process(leader).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_group_ended_early_is_waited_for_by_every_clone() {
+        let (handler, out, _) = sh_with("echo go; exec sleep 100", Duration::from_secs(60));
+        let clone = handler.clone();
+        // Nothing to wait for yet.
+        tokio::time::timeout(Duration::from_secs(1), clone.wait_for_kills())
+            .await
+            .unwrap();
+        let message = message();
+        tokio::select! {
+            _ = handler.handle(&message) => panic!("the program ended by itself"),
+            () = out.wait_for("go\n") => {}
+        }
+        tokio::time::timeout(Duration::from_secs(10), clone.wait_for_kills())
+            .await
+            .expect("the program was terminated");
+    }
+
     #[test]
     fn a_missing_program_is_found_out_at_once() {
-        let err = ExecHandler::new(Path::new("no-such-program-here"), vec![]).unwrap_err();
+        let output = Output::new(io::sink(), io::sink());
+        let err = ExecHandler::new(
+            Path::new("no-such-program-here"),
+            vec![],
+            Duration::ZERO,
+            output.clone(),
+        )
+        .unwrap_err();
         assert!(err.contains("not found"), "{err}");
+        let err = ExecHandler::new(Path::new("./no/such/file"), vec![], Duration::ZERO, output)
+            .unwrap_err();
+        assert!(err.contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_or_a_file_without_execute_permission_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("fifo-handler-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("script.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let output = Output::new(io::sink(), io::sink());
+        let new = |program: &Path| {
+            ExecHandler::new(program, vec![], Duration::ZERO, output.clone()).map(|_| ())
+        };
+
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let not_executable = new(&script);
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let executable = new(&script);
+        let directory = new(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let err = not_executable.unwrap_err();
+        assert!(err.contains("is not executable"), "{err}");
+        executable.unwrap();
+        let err = directory.unwrap_err();
+        assert!(err.contains("is a directory"), "{err}");
     }
 }

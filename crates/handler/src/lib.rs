@@ -1,20 +1,34 @@
-//! The `Handler` trait that user code implements, the `Message` it gets, and
-//! the built-in handlers of the `fifo` command: `log` (print, optionally
-//! simulate work) and `exec` (run a program per message).
+//! The `Handler` trait that user code implements, the `Message` it gets, the
+//! built-in handlers of the `fifo` command, `log` (print, optionally simulate
+//! work) and `exec` (run a program per message), and `Output`, through which
+//! handlers write to stdout and stderr.
 //!
 //! A handler is called for one message at a time per group, in the group's
 //! order; it may be called again for the same message (at-least-once
 //! delivery), so it should be idempotent. Returning `Err` (or panicking)
-//! means the message is retried and, failing that, redelivered by SQS.
+//! means the message is retried and, failing that, redelivered by SQS. The
+//! engine drops a handler's future to give up on it (a timeout), so a handler
+//! cleans up on drop: `exec` ends its program's process group.
+//!
+//! The engine runs on one thread, so handlers never block it: `Output`
+//! writes on threads of its own and makes a handler wait, not the thread,
+//! when the reader of our output is slow; its failure never fails a message.
+//!
+//! Layout: `log.rs` and `exec.rs` are the built-in handlers, `output.rs`
+//! the writer threads.
 
 mod exec;
 mod log;
+mod output;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use exec::ExecHandler;
 pub use log::LogHandler;
+pub use output::Output;
 
 /// One message as a handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

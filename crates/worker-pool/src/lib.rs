@@ -1,19 +1,26 @@
-//! The tokio engine of `fifo run`: pollers receive from the queue, the group
-//! router decides which held message may run, workers run the handler, and
-//! the acker deletes what succeeded. Data flows one way:
-//! pollers → router → workers → acker.
+//! The tokio engine of `fifo run`: receives from the queue, lets the group
+//! router decide which held message may run, runs the handler, keeps every
+//! held message's lease, and deletes or hands back what it holds in each
+//! group's order. Data flows one way: receives → router → handlers →
+//! deletes (or hand-backs).
 //!
 //! Layout: `queue` is the small interface to a queue (SQS, or the in-memory
-//! queue of `memory` for tests and benchmarks); `engine` owns the router and
-//! every decision; `backoff` computes retry delays; `stats` the counters.
+//! queue of `memory` for tests and benchmarks); `engine` owns the router,
+//! every held message and every decision; `calls` are the one-call tasks it
+//! spawns; `backoff` computes retry delays; `stats` the counters.
 //!
-//! Guarantees: per group, a message's handler starts only after every
-//! earlier message of the group succeeded; a message is deleted only after
-//! its handler succeeded; failures are retried with backoff, then released
-//! with the rest of their group so SQS redelivers the group in order; every
-//! held message has its visibility extended before it expires.
+//! Guarantees, against AWS and LocalStack alike: per group, a message's
+//! handler starts only after every earlier message of the group succeeded; a
+//! message is deleted only after its handler succeeded and every earlier
+//! message of its group was deleted, so SQS only ever replays a group from
+//! its first undeleted message, in order; a failed message goes back to the
+//! queue together with the rest of its group, never part of it; every held
+//! message's visibility is extended before it expires, and a message whose
+//! lease could not be kept is given up (its handler cancelled), never run or
+//! deleted on a lapsed lease.
 
 mod backoff;
+mod calls;
 mod engine;
 pub mod memory;
 mod queue;
@@ -51,6 +58,10 @@ pub struct PoolConfig {
     pub handler_timeout: Option<Duration>,
     /// How long running handlers may finish after shutdown begins.
     pub shutdown_timeout: Duration,
+    /// How long a cancelled handler may take to end (an exec handler's
+    /// process group gets SIGTERM, then SIGKILL after this). The engine
+    /// treats it as running meanwhile. See [`PoolConfig::kill_grace`].
+    pub cancel_grace: Duration,
     /// Stop once the queue is empty and nothing is held.
     pub until_empty: bool,
     /// Stop after this many messages succeeded.
@@ -77,10 +88,30 @@ impl Default for PoolConfig {
             backoff_max: Duration::from_secs(30),
             handler_timeout: None,
             shutdown_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(2),
             until_empty: false,
             limit: None,
             max_receive_count: None,
         }
+    }
+}
+
+impl PoolConfig {
+    /// The time a cancelled handler gets to end: `cancel_grace`, but at
+    /// most a twelfth of the visibility timeout. A handler cancelled because
+    /// its lease is about to lapse (a sixth of the timeout before) is then
+    /// gone before SQS could hand its message to anyone else. Give an exec
+    /// handler this as its kill grace.
+    pub fn kill_grace(&self) -> Duration {
+        self.cancel_grace
+            .min(Duration::from_secs(u64::from(self.visibility_timeout)) / 12)
+    }
+
+    /// How often leases are checked: a twelfth of the visibility timeout,
+    /// between 50 ms and 2 s.
+    pub(crate) fn lease_tick(&self) -> Duration {
+        (Duration::from_secs(u64::from(self.visibility_timeout)) / 12)
+            .clamp(Duration::from_millis(50), Duration::from_secs(2))
     }
 }
 
@@ -89,6 +120,8 @@ impl Default for PoolConfig {
 pub enum Error {
     #[error("invalid pool configuration: {0}")]
     Config(String),
-    #[error("receiving from the queue failed")]
+    #[error("the queue cannot be used")]
     Queue(#[from] fifo_sqs_client::Error),
+    #[error("{0}")]
+    Internal(String),
 }

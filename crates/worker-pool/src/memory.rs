@@ -4,23 +4,77 @@
 //! is locked; a message reappears when its visibility timeout ends; receive
 //! counts grow per delivery; after `max_receive_count` deliveries a message
 //! moves to the dead-letter list; each delivery gets a new receipt handle and
-//! only the latest, unexpired one works. Time is tokio's, so tests can pause
-//! and advance it.
+//! only the latest, unexpired one works; a receive retried with the same
+//! `ReceiveRequestAttemptId` after its answer was lost returns the same
+//! messages. Time is tokio's, so tests can pause and advance it.
+//!
+//! [`Faults`] make it misbehave the way a real endpoint does, drawn from a
+//! seeded generator: calls that fail before or after they take effect,
+//! throttling, delays, receipt handles it no longer accepts, and
+//! LocalStack's lax group lock.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use fifo_handler::Message;
-use fifo_sqs_client::{EntryFailure, Error, ReceiveOptions, ReceiveOutput, ReceivedMessage};
+use fifo_sqs_client::{
+    EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceiveOutput, ReceivedMessage,
+};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use crate::Queue;
 
+/// One queue; clones share it. [`MemoryQueue::view`] gives another handle
+/// on the same queue with faults of its own, like a second process behind
+/// another network.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryQueue {
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
+    faults: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    faults: Faults,
+    rng: Option<fastrand::Rng>,
+}
+
+/// The calls faults can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Receive,
+    Delete,
+    ChangeVisibility,
+    DeadLetter,
+}
+
+/// How a [`MemoryQueue`] misbehaves. Probabilities are per call (per entry
+/// for `stale_handles`), from 0 to 1.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Seeds the generator, so a failing case can be replayed.
+    pub seed: u64,
+    /// A call fails before it reaches the queue: nothing happens.
+    pub lost_requests: f64,
+    /// A call takes effect but its answer is lost: the caller sees an error.
+    pub lost_answers: f64,
+    /// Of those failures, the share reported as throttling rather than as a
+    /// network error.
+    pub throttled: f64,
+    /// A call waits up to `max_delay` before it takes effect.
+    pub delayed: f64,
+    pub max_delay: Duration,
+    /// A delete or visibility entry is refused as if its receipt handle had
+    /// expired (the message itself is left as it is).
+    pub stale_handles: f64,
+    /// Only these calls misbehave (all when empty).
+    pub calls: Vec<Call>,
+    /// LocalStack's group lock: a message of a group becoming visible again
+    /// unlocks the group while later ones are still in flight, and a
+    /// receive then takes the group's visible messages past those in flight.
+    /// A property of the queue, set when it is made.
+    pub lax_group_lock: bool,
 }
 
 #[derive(Debug, Default)]
@@ -33,35 +87,64 @@ struct State {
     /// Current receipt handle → (group index, sequence).
     handles: HashMap<String, (usize, u64)>,
     dead_letters: Vec<Stored>,
+    /// Bodies deleted, and when.
+    deletions: Vec<(String, Instant)>,
+    /// The receipt handles of deleted messages: deleting again with one
+    /// succeeds, as it does on SQS (a retry after a lost answer).
+    deleted_handles: std::collections::HashSet<String>,
+    /// Receives whose answer was lost, by attempt id: a retry with the same
+    /// id gets the same messages.
+    lost_answers: HashMap<String, Vec<ReceivedMessage>>,
     next_sequence: u64,
     undeleted: usize,
     max_receive_count: Option<u32>,
     visibility_timeout: u32,
+    lax_group_lock: bool,
 }
 
 #[derive(Debug, Default)]
 struct Group {
     name: String,
-    /// Undeleted messages in send order. Receives always take a group from
-    /// its front, so the delivered messages form a prefix.
+    /// Undeleted messages in send order.
     messages: VecDeque<Stored>,
-    /// The latest visibility deadline of the delivered prefix: the group is
-    /// locked until then.
+    /// Strict: until when the group is locked. Lax: when it may unlock next.
     locked_until: Option<Instant>,
+    /// Lax: when a receive last took messages of the group.
+    taken_at: Option<Instant>,
 }
 
 impl Group {
-    fn relock(&mut self) {
-        self.locked_until = self
+    fn relock(&mut self, lax: bool, now: Instant) {
+        let delivered = self
             .messages
             .iter()
-            .take_while(|m| m.receipt_handle.is_some())
-            .map(|m| m.visible_at)
-            .max();
+            .filter(|m| m.receipt_handle.is_some())
+            .map(|m| m.visible_at);
+        self.locked_until = if lax {
+            delivered.filter(|at| *at > now).min()
+        } else {
+            delivered.max()
+        };
     }
 
-    fn is_locked(&self, now: Instant) -> bool {
-        self.locked_until.is_some_and(|until| until > now)
+    /// Strict (SQS): locked while any delivered message is in flight (the
+    /// delivered messages always form a prefix). Lax (LocalStack): a
+    /// receive locks the group; a delivered message becoming visible again
+    /// (handed back, or its timeout over) unlocks it while the others are
+    /// still in flight.
+    fn is_locked(&self, lax: bool, now: Instant) -> bool {
+        if !lax {
+            return self.locked_until.is_some_and(|until| until > now);
+        }
+        let mut in_flight = false;
+        for message in self.messages.iter().filter(|m| m.receipt_handle.is_some()) {
+            if message.visible_at > now {
+                in_flight = true;
+            } else if self.taken_at.is_none_or(|taken| message.visible_at > taken) {
+                return false;
+            }
+        }
+        in_flight
     }
 }
 
@@ -82,6 +165,14 @@ impl Stored {
     }
 }
 
+/// What the fault generator decided for one call.
+struct Roll {
+    delay: Duration,
+    lose_request: bool,
+    lose_answer: bool,
+    error: Error,
+}
+
 impl MemoryQueue {
     /// A queue with a 30 s default visibility timeout and no redrive.
     pub fn new() -> MemoryQueue {
@@ -91,13 +182,41 @@ impl MemoryQueue {
     /// A queue that moves a message to its dead-letter list on the receive
     /// after its `max_receive_count`-th.
     pub fn with_redrive(max_receive_count: Option<u32>) -> MemoryQueue {
+        MemoryQueue::with_faults(max_receive_count, Faults::default())
+    }
+
+    /// A queue that misbehaves as `faults` say.
+    pub fn with_faults(max_receive_count: Option<u32>, faults: Faults) -> MemoryQueue {
         let queue = MemoryQueue::default();
         {
             let mut state = queue.lock();
             state.max_receive_count = max_receive_count;
             state.visibility_timeout = 30;
+            state.lax_group_lock = faults.lax_group_lock;
         }
+        queue.set_faults(faults);
         queue
+    }
+
+    /// From now on this handle (and its clones) misbehave as `faults` say;
+    /// the group lock stays as the queue was made.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut state = self
+            .faults
+            .lock()
+            .expect("no panics while the lock is held");
+        state.rng = Some(fastrand::Rng::with_seed(faults.seed));
+        state.faults = faults;
+    }
+
+    /// Another handle on the same queue, misbehaving as `faults` say.
+    pub fn view(&self, faults: Faults) -> MemoryQueue {
+        let view = MemoryQueue {
+            faults: Arc::default(),
+            ..self.clone()
+        };
+        view.set_faults(faults);
+        view
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -148,11 +267,17 @@ impl MemoryQueue {
             .collect()
     }
 
-    /// Takes what one receive returns now: whole runs of visible messages
-    /// from unlocked groups, visiting groups round-robin.
+    /// Bodies deleted, and when, in the order they were.
+    pub fn deletions(&self) -> Vec<(String, Instant)> {
+        self.lock().deletions.clone()
+    }
+
+    /// Takes what one receive returns now: runs of visible messages from
+    /// unlocked groups, visiting groups round-robin.
     fn take(&self, options: &ReceiveOptions, now: Instant) -> Vec<ReceivedMessage> {
         let mut state = self.lock();
         let state = &mut *state;
+        let lax = state.lax_group_lock;
         let visibility = Duration::from_secs(u64::from(
             options
                 .visibility_timeout
@@ -168,16 +293,23 @@ impl MemoryQueue {
             }
             let group_index = (start + step) % count;
             let entry = &mut state.groups[group_index];
-            // A group with a message in flight is locked; a later message
-            // never passes an invisible earlier one.
-            if entry.messages.is_empty() || entry.is_locked(now) {
+            if entry.messages.is_empty() || entry.is_locked(lax, now) {
                 continue;
             }
             state.next_group = (group_index + 1) % count;
             let name = &entry.name;
             let group = &mut entry.messages;
             let mut index = 0;
-            while taken.len() < wanted && index < group.len() && group[index].visible_at <= now {
+            while taken.len() < wanted && index < group.len() {
+                if group[index].visible_at > now {
+                    // Strict: a later message never passes an invisible
+                    // earlier one. Lax: it does.
+                    if lax {
+                        index += 1;
+                        continue;
+                    }
+                    break;
+                }
                 let exhausted = state
                     .max_receive_count
                     .is_some_and(|max| group[index].receive_count >= max);
@@ -212,7 +344,10 @@ impl MemoryQueue {
                 });
                 index += 1;
             }
-            entry.relock();
+            if lax {
+                entry.taken_at = Some(now);
+            }
+            entry.relock(lax, now);
         }
         taken
     }
@@ -237,7 +372,11 @@ impl MemoryQueue {
     ) -> Result<Option<Stored>, String> {
         let mut state = self.lock();
         let state = &mut *state;
+        let lax = state.lax_group_lock;
         let stale = || format!("receipt handle {handle} is stale or expired");
+        if visibility.is_none() && state.deleted_handles.contains(handle) {
+            return Ok(None);
+        }
         let (group_index, sequence) = *state.handles.get(handle).ok_or_else(stale)?;
         let entry = &mut state.groups[group_index];
         let group = &mut entry.messages;
@@ -251,26 +390,34 @@ impl MemoryQueue {
         match visibility {
             Some(seconds) => {
                 group[position].visible_at = now + Duration::from_secs(u64::from(seconds));
-                entry.relock();
+                entry.relock(lax, now);
                 Ok(None)
             }
             None => {
                 let removed = group.remove(position).expect("found");
-                entry.relock();
+                entry.relock(lax, now);
                 state.handles.remove(handle);
+                state.deleted_handles.insert(handle.to_owned());
                 state.undeleted -= 1;
+                state.deletions.push((removed.body.clone(), now));
                 Ok(Some(removed))
             }
         }
     }
 
-    fn apply_all(&self, entries: &[(&str, Option<u32>)]) -> Vec<EntryFailure> {
+    fn apply_all(&self, call: Call, entries: &[(&str, Option<u32>)]) -> Vec<EntryFailure> {
         let now = Instant::now();
+        tracing::trace!("memory queue: {call:?} {entries:?}");
         let failures = entries
             .iter()
             .enumerate()
             .filter_map(|(index, (handle, visibility))| {
-                let message = self.apply(handle, *visibility, now).err()?;
+                let refused = self.chance(call, |f| f.stale_handles);
+                let message = if refused {
+                    format!("receipt handle {handle} is stale or expired")
+                } else {
+                    self.apply(handle, *visibility, now).err()?
+                };
                 Some(EntryFailure {
                     index,
                     code: "ReceiptHandleIsInvalid".to_owned(),
@@ -281,10 +428,93 @@ impl MemoryQueue {
         self.changed.notify_waiters();
         failures
     }
-}
 
-impl Queue for MemoryQueue {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
+    fn chance(&self, call: Call, probability: impl Fn(&Faults) -> f64) -> bool {
+        let mut state = self
+            .faults
+            .lock()
+            .expect("no panics while the lock is held");
+        let FaultState { faults, rng } = &mut *state;
+        let p = probability(faults);
+        let applies = faults.calls.is_empty() || faults.calls.contains(&call);
+        applies && p > 0.0 && rng.as_mut().is_some_and(|rng| rng.f64() < p)
+    }
+
+    /// Draws what goes wrong with one call.
+    fn roll(&self, call: Call) -> Roll {
+        let mut state = self
+            .faults
+            .lock()
+            .expect("no panics while the lock is held");
+        let FaultState { faults, rng } = &mut *state;
+        let fine = Roll {
+            delay: Duration::ZERO,
+            lose_request: false,
+            lose_answer: false,
+            error: injected(false),
+        };
+        let Some(rng) = rng.as_mut() else {
+            return fine;
+        };
+        if !(faults.calls.is_empty() || faults.calls.contains(&call)) {
+            return fine;
+        }
+        let delay = if rng.f64() < faults.delayed {
+            faults.max_delay.mul_f64(rng.f64())
+        } else {
+            Duration::ZERO
+        };
+        Roll {
+            delay,
+            lose_request: rng.f64() < faults.lost_requests,
+            lose_answer: rng.f64() < faults.lost_answers,
+            error: injected(rng.f64() < faults.throttled),
+        }
+    }
+
+    /// Runs one call under the faults: delayed, lost before it takes
+    /// effect, or with its answer lost after.
+    async fn faulty<T>(
+        &self,
+        kind: Call,
+        call: impl AsyncFnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let roll = self.roll(kind);
+        if !roll.delay.is_zero() {
+            tokio::time::sleep(roll.delay).await;
+        }
+        if roll.lose_request {
+            return Err(roll.error);
+        }
+        let result = call().await;
+        if roll.lose_answer {
+            return Err(roll.error);
+        }
+        result
+    }
+
+    async fn receive_now(&self, options: &ReceiveOptions) -> Vec<ReceivedMessage> {
+        if let Some(id) = &options.attempt_id {
+            let replay = self.lock().lost_answers.remove(id);
+            if let Some(messages) = replay {
+                let state = self.lock();
+                let now = Instant::now();
+                let still_ours: Vec<ReceivedMessage> = messages
+                    .into_iter()
+                    .filter(|m| state.handles.contains_key(&m.receipt_handle))
+                    .filter(|m| {
+                        let (group, sequence) = state.handles[&m.receipt_handle];
+                        state.groups[group]
+                            .messages
+                            .iter()
+                            .any(|s| s.sequence == sequence && s.in_flight(now))
+                    })
+                    .collect();
+                if !still_ours.is_empty() {
+                    return still_ours;
+                }
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(u64::from(options.wait_seconds));
         loop {
             // Register for a wake-up before looking, so no change is missed.
@@ -294,10 +524,7 @@ impl Queue for MemoryQueue {
             let now = Instant::now();
             let taken = self.take(options, now);
             if !taken.is_empty() || now >= deadline {
-                return Ok(ReceiveOutput {
-                    messages: taken,
-                    malformed: Vec::new(),
-                });
+                return taken;
             }
             let wake = self
                 .next_visible_at(now)
@@ -308,24 +535,86 @@ impl Queue for MemoryQueue {
             }
         }
     }
+}
+
+fn injected(throttled: bool) -> Error {
+    if throttled {
+        Error::Throttled {
+            message: "injected throttling".to_owned(),
+        }
+    } else {
+        Error::Unreachable {
+            endpoint: "memory".to_owned(),
+            detail: "injected network failure".to_owned(),
+        }
+    }
+}
+
+impl Queue for MemoryQueue {
+    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
+        let roll = self.roll(Call::Receive);
+        if !roll.delay.is_zero() {
+            tokio::time::sleep(roll.delay).await;
+        }
+        if roll.lose_request {
+            return Err(roll.error);
+        }
+        let messages = self.receive_now(options).await;
+        if !messages.is_empty() {
+            let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
+            tracing::trace!(
+                lost = roll.lose_answer,
+                "memory queue: delivered {handles:?}"
+            );
+        }
+        if roll.lose_answer {
+            if let Some(id) = &options.attempt_id {
+                self.lock().lost_answers.insert(id.clone(), messages);
+            }
+            return Err(roll.error);
+        }
+        Ok(ReceiveOutput {
+            messages,
+            malformed: Vec::new(),
+        })
+    }
 
     async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, Error> {
-        let entries: Vec<_> = receipt_handles.iter().map(|h| (*h, None)).collect();
-        Ok(self.apply_all(&entries))
+        self.faulty(Call::Delete, async || {
+            let entries: Vec<_> = receipt_handles.iter().map(|h| (*h, None)).collect();
+            Ok(self.apply_all(Call::Delete, &entries))
+        })
+        .await
     }
 
     async fn change_visibility(&self, entries: &[(&str, u32)]) -> Result<Vec<EntryFailure>, Error> {
-        let entries: Vec<_> = entries.iter().map(|(h, s)| (*h, Some(*s))).collect();
-        Ok(self.apply_all(&entries))
+        self.faulty(Call::ChangeVisibility, async || {
+            let entries: Vec<_> = entries.iter().map(|(h, s)| (*h, Some(*s))).collect();
+            Ok(self.apply_all(Call::ChangeVisibility, &entries))
+        })
+        .await
     }
 
-    async fn dead_letter(&self, receipt_handle: &str, _message: &Message) -> Result<(), Error> {
-        let moved = self
-            .apply(receipt_handle, None, Instant::now())
-            .map_err(|message| Error::InvalidParameter { message })?;
-        self.lock().dead_letters.extend(moved);
-        self.changed.notify_waiters();
-        Ok(())
+    async fn dead_letter(
+        &self,
+        receipt_handle: &str,
+        _copy: &OutgoingMessage,
+    ) -> Result<(), Error> {
+        self.faulty(Call::DeadLetter, async || {
+            let moved = self
+                .apply(receipt_handle, None, Instant::now())
+                .map_err(|message| Error::InvalidParameter { message })?;
+            let mut state = self.lock();
+            if let Some(moved) = moved {
+                // A dead-letter move is not a delete of a handled message.
+                state.deletions.pop();
+                state.dead_letters.push(moved);
+            }
+            drop(state);
+            self.changed.notify_waiters();
+            Ok(())
+        })
+        .await
     }
 
     async fn is_empty(&self) -> Result<bool, Error> {

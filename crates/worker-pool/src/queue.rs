@@ -1,6 +1,5 @@
 use std::future::Future;
 
-use fifo_handler::Message;
 use fifo_sqs_client::{
     Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceiveOutput,
 };
@@ -25,13 +24,13 @@ pub trait Queue: Clone + Send + Sync + 'static {
         entries: &[(&str, u32)],
     ) -> impl Future<Output = Result<Vec<EntryFailure>, Error>> + Send;
 
-    /// Moves an in-flight message to the dead-letter queue: sends a copy
-    /// there (de-duplicated by message id, so a retry is harmless) and
-    /// deletes the original.
+    /// Moves an in-flight message to the dead-letter queue: sends `copy`
+    /// there (its de-duplication id is the message id, so a retry is
+    /// harmless) and deletes the original.
     fn dead_letter(
         &self,
         receipt_handle: &str,
-        message: &Message,
+        copy: &OutgoingMessage,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// True when no message is visible, in flight or delayed.
@@ -63,19 +62,18 @@ impl Queue for SqsQueue {
             .await
     }
 
-    async fn dead_letter(&self, receipt_handle: &str, message: &Message) -> Result<(), Error> {
+    async fn dead_letter(&self, receipt_handle: &str, copy: &OutgoingMessage) -> Result<(), Error> {
         let Some(dead_letter_url) = &self.dead_letter_url else {
             return Err(Error::InvalidParameter {
                 message: format!("{} has no dead-letter queue", self.queue_url),
             });
         };
-        let copy = OutgoingMessage {
-            body: message.body.clone(),
-            group_id: message.group_id.clone(),
-            dedup_id: Some(message.id.clone()),
-            ..OutgoingMessage::default()
-        };
-        refused(&self.client.send_batch(dead_letter_url, &[copy]).await?)?;
+        refused(
+            &self
+                .client
+                .send_batch(dead_letter_url, std::slice::from_ref(copy))
+                .await?,
+        )?;
         refused(&self.delete(&[receipt_handle]).await?)
     }
 

@@ -9,8 +9,9 @@ pub struct Counters {
     retried: AtomicU64,
     released: AtomicU64,
     deleted: AtomicU64,
-    delete_failed: AtomicU64,
     dead_lettered: AtomicU64,
+    lost: AtomicU64,
+    malformed: AtomicU64,
     in_flight: AtomicU64,
     busy_groups: AtomicU64,
 }
@@ -26,15 +27,21 @@ pub struct Stats {
     pub failed: u64,
     /// In-process retries.
     pub retried: u64,
-    /// Messages handed back to the queue unprocessed (after a failure of an
-    /// earlier message of their group, or at shutdown), failed ones included.
+    /// Messages handed back to the queue, confirmed by SQS: a failed
+    /// message with the rest of its group, or what was not running at
+    /// shutdown.
     pub released: u64,
+    /// Deletes SQS confirmed.
     pub deleted: u64,
-    /// Deletes that failed after retries: those messages will come back.
-    pub delete_failed: u64,
-    /// Failed messages that had reached the queue's max receive count, so
-    /// SQS moves them to the dead-letter queue.
+    /// Failed messages that had reached the queue's max receive count and
+    /// were moved to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Messages given up: their lease ran out before SQS confirmed an
+    /// extension, or SQS no longer accepted their receipt handle. They come
+    /// back when their visibility timeout ends.
+    pub lost: u64,
+    /// Received messages lacking what fifo relies on (left to come back).
+    pub malformed: u64,
     /// Messages held now: queued, running or backing off.
     pub in_flight: u64,
     /// Groups with a message running now.
@@ -50,8 +57,9 @@ impl Counters {
             retried: self.retried.load(Relaxed),
             released: self.released.load(Relaxed),
             deleted: self.deleted.load(Relaxed),
-            delete_failed: self.delete_failed.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             busy_groups: self.busy_groups.load(Relaxed),
         }
@@ -75,8 +83,11 @@ impl Counters {
     pub(crate) fn add_deleted(&self, n: u64) {
         self.deleted.fetch_add(n, Relaxed);
     }
-    pub(crate) fn add_delete_failed(&self, n: u64) {
-        self.delete_failed.fetch_add(n, Relaxed);
+    pub(crate) fn add_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn add_malformed(&self) {
+        self.malformed.fetch_add(1, Relaxed);
     }
     pub(crate) fn add_dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Relaxed);

@@ -1,6 +1,8 @@
 //! Test support (feature `testing`): a handler that records what it ran,
-//! when, and with what outcome, and can inject failures, panics and hangs.
-//! Times are tokio's, so it works with paused time and real time alike.
+//! when, and with what outcome (a run cut off by the engine is recorded when
+//! it is dropped), and can inject failures, panics and hangs, per body or at
+//! random. Times are tokio's, so it works with paused time and real time
+//! alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,9 @@ pub struct Record {
     pub start: Instant,
     pub end: Instant,
     pub ok: bool,
+    /// The engine dropped the run before it ended (timeout, lost lease,
+    /// shutdown deadline).
+    pub cancelled: bool,
 }
 
 /// What the test handler does with a body.
@@ -42,6 +47,12 @@ pub struct Recorder {
     pub counters: Arc<Counters>,
     /// The most messages held at the start of any handler run.
     pub max_in_flight_seen: Arc<Mutex<u64>>,
+    /// Share of runs that fail, decided by a hash of the seed, the body and
+    /// how often that body ran, so the same run gets the same outcome
+    /// whatever the scheduling.
+    failure_rate: f64,
+    seed: u64,
+    runs: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Recorder {
@@ -49,6 +60,15 @@ impl Recorder {
         Recorder {
             work,
             ..Recorder::default()
+        }
+    }
+
+    /// Fails `rate` of all runs, chosen by `seed`.
+    pub fn random_failures(self, rate: f64, seed: u64) -> Recorder {
+        Recorder {
+            failure_rate: rate,
+            seed,
+            ..self
         }
     }
 
@@ -94,25 +114,67 @@ impl Handler for Recorder {
                 None => None,
             }
         };
+        let random_failure = self.failure_rate > 0.0 && {
+            let mut runs = self.runs.lock().unwrap();
+            let run = runs.entry(message.body.clone()).or_insert(0);
+            *run += 1;
+            chance(self.seed, &message.body, *run) < self.failure_rate
+        };
+        // Recorded when the run ends or, if the engine cuts it off, when it
+        // is dropped.
+        let mut record = RecordOnDrop {
+            records: self.records.clone(),
+            record: Some(Record {
+                group: message.group_id.clone(),
+                body: message.body.clone(),
+                receive_count: message.receive_count,
+                start,
+                end: start,
+                ok: false,
+                cancelled: true,
+            }),
+        };
         if matches!(fault, Some(Fault::Hang(_))) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         tokio::time::sleep(self.work).await;
-        let ok = fault.is_none();
-        self.records.lock().unwrap().push(Record {
-            group: message.group_id.clone(),
-            body: message.body.clone(),
-            receive_count: message.receive_count,
-            start,
-            end: Instant::now(),
-            ok,
-        });
+        let ok = fault.is_none() && !random_failure;
+        if let Some(record) = record.record.as_mut() {
+            record.ok = ok;
+            record.cancelled = false;
+        }
+        drop(record);
         match fault {
-            None => Ok(()),
             Some(Fault::Panic(_)) => panic!("the handler panics on {}", message.body),
             Some(_) => Err(format!("injected failure of {}", message.body).into()),
+            None if random_failure => Err(format!("random failure of {}", message.body).into()),
+            None => Ok(()),
         }
     }
+}
+
+struct RecordOnDrop {
+    records: Arc<Mutex<Vec<Record>>>,
+    record: Option<Record>,
+}
+
+impl Drop for RecordOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.end = Instant::now();
+            self.records.lock().unwrap().push(record);
+        }
+    }
+}
+
+/// A number in 0..1 from the seed, a body and a run count (FNV-1a).
+fn chance(seed: u64, body: &str, run: u32) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for byte in body.bytes().chain(run.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Most handler runs that were under way at the same moment.
@@ -127,4 +189,75 @@ pub fn max_overlap(records: &[Record]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Checks the order promise from the handler's own records, given the
+/// bodies sent, in send order, as `(group, body)`, and the bodies that went
+/// to the dead-letter queue. Returns one line per violation:
+/// - two runs of one group overlapped (two handlers of a group at once);
+/// - a run started before every earlier message of its group had
+///   succeeded (or been dead-lettered);
+/// - the last runs of a group's messages (dead letters aside) were not in
+///   send order (a replay overtook a later message).
+pub fn order_violations(
+    records: &[Record],
+    sent: &[(String, String)],
+    dead_letters: &[String],
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (group, body) in sent {
+        groups.entry(group).or_default().push(body);
+    }
+    for (group, bodies) in &groups {
+        let mut runs: Vec<&Record> = records.iter().filter(|r| r.group == *group).collect();
+        runs.sort_by_key(|r| (r.start, r.end));
+        for pair in runs.windows(2) {
+            if pair[1].start < pair[0].end {
+                violations.push(format!(
+                    "group {group}: {} started while {} was running",
+                    pair[1].body, pair[0].body
+                ));
+            }
+        }
+        for run in &runs {
+            let Some(position) = bodies.iter().position(|b| *b == run.body) else {
+                continue;
+            };
+            for earlier in &bodies[..position] {
+                let succeeded = runs
+                    .iter()
+                    .any(|r| r.body == *earlier && r.ok && r.end <= run.start);
+                if !succeeded && !dead_letters.iter().any(|d| d == earlier) {
+                    violations.push(format!(
+                        "group {group}: {} started before {earlier} had succeeded",
+                        run.body
+                    ));
+                }
+            }
+        }
+        // A dead-lettered message left the group's order (SQS or fifo
+        // moved it), so only the others' last runs are compared.
+        let last_starts: Vec<(&str, Instant)> = bodies
+            .iter()
+            .filter(|body| !dead_letters.iter().any(|d| d == *body))
+            .filter_map(|body| {
+                let last = runs
+                    .iter()
+                    .filter(|r| r.body == *body)
+                    .map(|r| r.start)
+                    .max()?;
+                Some((*body, last))
+            })
+            .collect();
+        for pair in last_starts.windows(2) {
+            let ((earlier, a), (later, b)) = (pair[0], pair[1]);
+            if b < a {
+                violations.push(format!(
+                    "group {group}: the last run of {earlier} came after the last run of {later}"
+                ));
+            }
+        }
+    }
+    violations
 }

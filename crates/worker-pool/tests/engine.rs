@@ -285,11 +285,12 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
         shutdown_timeout: Duration::from_secs(3),
         ..config()
     };
+    let kill_grace = config.kill_grace();
     let stats = run_with(&queue, &handler, config, token).await;
     assert_eq!(
         started.elapsed(),
-        Duration::from_secs(4),
-        "one second of work, three of grace"
+        Duration::from_secs(4) + kill_grace,
+        "one second of work, three of grace, then the cancelled handler's kill grace"
     );
     assert_eq!((stats.succeeded, stats.released), (0, 1));
     let options = fifo_sqs_client::ReceiveOptions {

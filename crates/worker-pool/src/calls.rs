@@ -1,0 +1,99 @@
+//! The engine's calls to the queue. Each runs in a task of its own, makes
+//! one call and returns what happened as an [`Event`]; the engine owns every
+//! decision about what to call and what the answer means.
+
+use fifo_sqs_client::{
+    EntryFailure, Error as QueueError, OutgoingMessage, ReceiveOptions, ReceiveOutput,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Queue;
+
+/// A held message, as the engine names it in calls.
+pub(crate) type Key = u64;
+
+/// What a call came back with.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Received {
+        slot: usize,
+        /// None when the receive was cut short at shutdown.
+        result: Option<Result<ReceiveOutput, QueueError>>,
+    },
+    Deleted {
+        keys: Vec<Key>,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    },
+    DeadLettered {
+        key: Key,
+        result: Result<(), QueueError>,
+    },
+    /// A heartbeat: these messages' visibility was set to the full timeout.
+    Extended {
+        keys: Vec<Key>,
+        sent_at: Instant,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    },
+    /// A hand-back: these messages' visibility was set to 0.
+    Released {
+        keys: Vec<Key>,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    },
+    QueueEmpty(Result<bool, QueueError>),
+}
+
+pub(crate) async fn receive<Q: Queue>(
+    queue: Q,
+    options: ReceiveOptions,
+    slot: usize,
+    abort: CancellationToken,
+) -> Event {
+    let result = tokio::select! {
+        result = queue.receive(&options) => Some(result),
+        _ = abort.cancelled() => None,
+    };
+    Event::Received { slot, result }
+}
+
+pub(crate) async fn delete<Q: Queue>(queue: Q, keys: Vec<Key>, handles: Vec<String>) -> Event {
+    let refs: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let result = queue.delete(&refs).await;
+    Event::Deleted { keys, result }
+}
+
+pub(crate) async fn dead_letter<Q: Queue>(
+    queue: Q,
+    key: Key,
+    receipt_handle: String,
+    copy: OutgoingMessage,
+) -> Event {
+    let result = queue.dead_letter(&receipt_handle, &copy).await;
+    Event::DeadLettered { key, result }
+}
+
+/// Sets `seconds` of visibility on every entry; the event says whether it
+/// was a heartbeat (the full timeout) or a hand-back (0).
+pub(crate) async fn change_visibility<Q: Queue>(
+    queue: Q,
+    keys: Vec<Key>,
+    handles: Vec<String>,
+    seconds: u32,
+) -> Event {
+    let sent_at = Instant::now();
+    let entries: Vec<(&str, u32)> = handles.iter().map(|h| (h.as_str(), seconds)).collect();
+    let result = queue.change_visibility(&entries).await;
+    if seconds == 0 {
+        Event::Released { keys, result }
+    } else {
+        Event::Extended {
+            keys,
+            sent_at,
+            result,
+        }
+    }
+}
+
+pub(crate) async fn is_empty<Q: Queue>(queue: Q) -> Event {
+    Event::QueueEmpty(queue.is_empty().await)
+}
