@@ -1,0 +1,199 @@
+//! Leases: extending every held message before its visibility timeout ends
+//! (a group's messages together), and giving up what SQS would not let us
+//! keep.
+
+use super::*;
+
+impl<Q: Queue, H: Handler> Engine<Q, H> {
+    /// Gives up messages whose lease is about to end without a confirmed
+    /// extension, and extends every lane with a message due for it.
+    pub(super) fn on_tick(&mut self) {
+        self.give_up_expiring();
+        let now = Instant::now();
+        let extend_at = self.visibility() * 2 / 3;
+
+        // Past the shutdown deadline nothing is extended any more: whatever
+        // is still held then (a delete or hand-back SQS keeps failing) is
+        // given up when its lease ends, so shutdown is bounded.
+        if self.phase == Phase::Abandoned {
+            return;
+        }
+        let due: HashSet<&str> = self
+            .tracked
+            .values()
+            .filter(|t| t.extendable() && t.expires.saturating_duration_since(now) <= extend_at)
+            .map(|t| t.message.group_id.as_str())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // Whole lanes together, in order, so a lane's messages share one
+        // deadline: were they ever to expire, they would come back together.
+        let mut lanes: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+        for (key, t) in &self.tracked {
+            if t.extendable() && due.contains(t.message.group_id.as_str()) {
+                lanes
+                    .entry(t.message.group_id.as_str())
+                    .or_default()
+                    .push(*key);
+            }
+        }
+        let lanes: Vec<Vec<Key>> = lanes
+            .into_values()
+            .map(|mut keys| {
+                keys.sort_unstable();
+                keys
+            })
+            .collect();
+        for batch in pack(lanes) {
+            self.change_visibility(batch, self.config.visibility_timeout);
+        }
+    }
+
+    /// A message whose lease ends within a sixth of the visibility timeout
+    /// is given up: SQS may hand it to someone else soon, so it must not
+    /// start, and a running handler must end before then.
+    pub(super) fn give_up_expiring(&mut self) {
+        let now = Instant::now();
+        let mut at_risk: Vec<Key> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| self.at_risk(t, now))
+            .map(|(key, _)| *key)
+            .collect();
+        at_risk.sort_unstable();
+        for key in at_risk {
+            self.lose(
+                key,
+                "SQS confirmed no visibility extension before its lease ran out",
+            );
+        }
+    }
+
+    pub(super) fn at_risk(&self, tracked: &Tracked, now: Instant) -> bool {
+        tracked.expires.saturating_duration_since(now) <= self.visibility() / 6
+    }
+
+    /// Sends one visibility change for up to ten messages.
+    pub(super) fn change_visibility(&mut self, keys: Vec<Key>, seconds: u32) {
+        let mut handles = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let tracked = self.tracked.get_mut(key).expect("tracked");
+            tracked.visibility_call = true;
+            handles.push(tracked.receipt_handle.clone());
+        }
+        let call = calls::change_visibility(self.queue.clone(), keys.clone(), handles, seconds);
+        self.spawn_call(Pending::Visibility(keys), call);
+    }
+
+    pub(super) fn on_extended(
+        &mut self,
+        keys: Vec<Key>,
+        sent_at: Instant,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    ) {
+        for key in &keys {
+            if let Some(tracked) = self.tracked.get_mut(key) {
+                tracked.visibility_call = false;
+            }
+        }
+        let failures = match result {
+            Ok(failures) => failures,
+            // Tried again on a later tick, while the lease lasts.
+            Err(err) => return self.batch_failed("extending visibility", err),
+        };
+        self.call_succeeded();
+        let outcomes = outcomes(&keys, &failures, &self.tracked);
+        let expires = sent_at + self.visibility();
+        for key in outcomes.done {
+            let tracked = self.tracked.get_mut(&key).expect("held");
+            tracked.expires = tracked.expires.max(expires);
+        }
+        for (key, reason) in outcomes.gone {
+            self.lose(key, &format!("SQS refused to extend it: {reason}"));
+        }
+    }
+
+    /// `key` is no longer ours, nor is anything after it in its lane: a
+    /// running handler is cancelled; nothing is handed back (handing back
+    /// later messages while SQS may still hold `key` would let them overtake).
+    pub(super) fn lose(&mut self, key: Key, why: &str) {
+        // Lanes the router just decided to hand back become releases first,
+        // so that a loss among them is seen as one.
+        self.take_router_decisions();
+        let Some(tracked) = self.tracked.get(&key) else {
+            return;
+        };
+        let later = match tracked.state {
+            State::Cancelling {
+                then: AfterCancel::Lose,
+            } => return,
+            // A lane waiting to go back stays together: if one of its
+            // messages is lost, so are the others (they share its lease, and
+            // handing back only some would let them overtake it).
+            State::Releasing(id) => match self.releases.get(&id) {
+                Some(release) if !release.sent => {
+                    release.keys.iter().copied().filter(|k| *k != key).collect()
+                }
+                _ => Vec::new(),
+            },
+            _ => self.router.lost(&tracked.message.group_id, key),
+        };
+        let tracked = &self.tracked[&key];
+        let group = tracked.message.group_id.clone();
+        let running = [key]
+            .iter()
+            .chain(&later)
+            .filter(|k| {
+                matches!(
+                    self.tracked.get(k).map(|t| &t.state),
+                    Some(State::Running(_))
+                )
+            })
+            .count();
+        tracing::warn!(
+            "lost message {} of group {group}: {why}; it{} will be delivered again{}",
+            tracked.message.id,
+            if later.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} later messages of its group", later.len())
+            },
+            if running > 0 {
+                "; its running handler was cancelled"
+            } else {
+                ""
+            }
+        );
+        for key in [key].into_iter().chain(later) {
+            self.give_up(key);
+        }
+    }
+
+    /// Stops holding a message that the router no longer has.
+    pub(super) fn give_up(&mut self, key: Key) {
+        let Some(tracked) = self.tracked.get(&key) else {
+            return;
+        };
+        match tracked.state {
+            State::Running(_) | State::Cancelling { .. } => self.cancel(key, AfterCancel::Lose),
+            State::Releasing(_) => {
+                self.finish_release(key);
+                self.counters.add_lost(1);
+            }
+            State::InLane | State::BackingOff => {
+                self.retry_ready.retain(|k| *k != key);
+                self.untrack(key);
+                self.counters.add_lost(1);
+            }
+        }
+    }
+
+    pub(super) fn untrack(&mut self, key: Key) {
+        if let Some(tracked) = self.tracked.remove(&key)
+            && self.by_message_id.get(&tracked.message.id) == Some(&key)
+        {
+            self.by_message_id.remove(&tracked.message.id);
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The engine: one task owns every held message and the router and makes
+//! every decision. The I/O it decides on runs in tasks that each make one
+//! call and return an [`Event`]; handlers run in tasks of their own. Nothing
+//! awaits I/O inside the loop, so a slow call, a slow handler or a stalled
+//! output never delays dispatch or heartbeats.
+//!
+//! A held message's life: received → queued in its group's lane → running
+//! (→ backing off → running …) → done → deleting → deleted; or handed back
+//! with the rest of its lane (releasing → released); or lost, when SQS did
+//! not confirm a visibility extension before its lease ran out. The order
+//! rules live in the router; the engine keeps the leases, the calls and the
+//! run's phases.
+//!
+//! Layout: this file holds the state, the loop, events, timers and SQS
+//! trouble; `receiving`, `handlers`, `leases`, `settling` (deletes,
+//! dead letters, hand-backs) and `shutdown` each one part of the life.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use fifo_group_router::Router;
+use fifo_handler::{Handler, Message};
+use fifo_sqs_client::{
+    EntryFailure, Error as QueueError, MessageAttribute, OutgoingMessage, ReceiveOptions,
+    ReceivedMessage,
+};
+use futures_util::FutureExt;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+mod handlers;
+mod leases;
+mod receiving;
+mod settling;
+mod shutdown;
+
+use self::receiving::new_attempt_id;
+use self::settling::outcomes;
+use crate::calls::{self, Event, Key};
+use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
+
+/// Entries per batch call.
+const BATCH: usize = 10;
+/// Delete calls in flight at once.
+const DELETES_IN_FLIGHT: usize = 4;
+
+/// Runs the engine until `shutdown` is cancelled (or, with `until_empty` or
+/// `limit`, until the work is done), then drains: running handlers get
+/// `shutdown_timeout` to finish, every other held message is handed back
+/// with its lane, and deletes are confirmed. Returns the final counters; an
+/// error when the queue is unusable (deleted, access denied) or a background
+/// task failed, after handing back what it could.
+pub async fn run<Q: Queue, H: Handler>(
+    queue: Q,
+    handler: H,
+    config: PoolConfig,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> Result<Stats, Error> {
+    check(&config)?;
+    let mut engine = Engine::new(queue, handler, config, shutdown, counters.clone());
+    engine.run_loop().await;
+    match engine.fatal {
+        Some(err) => Err(err),
+        None => Ok(counters.snapshot()),
+    }
+}
+
+fn check(config: &PoolConfig) -> Result<(), Error> {
+    let problem = if config.workers == 0 {
+        "workers must be at least 1"
+    } else if config.pollers == 0 {
+        "pollers must be at least 1"
+    } else if !(1..=10).contains(&config.max_messages) {
+        "max_messages must be 1 to 10"
+    } else if config.max_in_flight < config.max_messages as usize {
+        "max_in_flight must be at least max_messages"
+    } else if config.wait_time_seconds > 20 {
+        "wait_time_seconds must be 0 to 20"
+    } else if !(1..=43_200).contains(&config.visibility_timeout) {
+        "visibility_timeout must be 1 to 43200 seconds"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(problem.to_owned()))
+}
+
+/// Where the run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Stopping: no new work; running handlers may finish until the deadline.
+    Draining,
+    /// The deadline passed: running handlers were cancelled.
+    Abandoned,
+}
+
+/// A held message.
+#[derive(Debug)]
+struct Tracked {
+    message: Arc<Message>,
+    /// The attributes as received, for the copy to the dead-letter queue.
+    attributes: BTreeMap<String, MessageAttribute>,
+    receipt_handle: String,
+    /// Until when SQS keeps it from everyone else, as far as it confirmed.
+    expires: Instant,
+    /// A visibility change for it is under way: no other may be sent, so
+    /// that they apply in the order decided.
+    visibility_call: bool,
+    /// Handler runs in this delivery.
+    attempts: u32,
+    /// Moved to the dead-letter queue instead of deleted when its turn comes.
+    dead_letter: bool,
+    /// After a failure: hold its lane this long before handing it back.
+    release_after: Duration,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// In its lane: queued, done, deleting or waiting to be handed back.
+    InLane,
+    Running(AbortHandle),
+    /// Failed; retried when its backoff timer fires.
+    BackingOff,
+    /// Its handler was cancelled and counts as running until the kill grace
+    /// passes (an exec handler's process group may still be ending).
+    Cancelling {
+        then: AfterCancel,
+    },
+    /// Handed back with its lane; see `Release`.
+    Releasing(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterCancel {
+    /// Its lease ended: give it up.
+    Lose,
+    /// The shutdown deadline passed: hand it back with its lane.
+    HandBack,
+}
+
+impl Tracked {
+    /// Whether a heartbeat may extend it: not while another visibility
+    /// change for it is under way, and never once it is being given up (the
+    /// rest of its lane was given up with it and must keep the same
+    /// deadline, so that the group comes back whole).
+    fn extendable(&self) -> bool {
+        !self.visibility_call
+            && !matches!(
+                self.state,
+                State::Cancelling {
+                    then: AfterCancel::Lose
+                }
+            )
+    }
+}
+
+/// A lane handed back: its messages go back to the queue in one call, in
+/// order, so SQS makes them visible together.
+#[derive(Debug)]
+struct Release {
+    group: String,
+    keys: Vec<Key>,
+    due: Instant,
+    sent: bool,
+}
+
+/// What a call under way is about.
+#[derive(Debug)]
+enum Pending {
+    Receive(usize),
+    Delete(Vec<Key>),
+    DeadLetter(Key),
+    Visibility(Vec<Key>),
+    IsEmpty,
+}
+
+/// One handler run's result.
+#[derive(Debug)]
+enum Attempt {
+    Succeeded,
+    Failed {
+        reason: String,
+        /// The handler was cut off (timeout): it may still be ending.
+        cut_off: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry(Key),
+    CancelDone(Key),
+    DrainDeadline,
+    /// Just wake the loop (a backoff gate or a release came due).
+    Wake,
+}
+
+/// A receive slot: at most `pollers` receives are under way.
+#[derive(Debug)]
+struct Slot {
+    busy: bool,
+    /// Kept after a network error, so that SQS returns the same messages.
+    attempt_id: String,
+    /// When a receive with `attempt_id` went out first, and whether it went
+    /// out again since: messages returned by a retry were taken (and their
+    /// visibility timeout started) no later than that first receive.
+    attempt_sent: Option<Instant>,
+    attempt_retried: bool,
+    failures: u32,
+    not_before: Instant,
+}
+
+impl Slot {
+    fn new_attempt(&mut self, slot_index: usize) {
+        self.attempt_id = new_attempt_id(slot_index);
+        self.attempt_sent = None;
+        self.attempt_retried = false;
+    }
+}
+
+/// SQS trouble: reported once when it starts and once when it ends.
+#[derive(Debug, Default)]
+struct Trouble {
+    since: Option<Instant>,
+    failed_calls: u32,
+}
+
+struct Engine<Q, H> {
+    queue: Q,
+    handler: Arc<H>,
+    config: PoolConfig,
+    counters: Arc<Counters>,
+    router: Router<Key>,
+    tracked: HashMap<Key, Tracked>,
+    by_message_id: HashMap<String, Key>,
+    next_key: Key,
+    phase: Phase,
+    /// Calls to the queue under way; each returns its event.
+    calls: JoinSet<Event>,
+    /// What each call is about, so that one that panics is resolved too.
+    call_owners: HashMap<tokio::task::Id, Pending>,
+    workers: JoinSet<(Key, Attempt)>,
+    /// Which message a worker task runs, to tell a cancelled one.
+    worker_keys: HashMap<tokio::task::Id, Key>,
+    /// Handlers running or being cancelled.
+    busy_workers: usize,
+    /// Retries whose backoff is over: they go before new work.
+    retry_ready: VecDeque<Key>,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
+    slots: Vec<Slot>,
+    receiving: usize,
+    deletes: VecDeque<Key>,
+    delete_calls: usize,
+    deletes_not_before: Instant,
+    releases: HashMap<u64, Release>,
+    next_release: u64,
+    releases_not_before: Instant,
+    trouble: Trouble,
+    checking_empty: bool,
+    shutdown: CancellationToken,
+    /// Cuts receives under way short; see `begin_drain`.
+    abort_receives: CancellationToken,
+    fatal: Option<Error>,
+}
+
+impl<Q: Queue, H: Handler> Engine<Q, H> {
+    fn new(
+        queue: Q,
+        handler: H,
+        config: PoolConfig,
+        shutdown: CancellationToken,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let now = Instant::now();
+        let slots = (0..config.pollers)
+            .map(|poller| Slot {
+                busy: false,
+                attempt_id: new_attempt_id(poller),
+                attempt_sent: None,
+                attempt_retried: false,
+                failures: 0,
+                not_before: now,
+            })
+            .collect();
+        Engine {
+            queue,
+            handler: Arc::new(handler),
+            config,
+            counters,
+            router: Router::new(),
+            tracked: HashMap::new(),
+            by_message_id: HashMap::new(),
+            next_key: 0,
+            phase: Phase::Running,
+            calls: JoinSet::new(),
+            call_owners: HashMap::new(),
+            workers: JoinSet::new(),
+            worker_keys: HashMap::new(),
+            busy_workers: 0,
+            retry_ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            slots,
+            receiving: 0,
+            deletes: VecDeque::new(),
+            delete_calls: 0,
+            deletes_not_before: now,
+            releases: HashMap::new(),
+            next_release: 0,
+            releases_not_before: now,
+            trouble: Trouble::default(),
+            checking_empty: false,
+            shutdown: shutdown.child_token(),
+            abort_receives: CancellationToken::new(),
+            fatal: None,
+        }
+    }
+
+    fn visibility(&self) -> Duration {
+        Duration::from_secs(u64::from(self.config.visibility_timeout))
+    }
+
+    async fn run_loop(&mut self) {
+        let mut tick = tokio::time::interval(self.config.lease_tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.take_router_decisions();
+            self.dispatch();
+            self.receive_more();
+            self.flush_deletes();
+            self.send_releases();
+            self.counters
+                .set_gauges(self.tracked.len(), self.router.busy_groups());
+            if self.phase != Phase::Running
+                && self.tracked.is_empty()
+                && self.calls.is_empty()
+                && self.workers.is_empty()
+            {
+                break;
+            }
+            let next_timer = self.timers.peek().map(|t| t.0.0);
+            tokio::select! {
+                Some(joined) = self.calls.join_next_with_id() => match joined {
+                    Ok((id, event)) => {
+                        self.call_owners.remove(&id);
+                        self.on_event(event);
+                    }
+                    Err(err) => self.on_call_failure(&err),
+                },
+                Some(joined) = self.workers.join_next_with_id() => self.on_worker(joined),
+                _ = sleep_until(next_timer) => self.on_timers(),
+                _ = tick.tick() => self.on_tick(),
+                _ = self.shutdown.cancelled(), if self.phase == Phase::Running => self.begin_drain(),
+            }
+        }
+        self.counters.set_gauges(0, 0);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Received { slot, result } => self.on_received(slot, result),
+            Event::Deleted { keys, result } => self.on_deleted(keys, result),
+            Event::DeadLettered { key, result } => self.on_dead_lettered(key, result),
+            Event::Extended {
+                keys,
+                sent_at,
+                result,
+            } => self.on_extended(keys, sent_at, result),
+            Event::Released { keys, result } => self.on_released(keys, result),
+            Event::QueueEmpty(result) => {
+                self.checking_empty = false;
+                let idle = self.tracked.is_empty() && self.busy_workers == 0;
+                if result.is_ok_and(|empty| empty) && idle && self.phase == Phase::Running {
+                    tracing::info!("the queue is empty and nothing is held: stopping");
+                    self.shutdown.cancel();
+                }
+            }
+        }
+    }
+
+    fn add_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(std::cmp::Reverse((at, timer)));
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        self.add_timer(at, Timer::Wake);
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Retry(key) => self.on_retry_due(key),
+                Timer::CancelDone(key) => {
+                    let then = match self.tracked.get(&key).map(|t| &t.state) {
+                        Some(State::Cancelling { then }) => *then,
+                        _ => continue,
+                    };
+                    self.cancel_done(key, then);
+                }
+                Timer::DrainDeadline => self.abandon(),
+                Timer::Wake => {}
+            }
+        }
+    }
+
+    /// A batch call failed as a whole: the queue is unusable, or SQS is in
+    /// trouble and the callers retry after a backoff.
+    fn batch_failed(&mut self, what: &str, err: QueueError) {
+        if is_fatal(&err) {
+            return self.fail_run(err);
+        }
+        self.call_failed(what, &err);
+    }
+
+    fn call_failed(&mut self, what: &str, err: &QueueError) {
+        if self.trouble.since.is_none() {
+            tracing::warn!(
+                "SQS calls are failing ({what}: {err}); retrying with backoff, held messages stay held while their leases last"
+            );
+            self.trouble.since = Some(Instant::now());
+        }
+        self.trouble.failed_calls = self.trouble.failed_calls.saturating_add(1);
+    }
+
+    fn call_succeeded(&mut self) {
+        if let Some(since) = self.trouble.since.take() {
+            tracing::warn!(
+                "SQS answers again after {:.1} s ({} calls failed); carrying on",
+                since.elapsed().as_secs_f64(),
+                self.trouble.failed_calls
+            );
+            self.trouble.failed_calls = 0;
+        }
+    }
+
+    fn retry_delay(&self) -> Duration {
+        backoff::jittered(
+            self.trouble.failed_calls.max(1),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+    }
+}
+
+/// Errors that make the queue unusable for this run.
+fn is_fatal(err: &QueueError) -> bool {
+    matches!(
+        err,
+        QueueError::QueueDoesNotExist { .. }
+            | QueueError::NotFifo { .. }
+            | QueueError::BadQueueUrl { .. }
+            | QueueError::BadEndpointUrl { .. }
+            | QueueError::MissingRegion
+            | QueueError::Credentials { .. }
+    )
+}
+
+/// Packs lanes into batches of at most ten, keeping each lane in one batch
+/// (and in order) unless it alone is longer than ten.
+fn pack(lanes: Vec<Vec<Key>>) -> Vec<Vec<Key>> {
+    let mut batches: Vec<Vec<Key>> = Vec::new();
+    let mut current: Vec<Key> = Vec::new();
+    for lane in lanes {
+        if current.len() + lane.len() > BATCH && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+        }
+        for chunk in lane.chunks(BATCH) {
+            if current.len() + chunk.len() > BATCH {
+                batches.push(std::mem::take(&mut current));
+            }
+            current.extend_from_slice(chunk);
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_packed_whole_into_batches_of_ten() {
+        let lane = |from: u64, len: u64| (from..from + len).collect::<Vec<_>>();
+        let batches = pack(vec![lane(0, 4), lane(10, 4), lane(20, 4), lane(30, 12)]);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [8, 4, 10, 2]);
+        assert_eq!(batches[1], lane(20, 4));
+        assert_eq!(batches[2], lane(30, 10), "a long lane is split in order");
+    }
+}

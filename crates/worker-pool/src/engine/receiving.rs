@@ -1,0 +1,196 @@
+//! Receiving: keeping up to `pollers` receives under way while there is
+//! room under `max_in_flight`, and tracking what they bring.
+
+use super::*;
+
+impl<Q: Queue, H: Handler> Engine<Q, H> {
+    /// Starts receives while there is room for a full one under
+    /// `max_in_flight` and a slot is free.
+    pub(super) fn receive_more(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = Instant::now();
+        let wanted = self.config.max_messages as usize;
+        // With until_empty, short polls notice the end promptly.
+        let wait_seconds = if self.config.until_empty {
+            self.config.wait_time_seconds.min(1)
+        } else {
+            self.config.wait_time_seconds
+        };
+        for slot_index in 0..self.slots.len() {
+            let room = self
+                .config
+                .max_in_flight
+                .saturating_sub(self.tracked.len() + self.receiving * wanted);
+            if room < wanted {
+                return;
+            }
+            let slot = &mut self.slots[slot_index];
+            if slot.busy || slot.not_before > now {
+                continue;
+            }
+            slot.busy = true;
+            if slot.attempt_sent.is_some() {
+                slot.attempt_retried = true;
+            } else {
+                slot.attempt_sent = Some(now);
+            }
+            self.receiving += 1;
+            let options = ReceiveOptions {
+                max_messages: self.config.max_messages,
+                wait_seconds,
+                visibility_timeout: Some(self.config.visibility_timeout),
+                attempt_id: Some(slot.attempt_id.clone()),
+            };
+            let call = calls::receive(
+                self.queue.clone(),
+                options,
+                slot_index,
+                self.abort_receives.clone(),
+            );
+            self.spawn_call(Pending::Receive(slot_index), call);
+        }
+    }
+
+    pub(super) fn on_received(
+        &mut self,
+        slot_index: usize,
+        result: Option<Result<fifo_sqs_client::ReceiveOutput, QueueError>>,
+    ) {
+        self.receiving -= 1;
+        let visibility = self.visibility();
+        let slot = &mut self.slots[slot_index];
+        slot.busy = false;
+        let Some(result) = result else { return };
+        let output = match result {
+            Ok(output) => output,
+            Err(err) => {
+                if is_fatal(&err) || matches!(err, QueueError::InvalidParameter { .. }) {
+                    return self.fail_run(err);
+                }
+                slot.failures += 1;
+                // After a network error SQS may have taken messages for us:
+                // the same attempt id gets them back. Otherwise a new one.
+                if !matches!(err, QueueError::Unreachable { .. }) {
+                    slot.new_attempt(slot_index);
+                }
+                let delay = backoff::jittered(
+                    slot.failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                let not_before = Instant::now() + delay;
+                slot.not_before = not_before;
+                self.wake_at(not_before);
+                self.call_failed("receiving", &err);
+                return;
+            }
+        };
+        // SQS started the messages' visibility timeout when it took them:
+        // about when it answered, or, for a retry of an attempt whose answer
+        // was lost, as early as that attempt.
+        let taken = match (slot.attempt_retried, slot.attempt_sent) {
+            (true, Some(first)) => first,
+            _ => Instant::now(),
+        };
+        let expires = taken + visibility;
+        slot.failures = 0;
+        slot.new_attempt(slot_index);
+        self.call_succeeded();
+        for malformed in &output.malformed {
+            self.counters.add_malformed();
+            tracing::error!(
+                "received a malformed message (id {}, group {}): {}; it is left to come back after its visibility timeout",
+                malformed.message_id.as_deref().unwrap_or("missing"),
+                malformed.group_id.as_deref().unwrap_or("missing"),
+                malformed.reason
+            );
+        }
+        if output.messages.is_empty() {
+            self.check_empty();
+        }
+        for message in output.messages {
+            self.track(message, expires);
+        }
+        // A receive retried after a lost answer may bring messages whose
+        // lease is nearly over already.
+        self.give_up_expiring();
+    }
+
+    pub(super) fn track(&mut self, received: ReceivedMessage, expires: Instant) {
+        self.counters.add_received(1);
+        if let Some(&key) = self.by_message_id.get(&received.message_id) {
+            let tracked = self.tracked.get_mut(&key).expect("indexed");
+            let group = tracked.message.group_id.clone();
+            if self.router.step(&group, key).is_some() {
+                // Delivered again while in its lane: SQS let the lease lapse.
+                // The new delivery takes the old one's place in the lane.
+                self.counters.add_lost(1);
+                tracked.receipt_handle = received.receipt_handle;
+                tracked.expires = expires;
+                return;
+            }
+            // The old delivery had left its lane. Handed back: the hand-back
+            // took effect though its answer was lost. Being given up: it ends
+            // on its own. Either way the new delivery is a message of its
+            // lane like any other, in its place before the later ones.
+            if let State::Releasing(_) = tracked.state {
+                self.counters.add_released(1);
+                self.finish_release(key);
+            } else {
+                self.by_message_id.remove(&received.message_id);
+            }
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let message = Message {
+            id: received.message_id,
+            group_id: received.group_id,
+            body: received.body,
+            receive_count: received.receive_count,
+            sequence_number: received.sequence_number,
+            sent_timestamp_ms: received.sent_timestamp_ms,
+            attributes: received
+                .attributes
+                .iter()
+                .filter_map(|(name, attribute)| Some((name.clone(), attribute.text()?.to_owned())))
+                .collect(),
+        };
+        self.by_message_id.insert(message.id.clone(), key);
+        self.router.push(&message.group_id, key);
+        self.tracked.insert(
+            key,
+            Tracked {
+                message: Arc::new(message),
+                attributes: received.attributes,
+                receipt_handle: received.receipt_handle,
+                expires,
+                visibility_call: false,
+                attempts: 0,
+                dead_letter: false,
+                release_after: Duration::ZERO,
+                state: State::InLane,
+            },
+        );
+    }
+
+    /// With `until_empty`: after an empty receive with nothing held, ask the
+    /// queue whether anything is left anywhere (in flight elsewhere, delayed).
+    pub(super) fn check_empty(&mut self) {
+        if !self.config.until_empty
+            || self.checking_empty
+            || self.phase != Phase::Running
+            || !self.tracked.is_empty()
+            || self.busy_workers > 0
+        {
+            return;
+        }
+        self.checking_empty = true;
+        self.spawn_call(Pending::IsEmpty, calls::is_empty(self.queue.clone()));
+    }
+}
+
+pub(super) fn new_attempt_id(poller: usize) -> String {
+    format!("fifo-{poller}-{:016x}", fastrand::u64(..))
+}

@@ -1,0 +1,343 @@
+//! Settling held messages: deletes in group order, moves to the
+//! dead-letter queue, and hand-backs of whole groups.
+
+use super::*;
+
+impl<Q: Queue, H: Handler> Engine<Q, H> {
+    /// Takes what the router decided: deletes in group order, lanes to hand back.
+    pub(super) fn take_router_decisions(&mut self) {
+        while let Some(key) = self.router.pop_delete() {
+            if self.tracked[&key].dead_letter {
+                self.move_to_dead_letters(key, Duration::ZERO);
+            } else {
+                self.deletes.push_back(key);
+            }
+        }
+        while let Some(keys) = self.router.pop_hand_back() {
+            let wait = match self.phase {
+                Phase::Running => self.tracked[&keys[0]].release_after,
+                Phase::Draining | Phase::Abandoned => Duration::ZERO,
+            };
+            let due = Instant::now() + wait;
+            let group = self.tracked[&keys[0]].message.group_id.clone();
+            // A later part of a group joins the part still waiting to go
+            // back, so the group goes back in one piece and in order.
+            let waiting = self
+                .releases
+                .iter_mut()
+                .find(|(_, r)| r.group == group && !r.sent);
+            let id = match waiting {
+                Some((id, release)) => {
+                    release.keys.extend_from_slice(&keys);
+                    release.due = release.due.min(due);
+                    *id
+                }
+                None => {
+                    let id = self.next_release;
+                    self.next_release += 1;
+                    let release = Release {
+                        group,
+                        keys: keys.clone(),
+                        due,
+                        sent: false,
+                    };
+                    self.releases.insert(id, release);
+                    id
+                }
+            };
+            for key in &keys {
+                self.tracked.get_mut(key).expect("tracked").state = State::Releasing(id);
+            }
+            self.wake_at(due);
+        }
+    }
+
+    /// A full batch goes while fewer than `DELETES_IN_FLIGHT` calls are under
+    /// way; a partial one only when none is, so deletes go at once when
+    /// the engine is idle and fill up while it is busy.
+    pub(super) fn flush_deletes(&mut self) {
+        if self.deletes_not_before > Instant::now() {
+            return;
+        }
+        // A message lost while waiting for its delete is not ours to delete.
+        self.deletes.retain(|key| self.tracked.contains_key(key));
+        loop {
+            let full = self.deletes.len() >= BATCH && self.delete_calls < DELETES_IN_FLIGHT;
+            let idle = !self.deletes.is_empty() && self.delete_calls == 0;
+            if !(full || idle) {
+                return;
+            }
+            let count = self.deletes.len().min(BATCH);
+            let keys: Vec<Key> = self.deletes.drain(..count).collect();
+            let handles = keys
+                .iter()
+                .map(|key| self.tracked[key].receipt_handle.clone())
+                .collect();
+            self.delete_calls += 1;
+            let call = calls::delete(self.queue.clone(), keys.clone(), handles);
+            self.spawn_call(Pending::Delete(keys), call);
+        }
+    }
+
+    pub(super) fn on_deleted(
+        &mut self,
+        keys: Vec<Key>,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    ) {
+        self.delete_calls -= 1;
+        let (outcomes, error) = match result {
+            Ok(failures) => {
+                self.call_succeeded();
+                (outcomes(&keys, &failures, &self.tracked), None)
+            }
+            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => {
+                let gone = keys.iter().map(|key| (*key, err.to_string())).collect();
+                let outcomes = Outcomes {
+                    gone,
+                    ..Outcomes::default()
+                };
+                (outcomes, None)
+            }
+            Err(err) => {
+                let retry = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| self.tracked.contains_key(k));
+                let outcomes = Outcomes {
+                    retry: retry.collect(),
+                    ..Outcomes::default()
+                };
+                (outcomes, Some(err))
+            }
+        };
+        for key in outcomes.done {
+            let group = self.tracked[&key].message.group_id.clone();
+            self.counters.add_deleted(1);
+            self.untrack(key);
+            self.router.deleted(&group, key);
+        }
+        for (key, reason) in outcomes.gone {
+            self.lose(key, &format!("SQS refused to delete it: {reason}"));
+        }
+        if !outcomes.retry.is_empty() {
+            // Tried again, first, when the backoff allows.
+            for key in outcomes.retry.iter().rev() {
+                self.deletes.push_front(*key);
+            }
+            self.deletes_not_before = Instant::now() + self.retry_delay();
+            self.wake_at(self.deletes_not_before);
+        }
+        if let Some(err) = error {
+            self.batch_failed("deleting", err);
+        }
+    }
+
+    /// Sends a copy to the dead-letter queue and deletes the original,
+    /// after `delay` (a backoff when retrying).
+    pub(super) fn move_to_dead_letters(&mut self, key: Key, delay: Duration) {
+        let tracked = &self.tracked[&key];
+        let copy = OutgoingMessage {
+            body: tracked.message.body.clone(),
+            group_id: tracked.message.group_id.clone(),
+            dedup_id: Some(tracked.message.id.clone()),
+            attributes: tracked.attributes.clone(),
+        };
+        let queue = self.queue.clone();
+        let receipt_handle = tracked.receipt_handle.clone();
+        let call = async move {
+            tokio::time::sleep(delay).await;
+            calls::dead_letter(queue, key, receipt_handle, copy).await
+        };
+        self.spawn_call(Pending::DeadLetter(key), call);
+    }
+
+    pub(super) fn on_dead_lettered(&mut self, key: Key, result: Result<(), QueueError>) {
+        let Some(tracked) = self.tracked.get(&key) else {
+            return;
+        };
+        let group = tracked.message.group_id.clone();
+        match result {
+            Ok(()) => {
+                self.call_succeeded();
+                self.counters.add_dead_lettered();
+                self.untrack(key);
+                self.router.deleted(&group, key);
+            }
+            Err(err) if err.is_transient() => {
+                self.call_failed("moving to the dead-letter queue", &err);
+                self.move_to_dead_letters(key, self.retry_delay());
+            }
+            Err(err) => {
+                // SQS's own redrive moves it on a later receive instead.
+                tracing::warn!(
+                    "moving message {} of group {group} to the dead-letter queue failed ({err}); handing it back with the rest of its group",
+                    tracked.message.id
+                );
+                self.router.delete_refused(&group, key);
+            }
+        }
+    }
+
+    /// Sends the hand-backs that are due, each lane whole in one call where
+    /// it fits, and none while a heartbeat for one of its messages is under
+    /// way (it could land after the release and undo it).
+    pub(super) fn send_releases(&mut self) {
+        let now = Instant::now();
+        if self.releases_not_before > now {
+            return;
+        }
+        // One release of a group at a time, oldest first: two calls under way
+        // could land in either order.
+        let mut first_of_group: HashMap<&str, u64> = HashMap::new();
+        for (id, release) in &self.releases {
+            let first = first_of_group.entry(&release.group).or_insert(*id);
+            *first = (*first).min(*id);
+        }
+        let mut ready: Vec<(u64, Vec<Key>)> = self
+            .releases
+            .iter()
+            .filter(|(id, r)| {
+                !r.sent
+                    && r.due <= now
+                    && first_of_group[r.group.as_str()] == **id
+                    && r.keys.iter().all(|k| !self.tracked[k].visibility_call)
+            })
+            .map(|(id, r)| (*id, r.keys.clone()))
+            .collect();
+        ready.sort_unstable_by_key(|(id, _)| *id);
+        for (id, _) in &ready {
+            self.releases.get_mut(id).expect("listed").sent = true;
+        }
+        let lanes = ready.into_iter().map(|(_, keys)| keys).collect();
+        for batch in pack(lanes) {
+            self.change_visibility(batch, 0);
+        }
+    }
+
+    pub(super) fn on_released(
+        &mut self,
+        keys: Vec<Key>,
+        result: Result<Vec<EntryFailure>, QueueError>,
+    ) {
+        for key in &keys {
+            if let Some(tracked) = self.tracked.get_mut(key) {
+                tracked.visibility_call = false;
+            }
+        }
+        let (outcomes, error) = match result {
+            Ok(failures) => {
+                self.call_succeeded();
+                (outcomes(&keys, &failures, &self.tracked), None)
+            }
+            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => {
+                let gone = keys.iter().map(|key| (*key, err.to_string())).collect();
+                let outcomes = Outcomes {
+                    gone,
+                    ..Outcomes::default()
+                };
+                (outcomes, None)
+            }
+            Err(err) => {
+                let retry = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| self.tracked.contains_key(k));
+                let outcomes = Outcomes {
+                    retry: retry.collect(),
+                    ..Outcomes::default()
+                };
+                (outcomes, Some(err))
+            }
+        };
+        for key in outcomes.done {
+            self.counters.add_released(1);
+            self.finish_release(key);
+        }
+        for (key, reason) in outcomes.gone {
+            if let Some(tracked) = self.tracked.get(&key) {
+                tracing::warn!(
+                    "handing message {} back failed ({reason}); it comes back when its visibility timeout ends",
+                    tracked.message.id
+                );
+                self.counters.add_lost(1);
+                self.finish_release(key);
+            }
+        }
+        self.unsend_releases(&outcomes.retry);
+        if let Some(err) = error {
+            self.batch_failed("handing messages back", err);
+        }
+    }
+
+    pub(super) fn finish_release(&mut self, key: Key) {
+        if let Some(State::Releasing(id)) = self.tracked.get(&key).map(|t| &t.state)
+            && let Some(release) = self.releases.get_mut(id)
+        {
+            release.keys.retain(|k| *k != key);
+            if release.keys.is_empty() {
+                let id = *id;
+                self.releases.remove(&id);
+            }
+        }
+        self.untrack(key);
+    }
+
+    /// These messages' release is to be sent again after a backoff.
+    pub(super) fn unsend_releases(&mut self, keys: &[Key]) {
+        if keys.is_empty() {
+            return;
+        }
+        for key in keys {
+            if let Some(State::Releasing(id)) = self.tracked.get(key).map(|t| &t.state)
+                && let Some(release) = self.releases.get_mut(id)
+            {
+                release.sent = false;
+            }
+        }
+        self.releases_not_before = Instant::now() + self.retry_delay();
+        self.wake_at(self.releases_not_before);
+    }
+}
+
+/// What a batch call's entries came to, for the messages still held.
+#[derive(Debug, Default)]
+pub(super) struct Outcomes {
+    pub(super) done: Vec<Key>,
+    /// SQS no longer accepts the receipt handle: the message is not ours.
+    pub(super) gone: Vec<(Key, String)>,
+    /// Worth trying again.
+    pub(super) retry: Vec<Key>,
+}
+
+/// Sorts a batch's entries (`keys`, in the order sent) by their result,
+/// leaving out messages no longer held.
+pub(super) fn outcomes(
+    keys: &[Key],
+    failures: &[EntryFailure],
+    held: &HashMap<Key, Tracked>,
+) -> Outcomes {
+    let mut sorted = Outcomes::default();
+    for (index, key) in keys.iter().enumerate() {
+        if !held.contains_key(key) {
+            continue;
+        }
+        match failures.iter().find(|f| f.index == index) {
+            None => sorted.done.push(*key),
+            Some(failure) => {
+                let gone = [
+                    "ReceiptHandle",
+                    "InvalidParameterValue",
+                    "MessageNotInflight",
+                ]
+                .iter()
+                .any(|code| failure.code.contains(code));
+                if gone {
+                    sorted.gone.push((*key, failure.message.clone()));
+                } else {
+                    sorted.retry.push(*key);
+                }
+            }
+        }
+    }
+    sorted
+}

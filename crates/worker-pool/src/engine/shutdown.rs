@@ -1,0 +1,129 @@
+//! Stopping: draining on shutdown, abandoning handlers past the deadline,
+//! and ending the run when the queue or a call fails for good.
+
+use super::*;
+
+impl<Q: Queue, H: Handler> Engine<Q, H> {
+    /// Stops taking work. Every held message not running is handed back with
+    /// its lane, a lane with a running handler once that handler ended.
+    ///
+    /// A receive under way is not cut short while anything is held: cutting
+    /// it only drops our end of the connection, and the server-side long
+    /// poll would then swallow messages handed back meanwhile (hiding them
+    /// for a visibility timeout). Left to finish, it returns them promptly
+    /// and they are handed back again.
+    pub(super) fn begin_drain(&mut self) {
+        self.phase = Phase::Draining;
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        self.add_timer(deadline, Timer::DrainDeadline);
+        if self.tracked.is_empty() {
+            self.abort_receives.cancel();
+        }
+        self.router.stop();
+        // Retries waiting for their backoff are not running: they go back.
+        let waiting: Vec<Key> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| matches!(t.state, State::BackingOff))
+            .map(|(key, _)| *key)
+            .collect();
+        self.retry_ready.clear();
+        let mut waiting = waiting;
+        waiting.sort_unstable();
+        for key in waiting {
+            let tracked = self.tracked.get_mut(&key).expect("listed");
+            tracked.state = State::InLane;
+            let group = tracked.message.group_id.clone();
+            self.router.failed(&group, key);
+        }
+        // Lanes held for a failure's backoff go back now.
+        let now = Instant::now();
+        for release in self.releases.values_mut() {
+            release.due = release.due.min(now);
+        }
+    }
+
+    pub(super) fn abandon(&mut self) {
+        if self.phase != Phase::Draining {
+            return;
+        }
+        self.phase = Phase::Abandoned;
+        let running: Vec<Key> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| matches!(t.state, State::Running(_)))
+            .map(|(key, _)| *key)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let mut running = running;
+        running.sort_unstable();
+        tracing::warn!(
+            "{} handlers still running after the shutdown timeout: cancelling them and handing their groups back",
+            running.len()
+        );
+        for key in running {
+            self.cancel(key, AfterCancel::HandBack);
+        }
+    }
+
+    /// The queue is unusable: stop, hand back what can be, end with `err`.
+    pub(super) fn fail_run(&mut self, err: QueueError) {
+        tracing::error!("stopping: {err}");
+        if self.fatal.is_none() {
+            self.fatal = Some(Error::Queue(err));
+        }
+        self.shutdown.cancel();
+    }
+
+    pub(super) fn spawn_call(
+        &mut self,
+        pending: Pending,
+        call: impl std::future::Future<Output = Event> + Send + 'static,
+    ) {
+        let id = self.calls.spawn(call).id();
+        self.call_owners.insert(id, pending);
+    }
+
+    /// A call panicked (a bug in the queue implementation): its outcome is
+    /// unknown, so what it was about is resolved as if it had failed for
+    /// good, and the run ends with an error.
+    pub(super) fn on_call_failure(&mut self, err: &JoinError) {
+        let message = if err.is_panic() {
+            "a call to the queue panicked"
+        } else {
+            "a call to the queue was cancelled"
+        };
+        tracing::error!("stopping: {message}");
+        if self.fatal.is_none() {
+            self.fatal = Some(Error::Internal(message.to_owned()));
+        }
+        self.shutdown.cancel();
+        let Some(pending) = self.call_owners.remove(&err.id()) else {
+            return;
+        };
+        match pending {
+            Pending::Receive(slot) => {
+                self.receiving -= 1;
+                self.slots[slot].busy = false;
+            }
+            Pending::IsEmpty => self.checking_empty = false,
+            Pending::Delete(keys) => {
+                self.delete_calls -= 1;
+                for key in keys {
+                    self.lose(key, message);
+                }
+            }
+            Pending::Visibility(keys) => {
+                for key in keys {
+                    if let Some(tracked) = self.tracked.get_mut(&key) {
+                        tracked.visibility_call = false;
+                    }
+                    self.lose(key, message);
+                }
+            }
+            Pending::DeadLetter(key) => self.lose(key, message),
+        }
+    }
+}
