@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fifo_handler::{Handler, Message, Outcome};
 use fifo_sqs_client::{Client, ConnectOptions, OutgoingMessage, QueueSpec, ReceiveOptions};
-use fifo_worker_pool::memory::MemoryQueue;
+use fifo_worker_pool::memory::{Faults, MemoryQueue};
 use fifo_worker_pool::{Counters, PoolConfig, SqsQueue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ struct Plan {
     latency_workers: Vec<usize>,
     skew_messages: usize,
     engine_messages: usize,
+    soak_messages: usize,
 }
 
 impl Plan {
@@ -45,6 +46,7 @@ impl Plan {
                 latency_workers: vec![4, 16, 32],
                 skew_messages: 1_000,
                 engine_messages: 100_000,
+                soak_messages: 100_000,
             }
         } else {
             Plan {
@@ -56,6 +58,7 @@ impl Plan {
                 latency_workers: vec![1, 4, 16, 32, 64, 100],
                 skew_messages: 4_000,
                 engine_messages: 500_000,
+                soak_messages: 1_000_000,
             }
         }
     }
@@ -68,6 +71,11 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = Plan::new(quick);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if std::env::args().any(|a| a == "--soak-only") {
+        let soak = soak(&plan);
+        println!("{}", serde_json::to_string_pretty(&soak).unwrap());
+        return;
+    }
     if std::env::args().any(|a| a == "--engine-only") {
         // For profiling the engine alone.
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -194,6 +202,9 @@ async fn run_all(plan: &Plan) -> Value {
 
     println!("== 5. the engine alone (in-memory queue)");
     report["engine"] = engine_alone(plan).await;
+
+    println!("== 8. soak: the engine under random faults (in-memory queue)");
+    report["soak"] = soak(plan);
 
     println!("== 7. scale-out");
     let mut scale = Vec::new();
@@ -859,6 +870,282 @@ async fn engine_alone(plan: &Plan) -> Value {
     json!({ "messages": n, "no_op_msgs_per_s": median(&rates), "cpu_us_per_msg": median(&cpus), "latency": latency })
 }
 
+/// Section 8: a long run of the engine on the in-memory queue with random
+/// faults (lost requests and answers, throttling, delays, refused receipt
+/// handles) and random handler failures, in paused time. A producer keeps
+/// the backlog near `BACKLOG`, so the queue's own memory stays flat and
+/// the process's RSS shows the engine's. The handler checks the order
+/// promise as it goes (no two runs of a group at once, no message before
+/// an earlier one of its group succeeded); the counts are reconciled with
+/// the queue's at the end.
+fn soak(plan: &Plan) -> Value {
+    let n = plan.soak_messages;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(soak_run(n))
+    })
+    .join()
+    .unwrap()
+}
+
+const SOAK_GROUPS: usize = 1_000;
+const BACKLOG: usize = 20_000;
+const SOAK_FAILURE_RATE: f64 = 0.02;
+
+/// A no-op handler (10 ms of queue time) that fails now and then and checks
+/// the order per group from what it sees.
+struct SoakHandler {
+    groups: Mutex<Vec<SoakGroup>>,
+    runs: std::sync::atomic::AtomicU64,
+    violations: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct SoakGroup {
+    running: bool,
+    /// Every message up to this one has succeeded.
+    done_through: u64,
+}
+
+impl Handler for SoakHandler {
+    async fn handle(&self, message: &Message) -> Outcome {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (group, seq) = message.body.split_once(':').expect("GROUP:SEQ");
+        let (group, seq): (usize, u64) = (group.parse().unwrap(), seq.parse().unwrap());
+        {
+            let mut groups = self.groups.lock().unwrap();
+            let state = &mut groups[group];
+            if state.running || seq > state.done_through + 1 {
+                self.violations.fetch_add(1, Relaxed);
+            }
+            state.running = true;
+        }
+        self.runs.fetch_add(1, Relaxed);
+        // The engine may cut a run off (its lease lost): it ends then too.
+        let run = RunGuard {
+            groups: &self.groups,
+            group,
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(run);
+        if fastrand::f64() < SOAK_FAILURE_RATE {
+            return Err("a random failure".into());
+        }
+        let mut groups = self.groups.lock().unwrap();
+        let state = &mut groups[group];
+        if seq == state.done_through + 1 {
+            state.done_through = seq;
+        }
+        Ok(())
+    }
+}
+
+/// Marks a group's run as ended when the run ends, however it ends.
+struct RunGuard<'a> {
+    groups: &'a Mutex<Vec<SoakGroup>>,
+    group: usize,
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.groups.lock().unwrap()[self.group].running = false;
+    }
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+async fn soak_run(n: usize) -> Value {
+    let faults = Faults {
+        seed: 8,
+        lost_requests: 0.01,
+        lost_answers: 0.01,
+        throttled: 0.3,
+        delayed: 0.02,
+        max_delay: Duration::from_millis(500),
+        stale_handles: 0.002,
+        ..Faults::default()
+    };
+    let queue = MemoryQueue::with_faults(None, faults.clone()).without_history();
+    let handler = Arc::new(SoakHandler {
+        groups: Mutex::new(vec![SoakGroup::default(); SOAK_GROUPS]),
+        runs: Default::default(),
+        violations: Default::default(),
+    });
+    let config = PoolConfig {
+        workers: 16,
+        max_in_flight: 2_000,
+        wait_time_seconds: 1,
+        retries: 2,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        until_empty: true,
+        ..PoolConfig::default()
+    };
+    let max_in_flight = config.max_in_flight;
+    let counters = Arc::new(Counters::default());
+    let producer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < n {
+                if queue.undeleted() < BACKLOG {
+                    for _ in 0..1_000.min(n - sent) {
+                        let group = sent % SOAK_GROUPS;
+                        let seq = sent / SOAK_GROUPS + 1;
+                        queue.send(&group.to_string(), &format!("{group}:{seq}"));
+                        sent += 1;
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let counters = counters.clone();
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let stats = counters.snapshot();
+                samples.lock().unwrap().push(json!({
+                    "queue_time_s": started.elapsed().as_secs_f64(),
+                    "succeeded": stats.succeeded,
+                    "held": stats.in_flight,
+                    "rss_mib": rss_mib(),
+                }));
+            }
+        })
+    };
+    let wall = Instant::now();
+    let cpu_before = own_cpu_seconds();
+    let queue_started = tokio::time::Instant::now();
+    // The engine must not stop before the producer has sent everything:
+    // the backlog never runs dry before then.
+    let stats = fifo_worker_pool::run(
+        queue.clone(),
+        SharedHandler(handler.clone()),
+        config,
+        CancellationToken::new(),
+        counters.clone(),
+    )
+    .await
+    .expect("the soak ends cleanly");
+    let queue_time = queue_started.elapsed().as_secs_f64();
+    let wall_s = wall.elapsed().as_secs_f64();
+    let cpu_s = own_cpu_seconds() - cpu_before;
+    producer.await.unwrap();
+    sampler.abort();
+    let samples = samples.lock().unwrap().clone();
+    let held: Vec<u64> = samples
+        .iter()
+        .map(|s| s["held"].as_u64().unwrap())
+        .collect();
+    let rss: Vec<f64> = samples
+        .iter()
+        .map(|s| s["rss_mib"].as_f64().unwrap())
+        .collect();
+    // After the warm-up (the first fifth of the run, and at least two of
+    // the queue's one-minute memories of deleted receipt handles), RSS
+    // should stay where it is.
+    let warm = (rss.len() / 5).max(24).min(rss.len().saturating_sub(1));
+    let rss_warm = rss.get(warm).copied().unwrap_or(f64::NAN);
+    let rss_end = rss.last().copied().unwrap_or(f64::NAN);
+    let rss_max_after = rss[warm..].iter().copied().fold(f64::NAN, f64::max);
+    let accounted = stats.deleted + stats.released + stats.lost + stats.dead_lettered;
+    let violations = handler
+        .violations
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  {n} messages: {:.0} s of queue time in {wall_s:.1} s ({:.1} µs CPU per message); \
+         received {} = deleted {} + handed back {} + lost {} + dead-lettered {}; queue deleted {}, \
+         left {}; held at most {} (limit {max_in_flight}); RSS {rss_warm:.1} MiB after warm-up, \
+         {rss_max_after:.1} at most, {rss_end:.1} at the end; order violations {violations}",
+        queue_time,
+        cpu_s * 1e6 / n as f64,
+        stats.received,
+        stats.deleted,
+        stats.released,
+        stats.lost,
+        stats.dead_lettered,
+        queue.deleted(),
+        queue.undeleted(),
+        held.iter().max().copied().unwrap_or(0),
+    );
+    json!({
+        "messages": n,
+        "groups": SOAK_GROUPS,
+        "failure_rate": SOAK_FAILURE_RATE,
+        "faults": {
+            "lost_requests": faults.lost_requests,
+            "lost_answers": faults.lost_answers,
+            "throttled_share": faults.throttled,
+            "delayed": faults.delayed,
+            "max_delay_ms": faults.max_delay.as_millis() as u64,
+            "stale_handles": faults.stale_handles,
+        },
+        "queue_time_s": queue_time,
+        "wall_s": wall_s,
+        "cpu_us_per_msg": cpu_s * 1e6 / n as f64,
+        "handler_runs": handler.runs.load(std::sync::atomic::Ordering::Relaxed),
+        "received": stats.received,
+        "succeeded": stats.succeeded,
+        "retried": stats.retried,
+        "failed": stats.failed,
+        "deleted": stats.deleted,
+        "released": stats.released,
+        "lost": stats.lost,
+        "dead_lettered": stats.dead_lettered,
+        "accounted": accounted,
+        "queue_deleted": queue.deleted(),
+        "queue_left": queue.undeleted(),
+        "queue_dead_letters": queue.dead_letters().len(),
+        "held_max": held.iter().max().copied().unwrap_or(0),
+        "held_mean": held.iter().sum::<u64>() as f64 / held.len().max(1) as f64,
+        "max_in_flight": max_in_flight,
+        "rss_after_warm_up_mib": rss_warm,
+        "rss_max_after_warm_up_mib": rss_max_after,
+        "rss_end_mib": rss_end,
+        "order_violations": violations,
+        "samples": samples,
+    })
+}
+
+/// Whether the soak's counts add up (every reception accounted for, the
+/// queue emptied, every message deleted there once) and whether RSS stayed
+/// within 10 % (and 1 MiB) of its level after the warm-up.
+fn soak_verdicts(soak: &Value) -> (bool, bool) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let reconciled = soak["accounted"] == soak["received"]
+        && soak["queue_left"].as_u64() == Some(0)
+        && soak["queue_deleted"] == soak["messages"];
+    let flat =
+        f(&soak["rss_max_after_warm_up_mib"]) <= f(&soak["rss_after_warm_up_mib"]) * 1.1 + 1.0;
+    (reconciled, flat)
+}
+
+/// Lets the soak keep a handle on its handler's checks.
+struct SharedHandler(Arc<SoakHandler>);
+
+impl Handler for SharedHandler {
+    async fn handle(&self, message: &Message) -> Outcome {
+        self.0.handle(message).await
+    }
+}
+
 /// The latency-bound run on the in-memory queue in paused tokio time.
 fn paused_makespan(n: usize, workers: usize) -> f64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1215,9 +1502,30 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             .map(|s| s["order_violations"].as_u64().unwrap_or(0))
             .sum::<u64>();
     md += &format!(
-        "| order per group intact in every end-to-end run | {violations} violations | {} |\n\n",
+        "| order per group intact in every end-to-end run | {violations} violations | {} |\n",
         verdict(violations == 0)
     );
+    let soak = &report["soak"];
+    if soak.is_object() {
+        let (reconciled, flat) = soak_verdicts(soak);
+        let held_ok = soak["held_max"].as_u64() <= soak["max_in_flight"].as_u64();
+        let ordered = soak["order_violations"].as_u64() == Some(0);
+        md += &format!(
+            "| soak under random faults: counts reconciled, held messages bounded, RSS flat, order intact | {} messages; {}; held ≤ {}; RSS {:.1} → {:.1} MiB; {} violations | {} |\n",
+            soak["messages"],
+            if reconciled {
+                "reconciled"
+            } else {
+                "not reconciled"
+            },
+            soak["held_max"],
+            f(&soak["rss_after_warm_up_mib"]),
+            f(&soak["rss_max_after_warm_up_mib"]),
+            soak["order_violations"],
+            verdict(reconciled && flat && held_ok && ordered)
+        );
+    }
+    md += "\n";
 
     md += "## 1. The limit: the emulator's own throughput\n\n";
     md += "A tight loop on the same Rust SDK client, best of 4 and 8 concurrent connections, messages over 200 groups.\n\n| call | msgs/s |\n|---|---|\n";
@@ -1331,6 +1639,62 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             f(&s["latency_makespan_s"]),
             f(&s["latency_bound_s"]),
             f(&s["latency_ratio"])
+        );
+    }
+    let soak = &report["soak"];
+    if soak.is_object() {
+        let (reconciled, flat) = soak_verdicts(soak);
+        md += &format!(
+            "\n## 8. Soak\n\n{} messages over {} groups through the engine on the in-memory queue \
+             (one thread, paused time, a producer keeping a backlog of {}), with random faults on \
+             every call — {:.0} % of requests lost, {:.0} % of answers lost (a throttling error for \
+             {:.0} % of those failures), {:.0} % of calls delayed up to {} ms, {:.1} % of receipt \
+             handles refused — and {:.0} % of handler runs failing. The handler checked the order as \
+             it went; the counts are reconciled with the queue's.\n\n\
+             | what | figure |\n|---|---|\n\
+             | queue time / wall time | {:.0} s / {:.1} s |\n\
+             | CPU per message (engine + in-memory queue + faults) | {:.2} µs |\n\
+             | handler runs (retries and redeliveries included) | {} |\n\
+             | received = deleted + handed back + lost + dead-lettered | {} = {} + {} + {} + {} ({}) |\n\
+             | the queue: deleted, left | {}, {} ({} deletes took effect without the engine learning it — the answer was lost, or came after the engine had given the message up — so it counted them lost) |\n\
+             | held messages: at most (limit), mean | {} ({}), {:.0} |\n\
+             | RSS after warm-up, at most after it, at the end | {:.1} MiB, {:.1} MiB, {:.1} MiB ({}) |\n\
+             | order violations seen by the handler | {} |\n",
+            soak["messages"],
+            soak["groups"],
+            BACKLOG,
+            f(&soak["faults"]["lost_requests"]) * 100.0,
+            f(&soak["faults"]["lost_answers"]) * 100.0,
+            f(&soak["faults"]["throttled_share"]) * 100.0,
+            f(&soak["faults"]["delayed"]) * 100.0,
+            soak["faults"]["max_delay_ms"],
+            f(&soak["faults"]["stale_handles"]) * 100.0,
+            f(&soak["failure_rate"]) * 100.0,
+            f(&soak["queue_time_s"]),
+            f(&soak["wall_s"]),
+            f(&soak["cpu_us_per_msg"]),
+            soak["handler_runs"],
+            soak["received"],
+            soak["deleted"],
+            soak["released"],
+            soak["lost"],
+            soak["dead_lettered"],
+            if reconciled {
+                "reconciled"
+            } else {
+                "**not reconciled**"
+            },
+            soak["queue_deleted"],
+            soak["queue_left"],
+            soak["queue_deleted"].as_u64().unwrap_or(0) - soak["deleted"].as_u64().unwrap_or(0),
+            soak["held_max"],
+            soak["max_in_flight"],
+            f(&soak["held_mean"]),
+            f(&soak["rss_after_warm_up_mib"]),
+            f(&soak["rss_max_after_warm_up_mib"]),
+            f(&soak["rss_end_mib"]),
+            if flat { "flat" } else { "**growing**" },
+            soak["order_violations"],
         );
     }
     md += &bounds(report);

@@ -87,19 +87,41 @@ struct State {
     /// Current receipt handle → (group index, sequence).
     handles: HashMap<String, (usize, u64)>,
     dead_letters: Vec<Stored>,
-    /// Bodies deleted, and when.
+    /// Bodies deleted, and when (unless `no_history`).
     deletions: Vec<(String, Instant)>,
-    /// The receipt handles of deleted messages: deleting again with one
-    /// succeeds, as it does on SQS (a retry after a lost answer).
-    deleted_handles: std::collections::HashSet<String>,
+    deleted: u64,
+    /// Long runs (a soak) keep only counts, so memory stays flat.
+    no_history: bool,
+    /// The receipt handles of messages deleted in the last minute: deleting
+    /// again with one succeeds, as it does on SQS (a retry after a lost
+    /// answer). Oldest first, for pruning.
+    deleted_handles: HashMap<String, Instant>,
+    deleted_order: VecDeque<(Instant, String)>,
     /// Receives whose answer was lost, by attempt id: a retry with the same
-    /// id gets the same messages.
-    lost_answers: HashMap<String, Vec<ReceivedMessage>>,
+    /// id within a minute gets the same messages.
+    lost_answers: HashMap<String, (Instant, Vec<ReceivedMessage>)>,
     next_sequence: u64,
     undeleted: usize,
     max_receive_count: Option<u32>,
     visibility_timeout: u32,
     lax_group_lock: bool,
+}
+
+/// How long the queue remembers deleted receipt handles and lost answers.
+const MEMORY: Duration = Duration::from_secs(60);
+
+impl State {
+    fn remember_deleted(&mut self, handle: &str, now: Instant) {
+        while let Some((at, old)) = self.deleted_order.front() {
+            if now - *at < MEMORY {
+                break;
+            }
+            self.deleted_handles.remove(old);
+            self.deleted_order.pop_front();
+        }
+        self.deleted_handles.insert(handle.to_owned(), now);
+        self.deleted_order.push_back((now, handle.to_owned()));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -272,6 +294,18 @@ impl MemoryQueue {
         self.lock().deletions.clone()
     }
 
+    /// How many messages were deleted (history or not).
+    pub fn deleted(&self) -> u64 {
+        self.lock().deleted
+    }
+
+    /// Keeps counts only, not the bodies deleted, so a long run's memory
+    /// stays flat.
+    pub fn without_history(self) -> MemoryQueue {
+        self.lock().no_history = true;
+        self
+    }
+
     /// Takes what one receive returns now: runs of visible messages from
     /// unlocked groups, visiting groups round-robin.
     fn take(&self, options: &ReceiveOptions, now: Instant) -> Vec<ReceivedMessage> {
@@ -374,7 +408,7 @@ impl MemoryQueue {
         let state = &mut *state;
         let lax = state.lax_group_lock;
         let stale = || format!("receipt handle {handle} is stale or expired");
-        if visibility.is_none() && state.deleted_handles.contains(handle) {
+        if visibility.is_none() && state.deleted_handles.contains_key(handle) {
             return Ok(None);
         }
         let (group_index, sequence) = *state.handles.get(handle).ok_or_else(stale)?;
@@ -397,9 +431,12 @@ impl MemoryQueue {
                 let removed = group.remove(position).expect("found");
                 entry.relock(lax, now);
                 state.handles.remove(handle);
-                state.deleted_handles.insert(handle.to_owned());
+                state.remember_deleted(handle, now);
                 state.undeleted -= 1;
-                state.deletions.push((removed.body.clone(), now));
+                state.deleted += 1;
+                if !state.no_history {
+                    state.deletions.push((removed.body.clone(), now));
+                }
                 Ok(Some(removed))
             }
         }
@@ -496,7 +533,7 @@ impl MemoryQueue {
     async fn receive_now(&self, options: &ReceiveOptions) -> Vec<ReceivedMessage> {
         if let Some(id) = &options.attempt_id {
             let replay = self.lock().lost_answers.remove(id);
-            if let Some(messages) = replay {
+            if let Some((_, messages)) = replay {
                 let state = self.lock();
                 let now = Instant::now();
                 let still_ours: Vec<ReceivedMessage> = messages
@@ -569,7 +606,10 @@ impl Queue for MemoryQueue {
         }
         if roll.lose_answer {
             if let Some(id) = &options.attempt_id {
-                self.lock().lost_answers.insert(id.clone(), messages);
+                let mut state = self.lock();
+                let now = Instant::now();
+                state.lost_answers.retain(|_, (at, _)| now - *at < MEMORY);
+                state.lost_answers.insert(id.clone(), (now, messages));
             }
             return Err(roll.error);
         }
@@ -607,7 +647,10 @@ impl Queue for MemoryQueue {
             let mut state = self.lock();
             if let Some(moved) = moved {
                 // A dead-letter move is not a delete of a handled message.
-                state.deletions.pop();
+                if !state.no_history {
+                    state.deletions.pop();
+                }
+                state.deleted -= 1;
                 state.dead_letters.push(moved);
             }
             drop(state);
