@@ -814,7 +814,7 @@ async fn engine_alone(plan: &Plan) -> Value {
     let mut rates = Vec::new();
     let mut cpus = Vec::new();
     for _ in 0..plan.runs {
-        let queue = MemoryQueue::new();
+        let queue = MemoryQueue::new().without_history();
         for i in 0..n {
             queue.send(&format!("group-{}", i % plan.groups), "x");
         }

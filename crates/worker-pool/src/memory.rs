@@ -92,6 +92,8 @@ struct State {
     deleted: u64,
     /// Long runs (a soak) keep only counts, so memory stays flat.
     no_history: bool,
+    /// Whether answers can be lost, so that deletes may be retried.
+    answers_lost: bool,
     /// The receipt handles of messages deleted in the last minute: deleting
     /// again with one succeeds, as it does on SQS (a retry after a lost
     /// answer). Oldest first, for pruning.
@@ -137,15 +139,19 @@ struct Group {
 
 impl Group {
     fn relock(&mut self, lax: bool, now: Instant) {
-        let delivered = self
-            .messages
-            .iter()
-            .filter(|m| m.receipt_handle.is_some())
-            .map(|m| m.visible_at);
         self.locked_until = if lax {
-            delivered.filter(|at| *at > now).min()
+            self.messages
+                .iter()
+                .filter(|m| m.receipt_handle.is_some() && m.visible_at > now)
+                .map(|m| m.visible_at)
+                .min()
         } else {
-            delivered.max()
+            // Strict: the delivered messages are the group's first ones.
+            self.messages
+                .iter()
+                .take_while(|m| m.receipt_handle.is_some())
+                .map(|m| m.visible_at)
+                .max()
         };
     }
 
@@ -223,6 +229,9 @@ impl MemoryQueue {
     /// From now on this handle (and its clones) misbehave as `faults` say;
     /// the group lock stays as the queue was made.
     pub fn set_faults(&self, faults: Faults) {
+        if faults.lost_answers > 0.0 {
+            self.lock().answers_lost = true;
+        }
         let mut state = self
             .faults
             .lock()
@@ -431,7 +440,9 @@ impl MemoryQueue {
                 let removed = group.remove(position).expect("found");
                 entry.relock(lax, now);
                 state.handles.remove(handle);
-                state.remember_deleted(handle, now);
+                if state.answers_lost {
+                    state.remember_deleted(handle, now);
+                }
                 state.undeleted -= 1;
                 state.deleted += 1;
                 if !state.no_history {

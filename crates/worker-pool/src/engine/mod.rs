@@ -260,8 +260,9 @@ struct Engine<Q, H> {
     trouble: Trouble,
     checking_empty: bool,
     shutdown: CancellationToken,
-    /// Cuts receives under way short; see `begin_drain`.
+    /// Cuts receives under way short; see `cut_receives_when_idle`.
     abort_receives: CancellationToken,
+    handed_back_while_draining: bool,
     fatal: Option<Error>,
 }
 
@@ -313,6 +314,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             checking_empty: false,
             shutdown: shutdown.child_token(),
             abort_receives: CancellationToken::new(),
+            handed_back_while_draining: false,
             fatal: None,
         }
     }
@@ -330,6 +332,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.receive_more();
             self.flush_deletes();
             self.send_releases();
+            self.cut_receives_when_idle();
             self.counters
                 .set_gauges(self.tracked.len(), self.router.busy_groups());
             if self.phase != Phase::Running

@@ -115,7 +115,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         // A receive retried after a lost answer may bring messages whose
         // lease is nearly over already.
-        self.give_up_expiring();
+        if expires.saturating_duration_since(Instant::now()) <= self.visibility() / 6 {
+            self.give_up_expiring();
+        }
     }
 
     pub(super) fn track(&mut self, received: ReceivedMessage, expires: Instant) {

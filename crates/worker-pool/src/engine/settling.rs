@@ -208,6 +208,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         for (id, _) in &ready {
             self.releases.get_mut(id).expect("listed").sent = true;
         }
+        if !ready.is_empty() && self.phase != Phase::Running {
+            self.handed_back_while_draining = true;
+        }
         let lanes = ready.into_iter().map(|(_, keys)| keys).collect();
         for batch in pack(lanes) {
             self.change_visibility(batch, 0);

@@ -7,18 +7,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Stops taking work. Every held message not running is handed back with
     /// its lane, a lane with a running handler once that handler ended.
     ///
-    /// A receive under way is not cut short while anything is held: cutting
-    /// it only drops our end of the connection, and the server-side long
-    /// poll would then swallow messages handed back meanwhile (hiding them
-    /// for a visibility timeout). Left to finish, it returns them promptly
-    /// and they are handed back again.
+    /// Receives under way are cut short once nothing is held any more (see
+    /// `cut_receives_when_idle`).
     pub(super) fn begin_drain(&mut self) {
         self.phase = Phase::Draining;
         let deadline = Instant::now() + self.config.shutdown_timeout;
         self.add_timer(deadline, Timer::DrainDeadline);
-        if self.tracked.is_empty() {
-            self.abort_receives.cancel();
-        }
         self.router.stop();
         // Retries waiting for their backoff are not running: they go back.
         let waiting: Vec<Key> = self
@@ -40,6 +34,22 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let now = Instant::now();
         for release in self.releases.values_mut() {
             release.due = release.due.min(now);
+        }
+    }
+
+    /// While draining, once nothing is held, a receive still under way is
+    /// cut short, unless messages were handed back during the drain: cutting
+    /// a receive only drops our end of the connection, and the server-side
+    /// long poll would then swallow messages handed back meanwhile (hiding
+    /// them for a visibility timeout). Left to finish (at most the long-poll
+    /// wait), it returns them promptly and they are handed back again.
+    pub(super) fn cut_receives_when_idle(&mut self) {
+        if self.phase != Phase::Running
+            && self.tracked.is_empty()
+            && self.busy_workers == 0
+            && !self.handed_back_while_draining
+        {
+            self.abort_receives.cancel();
         }
     }
 
