@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use fifo_sqs_client::{Client, OutgoingMessage, QueueSpec};
+use fifo_sqs_client::{AttributeValue, Client, MessageAttribute, OutgoingMessage, QueueSpec};
 use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::{PoolConfig, SqsQueue, Stats};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ async fn send(queue: &SqsQueue, groups: &[&str], count: usize) {
                 body: format!("{g}-{n}"),
                 group_id: g.to_string(),
                 dedup_id: None,
-                ..OutgoingMessage::default()
+                attributes: attributes(n),
             })
         })
         .collect();
@@ -62,6 +62,28 @@ async fn send(queue: &SqsQueue, groups: &[&str], count: usize) {
             .unwrap();
         assert!(failed.is_empty(), "{failed:?}");
     }
+}
+
+/// Message attributes of every type, so that a copy can be compared.
+fn attributes(n: usize) -> BTreeMap<String, MessageAttribute> {
+    let attribute = |data_type: &str, value: AttributeValue| MessageAttribute {
+        data_type: data_type.to_owned(),
+        value,
+    };
+    BTreeMap::from([
+        (
+            "origin".to_owned(),
+            attribute("String", AttributeValue::Text("engine test".to_owned())),
+        ),
+        (
+            "n".to_owned(),
+            attribute("Number", AttributeValue::Text(n.to_string())),
+        ),
+        (
+            "raw".to_owned(),
+            attribute("Binary", AttributeValue::Binary(vec![0, 159, 255, n as u8])),
+        ),
+    ])
 }
 
 fn config() -> PoolConfig {
@@ -181,11 +203,16 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_group_goes_on() 
     assert_eq!(successes["g"], bodies("g", &[1, 3, 4]));
     assert_eq!(successes["h"], bodies("h", &[1, 2, 3]));
     let dead = drain(&client, queue.dead_letter_url.as_ref().unwrap()).await;
-    let dead: Vec<_> = dead
+    let summary: Vec<_> = dead
         .iter()
         .map(|m| (m.group_id.as_str(), m.body.as_str()))
         .collect();
-    assert_eq!(dead, [("g", "g-2")]);
+    assert_eq!(summary, [("g", "g-2")]);
+    assert_eq!(
+        dead[0].attributes,
+        attributes(2),
+        "the copy keeps its attributes"
+    );
     assert_eq!((stats.failed, stats.dead_lettered), (2, 1));
     let poison_runs: BTreeMap<u32, usize> = handler
         .records()
