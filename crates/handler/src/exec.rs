@@ -1,6 +1,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -166,10 +167,23 @@ impl Handler for ExecHandler {
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        // Second handles on the program's output pipes: if the program is
+        // ended early, they keep the pipes open through its grace period, so
+        // that a line it writes while cleaning up does not kill it with
+        // SIGPIPE.
+        let pipes = [
+            stdout
+                .as_ref()
+                .and_then(|pipe| pipe.as_fd().try_clone_to_owned().ok()),
+            stderr
+                .as_ref()
+                .and_then(|pipe| pipe.as_fd().try_clone_to_owned().ok()),
+        ];
         let mut running = Running {
             child: Some(child),
             grace: self.kill_grace,
             ending: self.ending.clone(),
+            pipes,
         };
 
         let (exited, exit_seen) = watch::channel(false);
@@ -217,6 +231,8 @@ struct Running {
     child: Option<Child>,
     grace: Duration,
     ending: Arc<watch::Sender<usize>>,
+    /// Held open until the group is gone (see `handle`).
+    pipes: [Option<OwnedFd>; 2],
 }
 
 impl Running {
@@ -253,12 +269,14 @@ impl Drop for Running {
         self.ending.send_modify(|n| *n += 1);
         let counted = Counted(self.ending.clone());
         let grace = self.grace;
+        let pipes = std::mem::take(&mut self.pipes);
         // Drop cannot wait: the grace period passes on a thread of its own.
         let started = std::thread::Builder::new()
             .name("fifo-end-group".to_owned())
             .spawn(move || {
                 let _counted = counted;
                 end_group(child, group, grace);
+                drop(pipes);
             });
         if started.is_err() {
             // No thread to wait on: no grace period then.
@@ -625,6 +643,31 @@ mod tests {
         assert!(!running(child), "the background child survived");
         let leader = Pid::from_raw(leader).unwrap();
         assert!(rustix::process::test_kill_process(leader).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_program_ended_early_may_write_while_it_cleans_up() {
+        let dir = std::env::temp_dir().join(format!("fifo-cleanup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let done = dir.join("cleaned");
+        // On SIGTERM the program writes to its stderr, then records that
+        // its cleanup ran: a closed pipe would kill it at the first write.
+        let script = format!(
+            "trap 'echo cleaning up >&2; echo done > {}; exit 143' TERM; echo go; sleep 100 & wait",
+            done.display()
+        );
+        let (handler, out, _) = sh_with(&script, Duration::from_secs(10));
+        let message = message();
+        tokio::select! {
+            _ = handler.handle(&message) => panic!("the program ended by itself"),
+            () = out.wait_for("go\n") => {}
+        }
+        tokio::time::timeout(Duration::from_secs(20), handler.wait_for_kills())
+            .await
+            .expect("the program ended");
+        let cleaned = std::fs::read_to_string(&done).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cleaned, "done\n", "the cleanup did not run to its end");
     }
 
     #[tokio::test]
