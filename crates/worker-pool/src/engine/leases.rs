@@ -97,13 +97,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 tracked.visibility_call = false;
             }
         }
-        let failures = match result {
-            Ok(failures) => failures,
-            // Tried again on a later tick, while the lease lasts.
-            Err(err) => return self.batch_failed("extending visibility", err),
-        };
-        self.call_succeeded();
-        let outcomes = outcomes(&keys, &failures, &self.tracked);
+        // Failed entries are tried again on a later tick, while the lease lasts.
+        let outcomes = self.sort_result(CallKind::Visibility, &keys, result);
         let expires = sent_at + self.visibility();
         for key in outcomes.done {
             let tracked = self.tracked.get_mut(&key).expect("held");

@@ -36,7 +36,6 @@ mod settling;
 mod shutdown;
 
 use self::receiving::new_attempt_id;
-use self::settling::outcomes;
 use crate::calls::{self, Event, Key};
 use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 
@@ -220,11 +219,42 @@ impl Slot {
     }
 }
 
-/// SQS trouble: reported once when it starts and once when it ends.
+/// The kinds of calls, for reporting trouble and backing off each on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Receive,
+    Delete,
+    Visibility,
+    DeadLetter,
+}
+
+impl CallKind {
+    const ALL: usize = 4;
+    const EVERY: [CallKind; CallKind::ALL] = [
+        CallKind::Receive,
+        CallKind::Delete,
+        CallKind::Visibility,
+        CallKind::DeadLetter,
+    ];
+
+    fn doing(self) -> &'static str {
+        match self {
+            CallKind::Receive => "receiving",
+            CallKind::Delete => "deleting",
+            CallKind::Visibility => "changing visibility",
+            CallKind::DeadLetter => "moving to the dead-letter queue",
+        }
+    }
+}
+
+/// SQS trouble: reported once when it starts (a call of any kind fails)
+/// and once when it ends (every kind that failed has succeeded since).
 #[derive(Debug, Default)]
 struct Trouble {
     since: Option<Instant>,
     failed_calls: u32,
+    /// Failures in a row, per kind of call.
+    failing: [u32; CallKind::ALL],
 }
 
 struct Engine<Q, H> {
@@ -262,7 +292,6 @@ struct Engine<Q, H> {
     shutdown: CancellationToken,
     /// Cuts receives under way short; see `cut_receives_when_idle`.
     abort_receives: CancellationToken,
-    handed_back_while_draining: bool,
     fatal: Option<Error>,
 }
 
@@ -314,7 +343,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             checking_empty: false,
             shutdown: shutdown.child_token(),
             abort_receives: CancellationToken::new(),
-            handed_back_while_draining: false,
             fatal: None,
         }
     }
@@ -414,24 +442,38 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// A batch call failed as a whole: the queue is unusable, or SQS is in
     /// trouble and the callers retry after a backoff.
-    fn batch_failed(&mut self, what: &str, err: QueueError) {
+    fn batch_failed(&mut self, kind: CallKind, err: QueueError) {
         if is_fatal(&err) {
             return self.fail_run(err);
         }
-        self.call_failed(what, &err);
+        self.call_failed(kind, &err);
     }
 
-    fn call_failed(&mut self, what: &str, err: &QueueError) {
+    fn call_failed(&mut self, kind: CallKind, err: &QueueError) {
         if self.trouble.since.is_none() {
             tracing::warn!(
-                "SQS calls are failing ({what}: {err}); retrying with backoff, held messages stay held while their leases last"
+                "SQS calls are failing ({}: {err}); retrying with backoff, held messages stay held while their leases last",
+                kind.doing()
             );
             self.trouble.since = Some(Instant::now());
         }
         self.trouble.failed_calls = self.trouble.failed_calls.saturating_add(1);
+        let failing = &mut self.trouble.failing[kind as usize];
+        *failing = failing.saturating_add(1);
     }
 
-    fn call_succeeded(&mut self) {
+    fn call_succeeded(&mut self, kind: CallKind) {
+        self.trouble.failing[kind as usize] = 0;
+        // A kind of call with nothing left to try again (its messages were
+        // given up meanwhile) is not failing any more either.
+        for other in CallKind::EVERY {
+            if !self.has_work(other) {
+                self.trouble.failing[other as usize] = 0;
+            }
+        }
+        if self.trouble.failing.iter().any(|n| *n > 0) {
+            return;
+        }
         if let Some(since) = self.trouble.since.take() {
             tracing::warn!(
                 "SQS answers again after {:.1} s ({} calls failed); carrying on",
@@ -442,9 +484,24 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    fn retry_delay(&self) -> Duration {
+    /// Whether calls of `kind` are still to be made (or under way).
+    fn has_work(&self, kind: CallKind) -> bool {
+        match kind {
+            CallKind::Receive => self.phase == Phase::Running,
+            CallKind::Delete => !self.deletes.is_empty() || self.delete_calls > 0,
+            CallKind::Visibility => !self.tracked.is_empty(),
+            CallKind::DeadLetter => self
+                .call_owners
+                .values()
+                .any(|pending| matches!(pending, Pending::DeadLetter(_))),
+        }
+    }
+
+    /// How long to wait before trying a kind of call again: longer the
+    /// more of them failed in a row.
+    fn retry_delay(&self, kind: CallKind) -> Duration {
         backoff::jittered(
-            self.trouble.failed_calls.max(1),
+            self.trouble.failing[kind as usize].max(1),
             Duration::from_millis(100),
             Duration::from_secs(5),
         )

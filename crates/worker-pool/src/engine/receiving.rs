@@ -83,7 +83,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 let not_before = Instant::now() + delay;
                 slot.not_before = not_before;
                 self.wake_at(not_before);
-                self.call_failed("receiving", &err);
+                self.call_failed(CallKind::Receive, &err);
                 return;
             }
         };
@@ -97,7 +97,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let expires = taken + visibility;
         slot.failures = 0;
         slot.new_attempt(slot_index);
-        self.call_succeeded();
+        self.call_succeeded(CallKind::Receive);
         for malformed in &output.malformed {
             self.counters.add_malformed();
             tracing::error!(

@@ -85,31 +85,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         result: Result<Vec<EntryFailure>, QueueError>,
     ) {
         self.delete_calls -= 1;
-        let (outcomes, error) = match result {
-            Ok(failures) => {
-                self.call_succeeded();
-                (outcomes(&keys, &failures, &self.tracked), None)
-            }
-            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => {
-                let gone = keys.iter().map(|key| (*key, err.to_string())).collect();
-                let outcomes = Outcomes {
-                    gone,
-                    ..Outcomes::default()
-                };
-                (outcomes, None)
-            }
-            Err(err) => {
-                let retry = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| self.tracked.contains_key(k));
-                let outcomes = Outcomes {
-                    retry: retry.collect(),
-                    ..Outcomes::default()
-                };
-                (outcomes, Some(err))
-            }
-        };
+        let outcomes = self.sort_result(CallKind::Delete, &keys, result);
         for key in outcomes.done {
             let group = self.tracked[&key].message.group_id.clone();
             self.counters.add_deleted(1);
@@ -124,11 +100,40 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             for key in outcomes.retry.iter().rev() {
                 self.deletes.push_front(*key);
             }
-            self.deletes_not_before = Instant::now() + self.retry_delay();
+            self.deletes_not_before = Instant::now() + self.retry_delay(CallKind::Delete);
             self.wake_at(self.deletes_not_before);
         }
-        if let Some(err) = error {
-            self.batch_failed("deleting", err);
+    }
+
+    /// Sorts a batch call's result by entry: as SQS answered each; all
+    /// given up when SQS refused the call itself as invalid; all to try
+    /// again when it failed otherwise (SQS in trouble, or the queue gone).
+    pub(super) fn sort_result(
+        &mut self,
+        kind: CallKind,
+        keys: &[Key],
+        result: Result<Vec<EntryFailure>, QueueError>,
+    ) -> Outcomes {
+        match result {
+            Ok(failures) => {
+                self.call_succeeded(kind);
+                outcomes(keys, &failures, &self.tracked)
+            }
+            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => Outcomes {
+                gone: keys.iter().map(|key| (*key, err.to_string())).collect(),
+                ..Outcomes::default()
+            },
+            Err(err) => {
+                self.batch_failed(kind, err);
+                Outcomes {
+                    retry: keys
+                        .iter()
+                        .copied()
+                        .filter(|k| self.tracked.contains_key(k))
+                        .collect(),
+                    ..Outcomes::default()
+                }
+            }
         }
     }
 
@@ -158,14 +163,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let group = tracked.message.group_id.clone();
         match result {
             Ok(()) => {
-                self.call_succeeded();
+                self.call_succeeded(CallKind::DeadLetter);
                 self.counters.add_dead_lettered();
                 self.untrack(key);
                 self.router.deleted(&group, key);
             }
             Err(err) if err.is_transient() => {
-                self.call_failed("moving to the dead-letter queue", &err);
-                self.move_to_dead_letters(key, self.retry_delay());
+                self.call_failed(CallKind::DeadLetter, &err);
+                self.move_to_dead_letters(key, self.retry_delay(CallKind::DeadLetter));
             }
             Err(err) => {
                 // SQS's own redrive moves it on a later receive instead.
@@ -184,6 +189,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn send_releases(&mut self) {
         let now = Instant::now();
         if self.releases_not_before > now {
+            return;
+        }
+        // While stopping, a receive still under way could take a group
+        // handed back and bring it back again (another delivery, one receive
+        // closer to the dead-letter queue): the group waits, held, until the
+        // receives have ended.
+        if self.phase != Phase::Running && self.receiving > 0 {
             return;
         }
         // One release of a group at a time, oldest first: two calls under way
@@ -208,9 +220,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         for (id, _) in &ready {
             self.releases.get_mut(id).expect("listed").sent = true;
         }
-        if !ready.is_empty() && self.phase != Phase::Running {
-            self.handed_back_while_draining = true;
-        }
         let lanes = ready.into_iter().map(|(_, keys)| keys).collect();
         for batch in pack(lanes) {
             self.change_visibility(batch, 0);
@@ -227,31 +236,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 tracked.visibility_call = false;
             }
         }
-        let (outcomes, error) = match result {
-            Ok(failures) => {
-                self.call_succeeded();
-                (outcomes(&keys, &failures, &self.tracked), None)
-            }
-            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => {
-                let gone = keys.iter().map(|key| (*key, err.to_string())).collect();
-                let outcomes = Outcomes {
-                    gone,
-                    ..Outcomes::default()
-                };
-                (outcomes, None)
-            }
-            Err(err) => {
-                let retry = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| self.tracked.contains_key(k));
-                let outcomes = Outcomes {
-                    retry: retry.collect(),
-                    ..Outcomes::default()
-                };
-                (outcomes, Some(err))
-            }
-        };
+        let outcomes = self.sort_result(CallKind::Visibility, &keys, result);
         for key in outcomes.done {
             self.counters.add_released(1);
             self.finish_release(key);
@@ -267,9 +252,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
         }
         self.unsend_releases(&outcomes.retry);
-        if let Some(err) = error {
-            self.batch_failed("handing messages back", err);
-        }
     }
 
     pub(super) fn finish_release(&mut self, key: Key) {
@@ -297,7 +279,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 release.sent = false;
             }
         }
-        self.releases_not_before = Instant::now() + self.retry_delay();
+        self.releases_not_before = Instant::now() + self.retry_delay(CallKind::Visibility);
         self.wake_at(self.releases_not_before);
     }
 }

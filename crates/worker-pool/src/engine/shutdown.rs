@@ -37,18 +37,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// While draining, once nothing is held, a receive still under way is
-    /// cut short, unless messages were handed back during the drain: cutting
-    /// a receive only drops our end of the connection, and the server-side
-    /// long poll would then swallow messages handed back meanwhile (hiding
-    /// them for a visibility timeout). Left to finish (at most the long-poll
-    /// wait), it returns them promptly and they are handed back again.
+    /// While draining, once nothing is held (nothing is left to hand back),
+    /// a receive still under way is cut short. Not before: cutting a
+    /// receive only drops our end of the connection, and the server-side
+    /// long poll would then swallow what is handed back later (hiding it for
+    /// a visibility timeout). Hand-backs wait for the receives instead (see
+    /// `send_releases`).
     pub(super) fn cut_receives_when_idle(&mut self) {
-        if self.phase != Phase::Running
-            && self.tracked.is_empty()
-            && self.busy_workers == 0
-            && !self.handed_back_while_draining
-        {
+        if self.phase != Phase::Running && self.tracked.is_empty() && self.busy_workers == 0 {
             self.abort_receives.cancel();
         }
     }
