@@ -3,6 +3,9 @@
 //! queues, and a way to run the `fifo` binary in a clean environment.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod records;
+
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -12,10 +15,14 @@ use fifo_sqs_client::{Client, ConnectOptions, ReceiveOptions, ReceivedMessage};
 
 pub const ENDPOINT: &str = "http://localhost:4566";
 
+/// LocalStack's address, for a proxy in front of it.
+pub fn localstack_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4566))
+}
+
 /// Panics with the start command unless LocalStack's port answers.
 pub fn require_localstack() {
-    let address: SocketAddr = "127.0.0.1:4566".parse().unwrap();
-    if TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_err() {
+    if TcpStream::connect_timeout(&localstack_addr(), Duration::from_secs(2)).is_err() {
         panic!(
             "LocalStack is not reachable at {ENDPOINT}: start it with `cargo xtask localstack-up` \
              (or run every test with `cargo xtask test`, which starts it)"
@@ -133,6 +140,40 @@ pub fn create_queue(name: &str, extra: &[&str]) -> String {
     let mut args = vec!["create-queue", name];
     args.extend_from_slice(extra);
     ok(fifo(&args)).trim().to_owned()
+}
+
+/// `fifo send ARGS` to the queue at `url`, asserting it succeeded.
+pub fn send(url: &str, args: &[&str]) {
+    let mut all = vec!["--queue-url", url, "send"];
+    all.extend_from_slice(args);
+    ok(fifo(&all));
+}
+
+/// Messages in a queue, as `fifo list-queues` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// The counts of every queue whose name starts with `prefix`, by name.
+pub fn queue_counts(prefix: &str) -> BTreeMap<String, Counts> {
+    let text = ok(fifo(&["list-queues", "--json", "--prefix", prefix]));
+    let queues: Vec<serde_json::Value> =
+        serde_json::from_str(&text).expect("JSON from list-queues");
+    queues
+        .iter()
+        .map(|q| {
+            let count = |key: &str| q[key].as_u64().expect("a count");
+            let counts = Counts {
+                visible: count("visible"),
+                in_flight: count("in_flight"),
+                delayed: count("delayed"),
+            };
+            (q["name"].as_str().expect("a name").to_owned(), counts)
+        })
+        .collect()
 }
 
 /// Receives and deletes every message, in the order SQS hands them out.
