@@ -1355,29 +1355,48 @@ fn bounds(report: &Value) -> String {
         md += &format!(
             "**CPU per message ({fifo_cpu:.1} µs, goal 25 µs).** The bare SDK loop of (1), which makes \
              only the `ReceiveMessage` and `DeleteMessageBatch` calls and nothing else, spends {sdk_cpu:.1} µs \
-             per message in this same run: the AWS SDK's cost per call (request signing, endpoint \
-             resolution, the orchestrator's interceptors, HTTP and JSON), at the floor of 0.2 calls per \
-             message that batches of ten allow, is the bound. `perf record` of `fifo run` shows the SDK's \
-             `try_op` under about 40 % of fifo's samples and allocation and copying (malloc, memmove) \
-             under most of the rest; the engine's own functions do not reach 1 %. What was fixed on \
-             the way: fifo first spent 105 µs per message; a one-thread runtime (the events of the \
-             engine no longer cross threads) and deletes that fill their batch while one is under way \
-             (437 deletes for 4,000 messages, 9.2 per call) brought it to about 50 µs. Below that \
-             needs fewer or cheaper SDK calls, which the queue's batch limit of ten does not allow.\n\n"
+             per message in this same run: the AWS SDK's cost per call, at the floor of 0.2 calls per \
+             message that batches of ten allow, is most of fifo's cost. Below that needs fewer or \
+             cheaper SDK calls.\n\n"
+        );
+    }
+    let limit_rate = f(&limit["receive_delete_msgs_per_s"]);
+    let run_ratio = f(&no_op["run_ratio"]);
+    if run_ratio < 0.9 {
+        let rates: Vec<String> = no_op["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{:.0}", f(&r["msgs_per_s"])))
+            .collect();
+        let limits: Vec<String> = limit["all_receive_delete"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("{:.0}", f(v)))
+            .collect();
+        md += &format!(
+            "**`fifo run` no-op ({run_ratio:.2} of the limit).** LocalStack was busy {:.2} of a core \
+             during fifo's runs, which gave {} msgs/s against the bare loop's {} msgs/s in the runs \
+             beside them.\n\n",
+            f(&no_op["localstack_cpu_share"]),
+            rates.join(", "),
+            limits.join(", "),
         );
     }
     for r in report["latency"].as_array().into_iter().flatten() {
         if f(&r["ratio"]) > 1.15 {
+            let messages = f(&r["messages"]);
+            let needed = messages / f(&r["bound_s"]);
+            let at_the_limit = messages / limit_rate;
             md += &format!(
-                "**Latency-bound at W = {} ({:.2} s against a bound of {:.2} s).** With as many workers as \
-                 groups the bound is one group's 20 messages back to back, and every group must first \
-                 be received: SQS returns the messages of one group per receive, so the last group's \
-                 first message started {:.3} s after the first one (one receive after another at the \
-                 emulator's pace), and after its 10th message a group waits a median {:.3} s for the next \
-                 ten (delete, unlock, and a receive among all the other groups doing the same). Those \
-                 two emulator round trips, not the engine, make the difference; more pollers did not \
-                 shorten them (measured 1.36 s with 2 and 4 pollers), as LocalStack serves receives one \
-                 at a time.\n\n",
+                "**Latency-bound at W = {} ({:.2} s against a bound of {:.2} s).** Reaching the bound \
+                 takes {needed:.0} msgs/s through the queue; this run's emulator limit, measured in (1), \
+                 is {limit_rate:.0} msgs/s, so the {messages:.0} messages alone need at least \
+                 {at_the_limit:.2} s of receives and deletes. SQS returns the messages of one group per \
+                 receive: the last group's first message started {:.3} s after the first one, and after \
+                 its 10th message a group waited a median {:.3} s for the next ten (its deletes \
+                 confirmed in order, the group unlocked, and a receive among all the others).\n\n",
                 r["workers"],
                 f(&r["makespan_s"]),
                 f(&r["bound_s"]),
@@ -1403,22 +1422,17 @@ fn bounds(report: &Value) -> String {
             "**The engine alone ({rate:.0} msgs/s, goal 1,000,000).** {:.2} µs of CPU per message, on \
              one thread, for the engine and the in-memory queue together. Each message is received \
              into an owned message (its id, body, group and sequence number are strings), tracked by \
-             id, pushed into its group's lane, handed to a task of its own so that handlers run \
-             concurrently and a panic stays contained, reported back over a channel, and deleted by \
-             receipt handle. `perf record` of this run on one thread: allocation and copying of those \
-             strings (malloc, free, memmove) about a third of the samples, the tokio scheduler polling \
-             the per-message tasks about 11 %, the in-memory queue's own bookkeeping about 7 %, \
-             with no single hot spot left in the engine (the in-memory \
-             queue's scans, which first held this figure near 10,000 msgs/s, are now O(1) per group, \
-             and a second task per message for panic isolation was replaced by catching the panic). \
-             The router itself costs {:.0} ns per message (criterion `router_cycle`). Reaching a \
-             million per second would need batching messages through the engine instead of one task \
-             per message. Against SQS, where the emulator's limit here is {:.0} msgs/s, the engine's \
-             share at that rate is {:.1} % of one core.\n\n",
+             id with its lease, pushed into its group's lane, handed to a task of its own so that \
+             handlers run concurrently and a panic stays contained, and deleted by receipt handle in \
+             its group's order, its delete confirmed before the next one of its group goes. The \
+             router's part costs {:.0} ns per message (criterion `router_cycle`: handed out, \
+             finished, deleted). Reaching a million per second would need batching messages through \
+             the engine instead of one task per message. Against SQS, where the emulator's limit \
+             here is {:.0} msgs/s, the engine's share at that rate is {:.1} % of one core.\n\n",
             f(&engine["cpu_us_per_msg"]),
             f(&report["router"]["router_cycle"]),
-            f(&limit["receive_delete_msgs_per_s"]),
-            f(&limit["receive_delete_msgs_per_s"]) * f(&engine["cpu_us_per_msg"]) / 1e4,
+            limit_rate,
+            limit_rate * f(&engine["cpu_us_per_msg"]) / 1e4,
         );
     }
     md
