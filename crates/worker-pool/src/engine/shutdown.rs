@@ -15,15 +15,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.add_timer(deadline, Timer::DrainDeadline);
         self.router.stop();
         // Retries waiting for their backoff are not running: they go back.
-        let waiting: Vec<Key> = self
+        let mut waiting: Vec<Key> = self
             .tracked
             .iter()
             .filter(|(_, t)| matches!(t.state, State::BackingOff))
             .map(|(key, _)| *key)
             .collect();
-        self.retry_ready.clear();
-        let mut waiting = waiting;
         waiting.sort_unstable();
+        self.retry_ready.clear();
         for key in waiting {
             let tracked = self.tracked.get_mut(&key).expect("listed");
             tracked.state = State::InLane;
@@ -54,7 +53,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
         self.phase = Phase::Abandoned;
-        let running: Vec<Key> = self
+        let mut running: Vec<Key> = self
             .tracked
             .iter()
             .filter(|(_, t)| matches!(t.state, State::Running(_)))
@@ -63,7 +62,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if running.is_empty() {
             return;
         }
-        let mut running = running;
         running.sort_unstable();
         tracing::warn!(
             "{} handlers still running after the shutdown timeout: cancelling them and handing their groups back",
