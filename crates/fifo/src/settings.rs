@@ -110,134 +110,261 @@ pub(crate) fn load(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Settings, UserError> {
     let file = match config_file {
-        Some(path) => Some(read_file(path)?),
+        Some(path) => Some(read_file(path, true)?),
         None => {
             let path = PathBuf::from(DEFAULT_CONFIG_FILE);
-            path.exists().then(|| read_file(&path)).transpose()?
+            path.exists().then(|| read_file(&path, false)).transpose()?
         }
     };
-
-    let mut builder = Config::builder();
-    for key in KEYS {
-        if let Some(default) = key.default {
-            builder = builder.set_default(key.name, default).expect("plain key");
-        }
-    }
-    if let Some((_, file_config)) = &file {
-        builder = builder.add_source(file_config.clone());
-    }
-    let env = |key: &Key| {
-        key.env
-            .iter()
-            .find_map(|name| Some((*name, env(name).filter(|v| !v.is_empty())?)))
+    let layers = Layers {
+        flags,
+        env: &env,
+        file: file.as_ref(),
     };
-    for key in KEYS {
-        if let Some((_, value)) = env(key) {
-            builder = builder.set_override(key.name, value).expect("plain key");
-        }
-    }
-    for (key, value) in flags {
-        builder = builder
-            .set_override(key.name, value.as_str())
-            .expect("plain key");
-    }
-    let merged = builder
-        .build()
-        .map_err(|e| UserError::new(e.to_string(), None))?;
-
-    // Where a value came from, to name it in an error.
-    let origin = |key: &Key| -> String {
-        if let Some((_, value)) = flags.iter().rev().find(|(k, _)| k.name == key.name) {
-            format!("{} {value}", key.flag)
-        } else if let Some((name, value)) = env(key) {
-            format!("{name}={value}")
-        } else if let Some((path, _)) = file
-            .as_ref()
-            .filter(|(_, f)| f.get_string(key.name).is_ok())
-        {
-            format!("`{}` in {}", key.name, path.display())
-        } else {
-            format!("the default {}", key.name)
-        }
-    };
-    let text = |key: &Key| -> Result<Option<String>, UserError> {
-        let value = match merged.get::<config::Value>(key.name) {
-            Ok(value) => value,
-            Err(config::ConfigError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(UserError::new(format!("{}: {e}", origin(key)), None)),
-        };
-        match value.kind {
-            config::ValueKind::Nil => Ok(None),
-            config::ValueKind::String(s) => Ok(Some(s)),
-            config::ValueKind::I64(n) => Ok(Some(n.to_string())),
-            config::ValueKind::U64(n) => Ok(Some(n.to_string())),
-            config::ValueKind::I128(n) => Ok(Some(n.to_string())),
-            config::ValueKind::U128(n) => Ok(Some(n.to_string())),
-            config::ValueKind::Float(n) => Ok(Some(n.to_string())),
-            config::ValueKind::Boolean(b) => Ok(Some(b.to_string())),
-            config::ValueKind::Table(_) | config::ValueKind::Array(_) => Err(UserError::new(
-                format!(
-                    "{} must be a single value, not a table or list",
-                    origin(key)
-                ),
-                Some(format!("write it as `{} = ...`", key.name)),
-            )),
-        }
-    };
-    let number = |key: &Key| -> Result<u32, UserError> {
-        let (low, high) = key.range.expect("numeric settings have a range");
-        let value = text(key)?.expect("numeric settings have a default");
-        match value.trim().parse::<u32>() {
-            Ok(n) if (low..=high).contains(&n) => Ok(n),
-            _ => Err(UserError::new(
-                format!(
-                    "{} is out of range: {} must be a whole number from {low} to {high}",
-                    origin(key),
-                    key.name
-                ),
-                Some(format!(
-                    "set {} (or {} in {DEFAULT_CONFIG_FILE}) to a value from {low} to {high}, or leave it unset for the default {}",
-                    key.env[0],
-                    key.name,
-                    key.default.unwrap_or("-")
-                )),
-            )),
-        }
-    };
-
-    let queue_url = text(&QUEUE_URL)?.expect("queue_url has a default");
-    QueueUrl::parse(&queue_url).map_err(|e| {
+    let queue_url = layers.text(&QUEUE_URL)?.expect("queue_url has a default");
+    QueueUrl::parse(&queue_url.value).map_err(|e| {
         UserError::new(
-            format!("{}: {e}", origin(&QUEUE_URL)),
+            format!("{}: {e}", queue_url.origin.describe(&QUEUE_URL)),
             crate::error::sqs_hint(&e),
         )
     })?;
     Ok(Settings {
-        queue_url,
-        endpoint_url: text(&ENDPOINT_URL)?,
-        region: text(&REGION)?,
-        max_workers: number(&MAX_WORKERS)?,
-        visibility_timeout: number(&VISIBILITY_TIMEOUT)?,
-        wait_time_seconds: number(&WAIT_TIME_SECONDS)?,
-        max_messages: number(&MAX_MESSAGES)?,
+        queue_url: queue_url.value,
+        endpoint_url: layers.text(&ENDPOINT_URL)?.map(|given| given.value),
+        region: layers.text(&REGION)?.map(|given| given.value),
+        max_workers: layers.number(&MAX_WORKERS)?,
+        visibility_timeout: layers.number(&VISIBILITY_TIMEOUT)?,
+        wait_time_seconds: layers.number(&WAIT_TIME_SECONDS)?,
+        max_messages: layers.number(&MAX_MESSAGES)?,
     })
 }
 
+/// The layers above the defaults, highest first: flags, environment, file.
+struct Layers<'a, E> {
+    flags: &'a Flags,
+    env: &'a E,
+    file: Option<&'a (PathBuf, Config)>,
+}
+
+/// Where a setting's value came from, to name it in an error and to say
+/// where to fix it.
+enum Origin {
+    Flag(String),
+    Env(&'static str, String),
+    File(PathBuf),
+    Default,
+}
+
+impl Origin {
+    /// `--workers abc`, `MAX_WORKERS=abc`, `` `max_workers` in fifo.toml ``.
+    fn describe(&self, key: &Key) -> String {
+        match self {
+            Origin::Flag(value) if value.is_empty() => format!("{} \"\"", key.flag),
+            Origin::Flag(value) => format!("{} {value}", key.flag),
+            Origin::Env(name, value) => format!("{name}={value}"),
+            Origin::File(path) => format!("`{}` in {}", key.name, path.display()),
+            Origin::Default => format!("the default {}", key.name),
+        }
+    }
+
+    /// Where to put a value `wanted`: only where the user gave one.
+    fn fix(&self, key: &Key, wanted: &str) -> String {
+        match self {
+            Origin::Flag(_) => format!("give {} {wanted}", key.flag),
+            Origin::Env(name, _) => format!("set {name} to {wanted}, or unset it for the default"),
+            Origin::File(path) => format!(
+                "write `{} = …` in {} with {wanted}",
+                key.name,
+                path.display()
+            ),
+            Origin::Default => format!("set {} to {wanted}", key.flag),
+        }
+    }
+}
+
+/// A setting's value and where it came from.
+struct Given<V> {
+    value: V,
+    origin: Origin,
+}
+
+impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
+    /// The highest layer's value as it was written: text from a flag or the
+    /// environment, a typed TOML value from the file.
+    fn raw(&self, key: &Key) -> Result<Option<Given<config::Value>>, UserError> {
+        let text = |value: &str, origin| {
+            Some(Given {
+                value: config::Value::new(None, value),
+                origin,
+            })
+        };
+        if let Some((_, value)) = self.flags.iter().rev().find(|(k, _)| k.name == key.name) {
+            return Ok(text(value, Origin::Flag(value.clone())));
+        }
+        for name in key.env {
+            match (self.env)(name) {
+                // The AWS tools read an empty AWS_* variable as unset.
+                Some(value) if value.is_empty() && name.starts_with("AWS_") => {}
+                Some(value) => return Ok(text(&value.clone(), Origin::Env(name, value))),
+                None => {}
+            }
+        }
+        if let Some((path, file)) = self.file {
+            match file.get::<config::Value>(key.name) {
+                Ok(value) => {
+                    return Ok(Some(Given {
+                        value,
+                        origin: Origin::File(path.clone()),
+                    }));
+                }
+                Err(config::ConfigError::NotFound(_)) => {}
+                Err(e) => {
+                    return Err(UserError::new(
+                        format!("`{}` in {}: {e}", key.name, path.display()),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(key
+            .default
+            .and_then(|default| text(default, Origin::Default)))
+    }
+
+    /// A text setting: a string, not empty.
+    fn text(&self, key: &Key) -> Result<Option<Given<String>>, UserError> {
+        let Some(Given { value, origin }) = self.raw(key)? else {
+            return Ok(None);
+        };
+        let text = match value.kind {
+            config::ValueKind::String(text) => text,
+            config::ValueKind::Nil => return Ok(None),
+            _ => {
+                return Err(UserError::new(
+                    format!(
+                        "{} must be text in quotes, not {value}",
+                        origin.describe(key)
+                    ),
+                    Some(origin.fix(key, "a quoted string")),
+                ));
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(UserError::new(
+                format!("{} is empty", origin.describe(key)),
+                Some(origin.fix(key, "a value")),
+            ));
+        }
+        Ok(Some(Given {
+            value: text,
+            origin,
+        }))
+    }
+
+    /// A whole number within the key's range: a number in the file, digits
+    /// in a flag or variable.
+    fn number(&self, key: &Key) -> Result<u32, UserError> {
+        let (low, high) = key.range.expect("numeric settings have a range");
+        let Given { value, origin } = self.raw(key)?.expect("numeric settings have a default");
+        let wanted = format!("a whole number from {low} to {high}");
+        let error = |problem: String| {
+            UserError::new(
+                format!(
+                    "{} {problem}: {} must be {wanted}",
+                    origin.describe(key),
+                    key.name
+                ),
+                Some(origin.fix(key, &wanted)),
+            )
+        };
+        let number: i128 = match value.kind {
+            config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
+                return Err(error(format!(
+                    "is text in quotes (\"{text}\"), not a number; write it without quotes"
+                )));
+            }
+            config::ValueKind::String(text) if text.trim().is_empty() => {
+                return Err(error("is empty".to_owned()));
+            }
+            config::ValueKind::String(text) => match text.trim().parse::<i128>() {
+                Ok(n) => n,
+                Err(_) if text.trim().parse::<f64>().is_ok() => {
+                    return Err(error("is not a whole number".to_owned()));
+                }
+                Err(_) => return Err(error("is not a number".to_owned())),
+            },
+            config::ValueKind::I64(n) => i128::from(n),
+            config::ValueKind::U64(n) => i128::from(n),
+            config::ValueKind::I128(n) => n,
+            config::ValueKind::U128(n) => i128::try_from(n).unwrap_or(i128::MAX),
+            config::ValueKind::Float(_) => return Err(error("is not a whole number".to_owned())),
+            _ => return Err(error(format!("is {value}, not a number"))),
+        };
+        u32::try_from(number)
+            .ok()
+            .filter(|n| (low..=high).contains(n))
+            .ok_or_else(|| error("is out of range".to_owned()))
+    }
+}
+
+/// A TOML error on one line: its position and its explanation, without
+/// the drawing of the line it points at.
+fn one_line(error: &str) -> String {
+    let mut lines = error
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('|') && !line.contains(" | "));
+    let first = lines.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first}: {}", rest.join(", "))
+    }
+}
+
+/// The largest settings file read: a real one is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Reads and parses a settings file, refusing keys fifo does not know (a
-/// typo would otherwise be ignored silently).
-fn read_file(path: &Path) -> Result<(PathBuf, Config), UserError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        UserError::new(
-            format!("cannot read config file {}: {e}", path.display()),
-            Some("check the path given to --config".to_owned()),
+/// typo would otherwise be ignored silently). Only a regular file is read:
+/// a named pipe or a device could block or never end.
+fn read_file(path: &Path, given: bool) -> Result<(PathBuf, Config), UserError> {
+    let fix = if given {
+        "check the path given to --config".to_owned()
+    } else {
+        format!(
+            "fix or remove {}: it is read because it is in the working directory",
+            path.display()
         )
-    })?;
+    };
+    let cannot = |why: String| {
+        UserError::new(
+            format!("cannot read config file {}: {why}", path.display()),
+            Some(fix.clone()),
+        )
+    };
+    let metadata = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(cannot("it is not a regular file".to_owned()));
+    }
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(cannot(format!(
+            "it is {} bytes, more than a settings file holds",
+            metadata.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| cannot(e.to_string()))?;
     let config = Config::builder()
         .add_source(File::from_str(&text, FileFormat::Toml))
         .build()
         .map_err(|e| {
             UserError::new(
-                format!("malformed config file {}: {e}", path.display()),
+                format!(
+                    "malformed config file {}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ),
                 Some("fix the TOML syntax, e.g. `max_workers = 8`".to_owned()),
             )
         })?;
@@ -396,5 +523,128 @@ mod tests {
                 .starts_with("SQS_QUEUE_URL=localhost/queue: malformed queue URL"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_that_are_not_numbers_say_so_and_name_only_their_origin() {
+        let (_empty_dir, empty) = write_config("");
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 3] = [
+            (
+                &[("WAIT_TIME_SECONDS", "abc")],
+                "WAIT_TIME_SECONDS=abc is not a number",
+                "set WAIT_TIME_SECONDS to a whole number from 0 to 20",
+            ),
+            (
+                &[("WAIT_TIME_SECONDS", "")],
+                "WAIT_TIME_SECONDS= is empty",
+                "set WAIT_TIME_SECONDS to",
+            ),
+            (
+                &[("MAX_WORKERS", "2.5")],
+                "MAX_WORKERS=2.5 is not a whole number",
+                "set MAX_WORKERS to",
+            ),
+        ];
+        for (env, error, hint) in cases {
+            let err = load(Some(&empty), &vec![], env_of(env)).unwrap_err();
+            assert!(err.message.starts_with(error), "{err}");
+            let given_hint = err.hint.unwrap();
+            assert!(given_hint.starts_with(hint), "{given_hint}");
+            assert!(!given_hint.contains("fifo.toml"), "{given_hint}");
+        }
+        let flags: Flags = vec![(&MAX_WORKERS, String::new())];
+        let err = load(Some(&empty), &flags, env_of(&[])).unwrap_err();
+        assert!(err.message.starts_with(r#"--workers "" is empty"#), "{err}");
+        let err = load(Some(&empty), &vec![], env_of(&[("SQS_QUEUE_URL", " ")])).unwrap_err();
+        assert!(err.message.starts_with("SQS_QUEUE_URL=  is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_file_must_give_numbers_as_numbers_and_text_as_text() {
+        let (_dir, path) = write_config("max_workers = \"5\"\n");
+        let err = load(Some(&path), &vec![], env_of(&[])).unwrap_err();
+        assert!(
+            err.message.contains(r#"`max_workers` in"#)
+                && err
+                    .message
+                    .contains(r#"is text in quotes ("5"), not a number"#),
+            "{err}"
+        );
+        let (_dir, path) = write_config("queue_url = 5\n");
+        let err = load(Some(&path), &vec![], env_of(&[])).unwrap_err();
+        assert!(
+            err.message.contains("must be text in quotes, not 5"),
+            "{err}"
+        );
+        let (_dir, path) = write_config("visibility_timeout = -1\n");
+        let err = load(Some(&path), &vec![], env_of(&[])).unwrap_err();
+        assert!(err.message.contains("is out of range"), "{err}");
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read_and_the_hint_names_flags_given() {
+        let dir = tempdir::Dir::new();
+        let link = dir.0.join("fifo.toml");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let err = load(Some(&link), &vec![], env_of(&[])).unwrap_err();
+        assert!(err.message.ends_with("it is not a regular file"), "{err}");
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("check the path given to --config")
+        );
+        let err = read_file(&link, false).unwrap_err();
+        assert!(!err.hint.unwrap().contains("path given to --config"));
+        let err = load(Some(&dir.0), &vec![], env_of(&[])).unwrap_err();
+        assert!(err.message.ends_with("it is not a regular file"), "{err}");
+    }
+
+    /// TOML values of every kind, well and badly formed, under known and
+    /// unknown keys.
+    fn any_config() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            proptest::sample::select(KEYS.iter().map(|k| k.name).collect::<Vec<_>>()),
+            Just("max_wrokers"),
+            Just("[table]"),
+        ];
+        let value = prop_oneof![
+            (-5i64..50_000).prop_map(|n| n.to_string()),
+            "[0-9a-z:/. -]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            Just("true".to_owned()),
+            Just("1.5".to_owned()),
+            Just("[1, 2]".to_owned()),
+            Just("{ a = 1 }".to_owned()),
+            "[ -~]{0,6}",
+        ];
+        prop::collection::vec((key, value), 0..6).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any file: no panic; either settings within their ranges, or one
+        /// error line with a hint.
+        #[test]
+        fn any_config_file_loads_or_fails_on_one_clear_line(text in any_config()) {
+            let (_dir, path) = write_config(&text);
+            match load(Some(&path), &vec![], env_of(&[])) {
+                Ok(settings) => {
+                    proptest::prop_assert!((1..=10_000).contains(&settings.max_workers));
+                    proptest::prop_assert!(settings.wait_time_seconds <= 20);
+                    proptest::prop_assert!((1..=10).contains(&settings.max_messages));
+                    proptest::prop_assert!(settings.visibility_timeout <= 43_200);
+                }
+                Err(err) => {
+                    proptest::prop_assert!(!err.message.is_empty() && !err.message.contains('\n'), "{}", err.message);
+                    proptest::prop_assert!(err.hint.is_some(), "no hint for {}", err.message);
+                }
+            }
+        }
     }
 }
