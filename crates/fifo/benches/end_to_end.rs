@@ -32,6 +32,8 @@ struct Plan {
     skew_messages: usize,
     engine_messages: usize,
     soak_messages: usize,
+    /// The largest `fifo send` whose memory is measured.
+    send_memory_messages: usize,
 }
 
 impl Plan {
@@ -47,6 +49,7 @@ impl Plan {
                 skew_messages: 1_000,
                 engine_messages: 100_000,
                 soak_messages: 100_000,
+                send_memory_messages: 100_000,
             }
         } else {
             Plan {
@@ -59,6 +62,7 @@ impl Plan {
                 skew_messages: 4_000,
                 engine_messages: 500_000,
                 soak_messages: 1_000_000,
+                send_memory_messages: 1_000_000,
             }
         }
     }
@@ -82,8 +86,16 @@ fn main() {
         runtime.block_on(engine_alone(&plan));
         return;
     }
-    // `--from-json` rewrites the report from the last run's figures.
-    let report = if std::env::args().any(|a| a == "--from-json") {
+    // `--from-json` rewrites the report from the last run's figures;
+    // `--send-memory-only` measures section 9 again into them.
+    let report = if std::env::args().any(|a| a == "--send-memory-only") {
+        let text =
+            std::fs::read_to_string(root.join("BENCHMARKS.json")).expect("a BENCHMARKS.json");
+        let mut report: Value = serde_json::from_str(&text).expect("valid JSON");
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        report["send_memory"] = runtime.block_on(send_memory(&plan));
+        report
+    } else if std::env::args().any(|a| a == "--from-json") {
         let text =
             std::fs::read_to_string(root.join("BENCHMARKS.json")).expect("a BENCHMARKS.json");
         serde_json::from_str(&text).expect("valid JSON")
@@ -242,7 +254,56 @@ async fn run_all(plan: &Plan) -> Value {
     }
     report["scale_out"] = Value::Array(scale);
     report["router"] = criterion_results();
+
+    println!("== 9. send memory");
+    report["send_memory"] = send_memory(plan).await;
     report
+}
+
+/// Peak RSS and rate of `fifo send` for a small and a large count: flat
+/// memory means the large send needs no more than the small one.
+async fn send_memory(plan: &Plan) -> Value {
+    let client = fifo_sqs_client::connect(&ConnectOptions {
+        queue_url: &format!("{ENDPOINT}/000000000000/bench.fifo"),
+        endpoint_url: None,
+        region: None,
+    })
+    .await
+    .unwrap();
+    let mut runs = Vec::new();
+    for count in [10_000, plan.send_memory_messages] {
+        let url = new_queue(&client, &format!("sendmem{count}")).await;
+        let started = Instant::now();
+        let mut child = fifo()
+            .args([
+                "--queue-url",
+                &url,
+                "--no-progress",
+                "send",
+                "--groups",
+                "100",
+            ])
+            .args(["--count", &count.to_string(), "--concurrency", "8"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fifo send starts");
+        let (cpu_s, peak_rss_mib) = wait_sampling(std::slice::from_mut(&mut child));
+        assert!(child.wait().unwrap().success(), "fifo send failed");
+        let seconds = started.elapsed().as_secs_f64();
+        let stored = client.queue_attributes(&url).await.unwrap().visible;
+        println!(
+            "  {count} messages: peak RSS {peak_rss_mib:.1} MiB, {:.0} msgs/s, {stored} in the queue",
+            count as f64 / seconds
+        );
+        runs.push(json!({
+            "messages": count,
+            "peak_rss_mib": peak_rss_mib,
+            "msgs_per_s": count as f64 / seconds,
+            "cpu_us_per_msg": cpu_s * 1e6 / count as f64,
+            "stored": stored,
+        }));
+    }
+    json!({ "date": machine()["date"], "runs": runs })
 }
 
 fn lower_bound(messages: usize, workers: usize) -> f64 {
@@ -318,8 +379,8 @@ async fn raw_send(
         let url = queue_url.to_owned();
         tasks.spawn(async move {
             for batch in stream.chunks(10) {
-                let failed = client.send_batch(&url, batch).await.unwrap();
-                assert!(failed.is_empty());
+                let sent = client.send_batch(&url, batch).await.unwrap();
+                assert!(sent.iter().all(Result::is_ok));
             }
         });
     }
@@ -1539,6 +1600,22 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             verdict(reconciled && flat && held_ok && ordered)
         );
     }
+    let send_memory = &report["send_memory"]["runs"];
+    if let [small, large] = send_memory
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let flat = f(&large["peak_rss_mib"]) <= 1.5 * f(&small["peak_rss_mib"]);
+        md += &format!(
+            "| `fifo send` memory flat whatever `--count` | peak RSS {:.1} MiB for {} messages, {:.1} MiB for {} | {} |\n",
+            f(&large["peak_rss_mib"]),
+            large["messages"],
+            f(&small["peak_rss_mib"]),
+            small["messages"],
+            verdict(flat)
+        );
+    }
     md += "\n";
 
     md += "## 1. The limit: the emulator's own throughput\n\n";
@@ -1711,7 +1788,25 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             soak["order_violations"],
         );
     }
+    if let Some(runs) = report["send_memory"]["runs"].as_array() {
+        md += &format!(
+            "\n## 9. Send memory\n\n`fifo send --groups 100 --count N --concurrency 8` into a new queue; peak RSS from /proc \
+             (VmHWM). `send` generates and reads messages as it sends them, so its memory does not grow with N. \
+             Measured on {}.\n\n| N | peak RSS (MiB) | msgs/s | CPU per message (µs) | in the queue after |\n|---|---|---|---|---|\n",
+            report["send_memory"]["date"].as_str().unwrap_or("")
+        );
+        for r in runs {
+            md += &format!(
+                "| {} | {:.1} | {:.0} | {:.1} | {} |\n",
+                r["messages"],
+                f(&r["peak_rss_mib"]),
+                f(&r["msgs_per_s"]),
+                f(&r["cpu_us_per_msg"]),
+                r["stored"]
+            );
+        }
+    }
     md += &bounds(report);
-    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 20 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
+    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 20 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\ncargo bench -p fifo --bench end_to_end -- --send-memory-only   # section 9 again\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
     md
 }

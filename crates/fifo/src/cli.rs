@@ -57,6 +57,19 @@ pub(crate) enum Command {
     /// Create a FIFO queue with content-based de-duplication; prints its URL
     CreateQueue(CreateQueueArgs),
     /// Send messages to the queue, keeping each group's order
+    ///
+    /// Messages are checked against SQS's rules before anything is sent: a bad
+    /// --file line is refused with its line number and nothing is sent. From
+    /// stdin or a pipe, lines are checked as they are read, and a bad line holds
+    /// back the later messages of its group. A message that is not sent (refused,
+    /// or its batch's answer lost) holds back the rest of its group, so a group
+    /// never reaches the queue with a gap.
+    ///
+    /// The summary counts what SQS stored, what it dropped as a duplicate (a
+    /// repeated body on a queue that de-duplicates by content, or a repeated
+    /// de-duplication id, within the 5-minute window), and what was refused,
+    /// held back, unknown or not attempted. Exit status 1 when anything was not
+    /// sent.
     Send(SendArgs),
     /// List queues with their message counts
     ListQueues(ListQueuesArgs),
@@ -194,9 +207,10 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) groups: Option<u32>,
 
-    /// How many messages to send [default: 1, or one per group with --groups];
-    /// with --file, how many times to send the file
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// How many messages to generate, each distinct (even with --body)
+    /// [default: 1, or one per group with --groups]
+    #[arg(long, value_name = "N", conflicts_with = "file",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
 
     /// Send exactly TEXT as each body [default: a JSON body with the group, a
@@ -204,14 +218,29 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "TEXT", conflicts_with = "file")]
     pub(crate) body: Option<String>,
 
-    /// Read messages from a file, or `-` for stdin: one per line, either plain
-    /// text (the body) or a JSON object {"body": …, "group": …, "dedup_id": …}
+    /// Read messages from a file, or `-` for stdin, one per line (see
+    /// --format); blank lines are skipped. Lines without a group go to
+    /// --group, or round-robin over --groups, or to `default`
     #[arg(long, value_name = "PATH")]
-    pub(crate) file: Option<PathBuf>,
+    pub(crate) file: Option<std::path::PathBuf>,
 
-    /// De-duplication id; with several messages, message N gets ID-N
-    /// [default: the queue decides by content, or a unique id per message when
-    /// the queue has no content-based de-duplication]
+    /// How to read --file: `text` sends each line as it is (a trailing CR is
+    /// dropped); `jsonl` reads each line as {"body": "…", "group": "…",
+    /// "dedup_id": "…"} (only body required, other keys refused); `auto` is
+    /// jsonl when the first line starts with `{` or `[`, text otherwise, and
+    /// refuses a file whose lines disagree
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "auto",
+        requires = "file"
+    )]
+    pub(crate) format: crate::send::Format,
+
+    /// De-duplication id; when several messages are sent, message N gets ID-N
+    /// [default: the queue decides by content for --file lines, or a unique id
+    /// per message]
     #[arg(long, value_name = "ID")]
     pub(crate) dedup_id: Option<String>,
 

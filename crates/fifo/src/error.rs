@@ -80,9 +80,10 @@ pub(crate) fn sqs_hint(err: &SqsError) -> Option<String> {
         SqsError::QueueExistsWithOtherSettings { .. } => {
             "re-run with the queue's current settings (see `fifo list-queues`), or delete the queue first".to_owned()
         }
-        SqsError::InvalidParameter { .. }
-        | SqsError::ServiceUnavailable { .. }
-        | SqsError::Other { .. } => return None,
+        SqsError::ServiceUnavailable { .. } => {
+            "try again later; if the endpoint is not SQS, check --endpoint-url / ENDPOINT_URL and the queue URL".to_owned()
+        }
+        SqsError::InvalidParameter { .. } | SqsError::Other { .. } => return None,
     };
     Some(hint)
 }

@@ -64,8 +64,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// than waited for when stderr does not keep up: a stalled or closed stderr
 /// never holds up the engine (whose heartbeats keep held messages ours).
 fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
+    // aws-config warns of every credential source it tried and found
+    // empty; the error that follows says it once, with the fix.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,aws_config=error",
         1 => "info",
         _ => "debug",
     };

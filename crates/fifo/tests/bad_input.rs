@@ -101,7 +101,7 @@ async fn invalid_group_ids_are_refused_before_anything_is_sent() {
     let url = create_queue(&unique_queue_name("badgroup"), &[]);
     let too_long = "g".repeat(129);
     for (group, error) in [
-        ("", "must not be empty"),
+        ("", "the group id is empty"),
         (too_long.as_str(), "at most 128"),
         ("a b", "contains ' '"),
     ] {
@@ -112,12 +112,17 @@ async fn invalid_group_ids_are_refused_before_anything_is_sent() {
         );
     }
     let dir = TempDir::new();
-    let lines = ["one", "two", r#"{"body": "three", "group": "bad group"}"#].join("\n");
+    let lines = [
+        r#"{"body": "one"}"#,
+        r#"{"body": "two"}"#,
+        r#"{"body": "three", "group": "bad group"}"#,
+    ]
+    .join("\n");
     std::fs::write(dir.0.join("m.txt"), lines).unwrap();
     let output = fifo_in(&dir, &["--queue-url", &url, "send", "--file", "m.txt"], &[]);
     assert_fails(
         &output,
-        "line 3 of m.txt: group id `bad group`",
+        "line 3 of m.txt: the group id `bad group`",
         "ASCII letters",
     );
     assert_empty(&url).await;
@@ -141,7 +146,7 @@ async fn a_body_over_the_size_limit_is_refused_before_anything_is_sent() {
     let output = fifo_in(&dir, &["--queue-url", &url, "send", "--file", "m.txt"], &[]);
     assert_fails(
         &output,
-        &format!("line 2 of m.txt: message body is {} bytes", limit + 1),
+        &format!("line 2 of m.txt: the message body is {} bytes", limit + 1),
         "bytes",
     );
     assert_empty(&url).await;
@@ -202,4 +207,142 @@ fn a_missing_exec_program_is_refused_at_start() {
         "no-such-program-here",
     ]);
     assert_fails(&output, "program `no-such-program-here` not found", "PATH");
+}
+
+/// Exactly the two lines: no warnings, no debug output around them.
+fn assert_two_lines(output: &Output) {
+    let err = stderr(output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("error: ") && lines[1].starts_with("hint: "),
+        "expected an error line and a hint line:\n{err}"
+    );
+    assert!(err.len() < 600, "too long to read:\n{err}");
+}
+
+#[test]
+fn settings_that_are_not_numbers_or_empty_say_so_and_name_only_their_origin() {
+    let dir = TempDir::new();
+    let output = fifo_in(&dir, &["list-queues"], &[("WAIT_TIME_SECONDS", "abc")]);
+    assert_fails(
+        &output,
+        "WAIT_TIME_SECONDS=abc is not a number",
+        "set WAIT_TIME_SECONDS to a whole number from 0 to 20",
+    );
+    assert!(!stderr(&output).contains("--config") && !stderr(&output).contains("fifo.toml"));
+    let output = fifo_in(&dir, &["list-queues"], &[("WAIT_TIME_SECONDS", "")]);
+    assert_fails(
+        &output,
+        "WAIT_TIME_SECONDS= is empty",
+        "set WAIT_TIME_SECONDS",
+    );
+    let output = fifo_in(&dir, &["run", "--workers", ""], &[]);
+    assert_fails(
+        &output,
+        r#"--workers "" is empty"#,
+        "give --workers a whole number",
+    );
+    assert_two_lines(&output);
+
+    std::fs::write(dir.0.join("fifo.toml"), "max_workers = \"5\"\n").unwrap();
+    let output = fifo_in(&dir, &["list-queues"], &[]);
+    assert_fails(
+        &output,
+        r#"`max_workers` in fifo.toml is text in quotes ("5"), not a number"#,
+        "in fifo.toml",
+    );
+    assert!(!stderr(&output).contains("--config"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_config_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = TempDir::new();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.0.join("fifo.toml"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let output = fifo_in(&dir, &["list-queues"], &[]);
+    assert_fails(
+        &output,
+        "cannot read config file fifo.toml: it is not a regular file",
+        "fix or remove fifo.toml",
+    );
+    assert!(!stderr(&output).contains("--config"), "{}", stderr(&output));
+    std::fs::remove_file(dir.0.join("fifo.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.0.join("fifo.toml")).unwrap();
+    let output = fifo_in(&dir, &["list-queues"], &[]);
+    assert_fails(
+        &output,
+        "it is not a regular file",
+        "fix or remove fifo.toml",
+    );
+}
+
+#[test]
+fn missing_credentials_are_one_error_line_and_one_hint() {
+    let home = TempDir::new();
+    let mut command = fifo_command(
+        &home,
+        &[
+            "--queue-url",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/q.fifo",
+            "send",
+        ],
+        &[
+            ("HOME", home.0.to_str().unwrap()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    for name in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ] {
+        command.env_remove(name);
+    }
+    let output = command.output().unwrap();
+    assert_fails(
+        &output,
+        "AWS credentials are missing or invalid: none were found",
+        "AWS_ACCESS_KEY_ID",
+    );
+    assert_two_lines(&output);
+}
+
+#[test]
+fn an_endpoint_that_is_not_sqs_is_named_as_such() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let page = "<html><head><title>Error response</title></head><body>Unsupported method</body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 501 Unsupported method\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let output = fifo(&[
+        "--queue-url",
+        &format!("http://127.0.0.1:{port}/000000000000/q.fifo"),
+        "send",
+    ]);
+    assert_fails(
+        &output,
+        &format!(
+            r#"HTTP 501, an HTML page titled "Error response", without an SQS error code: is http://127.0.0.1:{port} SQS?"#
+        ),
+        "if the endpoint is not SQS, check --endpoint-url",
+    );
+    assert_two_lines(&output);
 }

@@ -154,6 +154,8 @@ async fn content_based_dedup_stores_one_copy_of_a_repeated_body() {
         "2",
     ]));
 
+    ok(fifo(&["--queue-url", &url, "send", "--body", "hello"]));
+
     let bodies: Vec<String> = drain(&client().await, &url)
         .await
         .into_iter()
@@ -161,10 +163,10 @@ async fn content_based_dedup_stores_one_copy_of_a_repeated_body() {
         .collect();
     assert_eq!(
         bodies.iter().filter(|b| *b == "hello").count(),
-        1,
-        "{bodies:?}"
+        4,
+        "--count 3 sends three distinct messages, then the queue keeps one `hello` of two: {bodies:?}"
     );
-    assert_eq!(bodies.len(), 5, "{bodies:?}");
+    assert_eq!(bodies.len(), 8, "{bodies:?}");
 }
 
 #[tokio::test]
@@ -176,7 +178,8 @@ async fn a_file_of_a_thousand_lines_arrives_complete_and_in_group_order() {
             if i % 2 == 0 {
                 format!(r#"{{"group": "g{}", "body": "{i}"}}"#, i % 7)
             } else {
-                i.to_string() // plain lines go to --groups round-robin
+                // Lines without a group go to --groups round-robin.
+                format!(r#"{{"body": "{i}"}}"#)
             }
         })
         .collect();

@@ -122,6 +122,9 @@ pub struct QueueAttributes {
     pub fifo: bool,
     pub content_based_deduplication: bool,
     pub high_throughput: bool,
+    /// `DeduplicationScope=messageGroup`: de-duplication ids and content
+    /// repeat only within a group (otherwise across the whole queue).
+    pub dedup_per_group: bool,
     pub max_message_bytes: usize,
     pub visibility_timeout: u32,
     pub visible: u64,
@@ -255,7 +258,7 @@ pub fn batches(messages: &[OutgoingMessage], max_bytes: usize) -> Vec<&[Outgoing
 
 /// A message's share of the batch payload: SQS counts the body and each
 /// attribute's name, data type and value.
-fn payload_bytes(message: &OutgoingMessage) -> usize {
+pub fn payload_bytes(message: &OutgoingMessage) -> usize {
     let attributes: usize = message
         .attributes
         .iter()
@@ -388,12 +391,14 @@ impl Client {
 
     /// Sends one batch (at most ten entries, see [`batches`]) with their
     /// message attributes; entries are stored in slice order within each
-    /// group. Returns the entries SQS refused or did not account for.
+    /// group. Returns one outcome per entry, in slice order: the message id
+    /// SQS gave it, or why it was refused or not accounted for. A message
+    /// SQS de-duplicated gets the id of the message it duplicates.
     pub async fn send_batch(
         &self,
         queue_url: &str,
         messages: &[OutgoingMessage],
-    ) -> Result<Vec<EntryFailure>, Error> {
+    ) -> Result<Vec<Result<String, EntryFailure>>, Error> {
         check_batch_len(messages.len())?;
         let entries = messages.iter().enumerate().map(send_entry).collect();
         let output = self
@@ -404,8 +409,23 @@ impl Client {
             .send()
             .await
             .map_err(|e| classify(e, &self.call("SendMessageBatch", queue_url)))?;
-        let successful = output.successful.into_iter().map(|entry| entry.id);
-        Ok(entry_failures(messages.len(), successful, output.failed))
+        let mut message_ids: HashMap<String, String> = output
+            .successful
+            .into_iter()
+            .map(|entry| (entry.id, entry.message_id))
+            .collect();
+        let mut failures =
+            entry_failures(messages.len(), message_ids.keys().cloned(), output.failed)
+                .into_iter()
+                .peekable();
+        Ok((0..messages.len())
+            .map(|index| match failures.next_if(|f| f.index == index) {
+                Some(failure) => Err(failure),
+                None => Ok(message_ids
+                    .remove(&index.to_string())
+                    .expect("an entry that did not fail succeeded")),
+            })
+            .collect())
     }
 
     /// One `ReceiveMessage` call with every system attribute, bounded by its
@@ -676,6 +696,7 @@ fn parse_attributes(attributes: HashMap<QueueAttributeName, String>) -> QueueAtt
         content_based_deduplication: get(QueueAttributeName::ContentBasedDeduplication)
             == Some("true"),
         high_throughput: get(QueueAttributeName::FifoThroughputLimit) == Some("perMessageGroupId"),
+        dedup_per_group: get(QueueAttributeName::DeduplicationScope) == Some("messageGroup"),
         max_message_bytes: get(QueueAttributeName::MaximumMessageSize)
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),

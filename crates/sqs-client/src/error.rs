@@ -93,7 +93,10 @@ where
         // them has no kind of its own, only its text.
         SdkError::DispatchFailure(failure) if !failure.is_io() && mentions_credentials(&err) => {
             Error::Credentials {
-                message: innermost_cause(&err),
+                message: format!(
+                    "none were found in the environment, the AWS profile, or instance metadata (the last one tried said: {})",
+                    innermost_cause(&err)
+                ),
             }
         }
         SdkError::DispatchFailure(_) => unreachable(innermost_cause(&err)),
@@ -150,11 +153,23 @@ impl Answer<'_> {
         if text.is_empty() {
             return format!("HTTP {status}, empty body");
         }
+        if let Some(title) = html_title(&text) {
+            return format!("HTTP {status}, an HTML page titled \"{title}\"");
+        }
         match text.char_indices().nth(EXCERPT_CHARS) {
             Some((cut, _)) => format!("HTTP {status}: {}…", &text[..cut]),
             None => format!("HTTP {status}: {text}"),
         }
     }
+}
+
+/// The title of an HTML page: what a person would recognise it by.
+fn html_title(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = text[start..end].trim();
+    (!title.is_empty()).then_some(title)
 }
 
 /// Error codes that mean "slow down". SQS's JSON protocol gives its own
@@ -192,8 +207,14 @@ fn classify_answer(answer: &Answer<'_>, call: &Call<'_>) -> Error {
                 ),
             }
         }
+        // A server error without an SQS error code may come from a proxy in
+        // front of SQS (worth retrying) or from something that is not SQS.
         None if status >= 500 => Error::ServiceUnavailable {
-            message: answer.excerpt(),
+            message: format!(
+                "{}, without an SQS error code: is {} SQS?",
+                answer.excerpt(),
+                call.endpoint
+            ),
         },
         Some(code) => classify_code(
             code,
@@ -324,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "SQS failed to serve the request: HTTP 502: <html> <title>502 Bad Gateway</title> </html>"
+            "SQS failed to serve the request: HTTP 502, an HTML page titled \"502 Bad Gateway\", without an SQS error code: is http://sqs.test SQS?"
         );
     }
 
@@ -339,6 +360,13 @@ mod tests {
             panic!("{err:?}");
         };
         assert!(detail.starts_with("the answer is not from SQS (HTTP 200: <!DOCTYPE html>"));
+        let titled = answer(200, None, "<HTML><head><Title> Login </Title></head>…");
+        assert!(
+            titled
+                .to_string()
+                .ends_with("(HTTP 200, an HTML page titled \"Login\")"),
+            "{titled}"
+        );
         assert!(detail.chars().count() < 150, "{detail}");
         assert!(err.is_transient());
         let err = answer(403, None, "");
@@ -412,7 +440,7 @@ mod tests {
             ConnectorError::other("no providers in chain provided credentials".into(), None);
         let err = classify(ListQueuesError::dispatch_failure(missing), &CALL);
         assert!(
-            matches!(&err, Error::Credentials { message } if message == "no providers in chain provided credentials"),
+            matches!(&err, Error::Credentials { message } if message.ends_with("(the last one tried said: no providers in chain provided credentials)")),
             "{err:?}"
         );
         assert!(!err.is_transient());

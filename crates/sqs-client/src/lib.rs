@@ -4,22 +4,27 @@
 //! a batch an outcome, and one error type says what went wrong and whether
 //! it is worth retrying. Only this crate names `aws_sdk_sqs` types.
 //!
-//! Layout: `queue_url` parses and checks queue URLs and names, `client` holds
+//! Layout: `queue_url` parses and checks queue URLs and names,
+//! `message_rules` what SQS accepts in a message, `client` holds
 //! the connection and the operations, `deadline` how long a call may take,
 //! `error` classifies SDK errors by their kind, HTTP status and error code.
 
 mod client;
 mod deadline;
 mod error;
+mod message_rules;
 mod queue_url;
 
 pub use client::{
     AttributeValue, Client, ConnectOptions, EntryFailure, MALFORMED_RESPONSE, MalformedMessage,
     MessageAttribute, OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions, ReceiveOutput,
-    ReceivedMessage, batches, connect,
+    ReceivedMessage, batches, connect, payload_bytes,
 };
 pub use error::Error;
-pub use queue_url::{QueueUrl, check_group_id, check_message_body, check_queue_name, is_aws_host};
+pub use message_rules::{
+    Field, InvalidMessage, check_dedup_id, check_group_id, check_message_body,
+};
+pub use queue_url::{QueueUrl, check_queue_name, is_aws_host};
 
 /// SQS takes at most this many entries in one batch call.
 pub const MAX_BATCH_ENTRIES: usize = 10;

@@ -77,48 +77,6 @@ pub fn is_aws_host(host: &str) -> bool {
         || host.ends_with(".api.aws")
 }
 
-/// SQS's rule for `MessageGroupId`: 1..128 characters, each an ASCII letter,
-/// digit or punctuation mark.
-pub fn check_group_id(group_id: &str) -> Result<(), String> {
-    let count = group_id.chars().count();
-    if count == 0 {
-        return Err("a group id must not be empty".to_owned());
-    }
-    if count > 128 {
-        return Err(format!(
-            "group id is {count} characters long; SQS allows at most 128"
-        ));
-    }
-    if let Some(c) = group_id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || c.is_ascii_punctuation()))
-    {
-        return Err(format!(
-            "group id `{group_id}` contains {c:?}; SQS allows only ASCII letters, digits and punctuation"
-        ));
-    }
-    Ok(())
-}
-
-/// SQS's rule for a body: not empty, at most `max_bytes` UTF-8 bytes, and
-/// only the XML characters SQS accepts.
-pub fn check_message_body(body: &str, max_bytes: usize) -> Result<(), String> {
-    if body.is_empty() {
-        return Err("a message body must not be empty".to_owned());
-    }
-    if body.len() > max_bytes {
-        return Err(format!(
-            "message body is {} bytes; the queue accepts at most {max_bytes}",
-            body.len()
-        ));
-    }
-    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
-    if let Some(c) = body.chars().find(|&c| !allowed(c)) {
-        return Err(format!("message body contains {c:?}, which SQS rejects"));
-    }
-    Ok(())
-}
-
 /// SQS's rule for a FIFO queue name: up to 80 characters of letters, digits,
 /// `-` and `_`, ending in `.fifo`.
 pub fn check_queue_name(name: &str) -> Result<(), String> {
@@ -180,24 +138,6 @@ mod tests {
             QueueUrl::parse("http://h:1/000/standard"),
             Err(Error::NotFifo { .. })
         ));
-    }
-
-    #[test]
-    fn group_ids_follow_sqs_rules() {
-        assert!(check_group_id("order-42:eu/1").is_ok());
-        assert!(check_group_id(&"g".repeat(128)).is_ok());
-        assert!(check_group_id("").is_err());
-        assert!(check_group_id(&"g".repeat(129)).is_err());
-        assert!(check_group_id("has space").is_err());
-        assert!(check_group_id("café").is_err());
-    }
-
-    #[test]
-    fn bodies_follow_sqs_rules() {
-        assert!(check_message_body("hello\tworld\n", 100).is_ok());
-        assert!(check_message_body("", 100).is_err());
-        assert!(check_message_body("12345", 4).is_err());
-        assert!(check_message_body("bell\u{7}", 100).is_err());
     }
 
     #[test]

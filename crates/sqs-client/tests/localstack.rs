@@ -1,6 +1,6 @@
 //! Against LocalStack: message attributes of every type survive a send and a
-//! receive, and real batch responses account for every entry. Each test
-//! makes its own queue.
+//! receive, real batch responses account for every entry, and a
+//! de-duplicated message is recognisable. Each test makes its own queue.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -120,11 +120,11 @@ async fn message_attributes_survive_a_send_and_a_receive() {
         attributes: attributes.clone(),
         ..message("a dead letter")
     };
-    let failures = client
+    let sent = client
         .send_batch(&queue_url, &[sent, message("plain")])
         .await
         .expect("a send");
-    assert!(failures.is_empty(), "{failures:?}");
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
 
     let received = receive(&client, &queue_url, 2).await;
     let bodies: Vec<_> = received.iter().map(|m| m.body.as_str()).collect();
@@ -138,11 +138,11 @@ async fn batch_results_account_for_every_entry() {
     let client = localstack().await;
     let queue_url = new_queue(&client, "batches").await;
     let messages: Vec<_> = (1..=3).map(|i| message(&format!("m{i}"))).collect();
-    let failures = client
+    let sent = client
         .send_batch(&queue_url, &messages)
         .await
         .expect("a send");
-    assert!(failures.is_empty(), "{failures:?}");
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
 
     let received = receive(&client, &queue_url, 3).await;
     assert_eq!(received.len(), 3);
@@ -165,4 +165,33 @@ async fn batch_results_account_for_every_entry() {
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].index, 1);
     assert_ne!(failures[0].code, MALFORMED_RESPONSE);
+}
+
+/// How `fifo send` tells a de-duplicated message from a sent one: SQS
+/// answers it with the id of the message it duplicates.
+#[tokio::test]
+async fn a_deduplicated_message_gets_the_id_of_the_one_it_repeats() {
+    let client = localstack().await;
+    let queue_url = new_queue(&client, "dedup-ids").await;
+    let other_group = OutgoingMessage {
+        group_id: "h".to_owned(),
+        ..message("inc")
+    };
+    let sent = client
+        .send_batch(
+            &queue_url,
+            &[
+                message("inc"),
+                message("other"),
+                message("inc"),
+                other_group,
+            ],
+        )
+        .await
+        .expect("a send");
+    let ids: Vec<String> = sent.into_iter().map(|r| r.expect("accepted")).collect();
+    assert_eq!(ids[0], ids[2], "same content, same group");
+    assert_eq!(ids[0], ids[3], "content de-duplication spans groups");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(receive(&client, &queue_url, 2).await.len(), 2);
 }

@@ -68,13 +68,17 @@ impl Queue for SqsQueue {
                 message: format!("{} has no dead-letter queue", self.queue_url),
             });
         };
-        refused(
-            &self
-                .client
-                .send_batch(dead_letter_url, std::slice::from_ref(copy))
-                .await?,
-        )?;
-        refused(&self.delete(&[receipt_handle]).await?)
+        let sent = self
+            .client
+            .send_batch(dead_letter_url, std::slice::from_ref(copy))
+            .await?;
+        if let Some(Err(failure)) = sent.into_iter().next() {
+            return Err(refusal(&failure));
+        }
+        match self.delete(&[receipt_handle]).await?.first() {
+            Some(failure) => Err(refusal(failure)),
+            None => Ok(()),
+        }
     }
 
     async fn is_empty(&self) -> Result<bool, Error> {
@@ -83,12 +87,9 @@ impl Queue for SqsQueue {
     }
 }
 
-/// A batch of one that SQS refused is an error.
-fn refused(failures: &[EntryFailure]) -> Result<(), Error> {
-    match failures.first() {
-        None => Ok(()),
-        Some(failure) => Err(Error::InvalidParameter {
-            message: format!("{}: {}", failure.code, failure.message),
-        }),
+/// The only entry of a batch, refused, as an error.
+fn refusal(failure: &EntryFailure) -> Error {
+    Error::InvalidParameter {
+        message: format!("{}: {}", failure.code, failure.message),
     }
 }

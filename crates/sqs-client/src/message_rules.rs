@@ -1,0 +1,137 @@
+//! SQS's rules for what a message may carry, checked before sending so that
+//! a bad message is refused here, with its reason, instead of by SQS in the
+//! middle of a batch.
+
+/// Why SQS would refuse a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidMessage {
+    #[error("the {field} is empty")]
+    Empty { field: Field },
+    #[error("the {field} is {chars} characters long; SQS allows at most 128")]
+    IdTooLong { field: Field, chars: usize },
+    #[error(
+        "the {field} `{id}` contains {found:?}; SQS allows only ASCII letters, digits and punctuation"
+    )]
+    IdCharacter {
+        field: Field,
+        id: String,
+        found: char,
+    },
+    #[error("the message body is {bytes} bytes; the queue accepts at most {max}")]
+    BodyTooLarge { bytes: usize, max: usize },
+    #[error("the message body contains {found:?} at byte {offset}, a character SQS refuses")]
+    BodyCharacter { found: char, offset: usize },
+}
+
+/// The part of a message a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    GroupId,
+    DedupId,
+    Body,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Field::GroupId => "group id",
+            Field::DedupId => "de-duplication id",
+            Field::Body => "message body",
+        })
+    }
+}
+
+/// SQS's rule for `MessageGroupId`: 1 to 128 characters, each an ASCII
+/// letter, digit or punctuation mark.
+pub fn check_group_id(id: &str) -> Result<(), InvalidMessage> {
+    check_id(Field::GroupId, id)
+}
+
+/// SQS's rule for `MessageDeduplicationId`, the same as for group ids.
+pub fn check_dedup_id(id: &str) -> Result<(), InvalidMessage> {
+    check_id(Field::DedupId, id)
+}
+
+fn check_id(field: Field, id: &str) -> Result<(), InvalidMessage> {
+    if id.is_empty() {
+        return Err(InvalidMessage::Empty { field });
+    }
+    let chars = id.chars().count();
+    if chars > 128 {
+        return Err(InvalidMessage::IdTooLong { field, chars });
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || c.is_ascii_punctuation()))
+    {
+        Some(found) => Err(InvalidMessage::IdCharacter {
+            field,
+            id: id.to_owned(),
+            found,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// SQS's rule for a body: not empty, at most `max_bytes` UTF-8 bytes, and
+/// only the XML characters SQS accepts.
+pub fn check_message_body(body: &str, max_bytes: usize) -> Result<(), InvalidMessage> {
+    if body.is_empty() {
+        return Err(InvalidMessage::Empty { field: Field::Body });
+    }
+    if body.len() > max_bytes {
+        return Err(InvalidMessage::BodyTooLarge {
+            bytes: body.len(),
+            max: max_bytes,
+        });
+    }
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    match body.char_indices().find(|&(_, c)| !allowed(c)) {
+        Some((offset, found)) => Err(InvalidMessage::BodyCharacter { found, offset }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_sqs_rules() {
+        for check in [check_group_id, check_dedup_id] {
+            assert!(check("order-42:eu/1").is_ok());
+            assert!(check(&"g".repeat(128)).is_ok());
+            assert!(matches!(check(""), Err(InvalidMessage::Empty { .. })));
+            assert!(matches!(
+                check(&"g".repeat(129)),
+                Err(InvalidMessage::IdTooLong { chars: 129, .. })
+            ));
+            assert!(matches!(
+                check("has space"),
+                Err(InvalidMessage::IdCharacter { found: ' ', .. })
+            ));
+            assert!(check("café").is_err());
+        }
+        assert_eq!(
+            check_dedup_id("bad id").unwrap_err().to_string(),
+            "the de-duplication id `bad id` contains ' '; SQS allows only ASCII letters, digits and punctuation"
+        );
+    }
+
+    #[test]
+    fn bodies_follow_sqs_rules() {
+        assert!(check_message_body("hello\tworld\n", 100).is_ok());
+        assert!(check_message_body("", 100).is_err());
+        assert!(matches!(
+            check_message_body("12345", 4),
+            Err(InvalidMessage::BodyTooLarge { bytes: 5, max: 4 })
+        ));
+        assert_eq!(
+            check_message_body("bell\u{7}", 100),
+            Err(InvalidMessage::BodyCharacter {
+                found: '\u{7}',
+                offset: 4
+            })
+        );
+    }
+}
