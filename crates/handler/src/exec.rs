@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -5,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
@@ -46,6 +47,9 @@ pub struct ExecHandler {
     /// How many process groups this handler and its clones are ending that
     /// have not yet gone nor been sent SIGKILL.
     ending: Arc<watch::Sender<usize>>,
+    /// The process groups of programs running or being ended, for
+    /// [`ExecHandler::kill_all`].
+    groups: Arc<Mutex<HashSet<Pid>>>,
 }
 
 impl ExecHandler {
@@ -65,7 +69,18 @@ impl ExecHandler {
             kill_grace,
             output,
             ending: Arc::new(watch::Sender::new(0)),
+            groups: Arc::default(),
         })
+    }
+
+    /// Sends SIGKILL at once to the process group of every program still
+    /// running or being ended: for a process about to exit without waiting
+    /// for its handlers (a second Ctrl-C), so that none outlives it.
+    pub fn kill_all(&self) {
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for group in groups.iter() {
+            let _ = rustix::process::kill_process_group(*group, Signal::KILL);
+        }
     }
 
     /// Waits until every program that was ended early is gone, or was sent
@@ -83,6 +98,10 @@ enum Refusal {
     NotAFile,
     NotExecutable,
     Unreadable(io::Error),
+    /// A script whose `#!` line names an interpreter that cannot run.
+    Interpreter(String, Box<Refusal>),
+    /// A script whose `#!` line ends in a carriage return.
+    WindowsLineEnding(String),
 }
 
 impl fmt::Display for Refusal {
@@ -93,6 +112,17 @@ impl fmt::Display for Refusal {
             Refusal::NotAFile => f.write_str("is not a regular file"),
             Refusal::NotExecutable => f.write_str("is not executable (no execute permission)"),
             Refusal::Unreadable(e) => write!(f, "cannot be examined: {e}"),
+            Refusal::Interpreter(interpreter, why) => {
+                write!(
+                    f,
+                    "names an interpreter that cannot run: `{interpreter}` {why}"
+                )
+            }
+            Refusal::WindowsLineEnding(interpreter) => write!(
+                f,
+                "has a Windows line ending in its first line: the system would look for the interpreter `{}\\r`",
+                interpreter
+            ),
         }
     }
 }
@@ -132,7 +162,14 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
     })
 }
 
+/// A file the kernel can run: the program itself and, for a script, its
+/// interpreter.
 fn runnable(path: &Path) -> Result<(), Refusal> {
+    runnable_file(path)?;
+    check_interpreter(path)
+}
+
+fn runnable_file(path: &Path) -> Result<(), Refusal> {
     let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Refusal::Missing,
         _ => Refusal::Unreadable(e),
@@ -146,6 +183,37 @@ fn runnable(path: &Path) -> Result<(), Refusal> {
     // The kernel's own answer for this user (root included), rather than
     // reading the mode bits.
     rustix::fs::access(path, rustix::fs::Access::EXEC_OK).map_err(|_| Refusal::NotExecutable)
+}
+
+/// A script starting with `#!` runs only if the interpreter it names does:
+/// otherwise every message would fail with a bare "No such file or
+/// directory".
+fn check_interpreter(path: &Path) -> Result<(), Refusal> {
+    use std::io::Read;
+    // What the kernel reads of a `#!` line.
+    let mut head = [0u8; 256];
+    let Ok(read) = std::fs::File::open(path).and_then(|mut file| file.read(&mut head)) else {
+        // Executable but not readable: a binary, not a script.
+        return Ok(());
+    };
+    let Some(line) = head[..read].strip_prefix(b"#!") else {
+        return Ok(());
+    };
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_start_matches([' ', '\t']);
+    let interpreter = line.split([' ', '\t']).next().unwrap_or_default();
+    if let Some(stripped) = interpreter.strip_suffix('\r') {
+        return Err(Refusal::WindowsLineEnding(stripped.to_owned()));
+    }
+    // A relative interpreter is looked up from wherever the program runs.
+    if !interpreter.starts_with('/') {
+        return Ok(());
+    }
+    match runnable_file(Path::new(interpreter)) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(Refusal::Interpreter(interpreter.to_owned(), Box::new(why))),
+    }
 }
 
 impl Handler for ExecHandler {
@@ -179,11 +247,17 @@ impl Handler for ExecHandler {
                 .as_ref()
                 .and_then(|pipe| pipe.as_fd().try_clone_to_owned().ok()),
         ];
+        let registered = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(Pid::from_raw)
+            .map(|group| Registered::new(&self.groups, group));
         let mut running = Running {
             child: Some(child),
             grace: self.kill_grace,
             ending: self.ending.clone(),
             pipes,
+            registered,
         };
 
         let (exited, exit_seen) = watch::channel(false);
@@ -233,6 +307,36 @@ struct Running {
     ending: Arc<watch::Sender<usize>>,
     /// Held open until the group is gone (see `handle`).
     pipes: [Option<OwnedFd>; 2],
+    /// Listed for `kill_all` until it exited or its group was ended.
+    registered: Option<Registered>,
+}
+
+/// A process group listed in `ExecHandler::groups`, unlisted when dropped.
+struct Registered {
+    groups: Arc<Mutex<HashSet<Pid>>>,
+    group: Pid,
+}
+
+impl Registered {
+    fn new(groups: &Arc<Mutex<HashSet<Pid>>>, group: Pid) -> Registered {
+        groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group);
+        Registered {
+            groups: groups.clone(),
+            group,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.group);
+    }
 }
 
 impl Running {
@@ -243,6 +347,8 @@ impl Running {
         };
         let status = child.wait().await?;
         self.child = None;
+        // Reaped: its id may be given to another process.
+        self.registered = None;
         Ok(status)
     }
 }
@@ -270,6 +376,7 @@ impl Drop for Running {
         let counted = Counted(self.ending.clone());
         let grace = self.grace;
         let pipes = std::mem::take(&mut self.pipes);
+        let registered = self.registered.take();
         // Drop cannot wait: the grace period passes on a thread of its own.
         let started = std::thread::Builder::new()
             .name("fifo-end-group".to_owned())
@@ -277,6 +384,7 @@ impl Drop for Running {
                 let _counted = counted;
                 end_group(child, group, grace);
                 drop(pipes);
+                drop(registered);
             });
         if started.is_err() {
             // No thread to wait on: no grace period then.
@@ -729,5 +837,39 @@ mod tests {
         executable.unwrap();
         let err = directory.unwrap_err();
         assert!(err.contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_script_whose_interpreter_cannot_run_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("fifo-shebang-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let output = Output::new(io::sink(), io::sink());
+        let script = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            ExecHandler::new(&path, vec![], Duration::ZERO, output.clone()).map(|_| ())
+        };
+        let missing = script("missing.sh", "#!/bin/nonexistent-shell\necho hi\n");
+        let windows = script("windows.sh", "#!/bin/sh\r\necho hi\r\n");
+        let with_args = script("args.sh", "#! /bin/sh -e\necho hi\n");
+        let env = script("env.sh", "#!/usr/bin/env sh\necho hi\n");
+        let plain = script("plain.sh", "echo hi\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let err = missing.unwrap_err();
+        assert!(
+            err.ends_with(
+                "names an interpreter that cannot run: `/bin/nonexistent-shell` not found"
+            ),
+            "{err}"
+        );
+        let err = windows.unwrap_err();
+        assert!(err.contains("has a Windows line ending"), "{err}");
+        with_args.unwrap();
+        env.unwrap();
+        plain.unwrap();
     }
 }
