@@ -72,18 +72,19 @@ pub(crate) async fn dead_letter<Q: Queue>(
     Event::DeadLettered { key, result }
 }
 
-/// Sets `seconds` of visibility on every entry; the event says whether it
-/// was a heartbeat (the full timeout) or a hand-back (0).
+/// Sets `seconds` of visibility on every entry: a heartbeat, or a
+/// hand-back (`release`).
 pub(crate) async fn change_visibility<Q: Queue>(
     queue: Q,
     keys: Vec<Key>,
     handles: Vec<String>,
     seconds: u32,
+    release: bool,
 ) -> Event {
     let sent_at = Instant::now();
     let entries: Vec<(&str, u32)> = handles.iter().map(|h| (h.as_str(), seconds)).collect();
     let result = queue.change_visibility(&entries).await;
-    if seconds == 0 {
+    if release {
         Event::Released { keys, result }
     } else {
         Event::Extended {

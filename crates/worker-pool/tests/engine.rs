@@ -248,7 +248,9 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     );
     assert_eq!((stats.succeeded, stats.deleted, stats.released), (2, 2, 8));
     assert_eq!(stats.in_flight, 0);
-    // The released messages are visible at once, in order.
+    // The released messages are visible a second later, in order (see
+    // `release_seconds` in the engine).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let options = fifo_sqs_client::ReceiveOptions {
         max_messages: 10,
         wait_seconds: 0,
@@ -293,6 +295,7 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
         "one second of work, three of grace, then the cancelled handler's kill grace"
     );
     assert_eq!((stats.succeeded, stats.released), (0, 1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let options = fifo_sqs_client::ReceiveOptions {
         max_messages: 10,
         wait_seconds: 0,
@@ -306,7 +309,7 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
             .messages
             .len(),
         1,
-        "released at once"
+        "handed back"
     );
 }
 

@@ -409,6 +409,53 @@ async fn a_panicking_queue_ends_the_run_with_an_error_and_nothing_is_lost() {
     assert_eq!(again, ["g-1", "g-2", "g-3", "g-4"]);
 }
 
+/// An exec handler cut off by its timeout gets the kill grace to end its
+/// process group: until then its message may not reach anyone else, not
+/// even after its last attempt, when it goes back to the queue.
+#[tokio::test(start_paused = true)]
+async fn a_handler_cut_off_on_its_last_attempt_is_handed_back_only_after_its_kill_grace() {
+    let queue = MemoryQueue::new();
+    let sent = fill(&queue, &["g"], 2);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::Hang(1));
+    let timeout = Duration::from_secs(1);
+    let config = PoolConfig {
+        retries: 0,
+        handler_timeout: Some(timeout),
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(1),
+        visibility_timeout: 60,
+        cancel_grace: Duration::from_secs(5),
+        ..config()
+    };
+    let kill_grace = config.kill_grace();
+    assert!(
+        kill_grace > Duration::from_secs(2),
+        "longer than a hand-back's shortest invisibility: {kill_grace:?}"
+    );
+    let stats = finished(spawn_engine(
+        queue,
+        &handler,
+        config,
+        CancellationToken::new(),
+    ))
+    .await;
+
+    assert_in_order(&handler, &sent, &[]);
+    let runs: Vec<_> = handler
+        .records()
+        .into_iter()
+        .filter(|r| r.body == "g-1")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs[0].cancelled);
+    assert!(
+        runs[1].start >= runs[0].start + timeout + kill_grace,
+        "the next run began {:?} after the cut-off one, before its kill grace of {kill_grace:?} ended",
+        runs[1].start - runs[0].start
+    );
+    assert_eq!((stats.failed, stats.released), (1, 2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retry_backing_off_at_shutdown_is_handed_back_not_run() {
     // The engine draws its jitter from this thread's generator: seeded, the
@@ -434,8 +481,13 @@ async fn a_retry_backing_off_at_shutdown_is_handed_back_not_run() {
     assert_eq!(handler.records().len(), 1, "the retry did not run");
     assert_eq!((stats.retried, stats.deleted), (1, 0));
     assert_eq!(stats.released, 3, "handed back once, at once");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let again = visible_bodies(&queue).await;
-    assert_eq!(again, ["g-1", "g-2", "g-3"], "visible at once, in order");
+    assert_eq!(
+        again,
+        ["g-1", "g-2", "g-3"],
+        "visible a second later, in order"
+    );
 }
 
 // ---- random fault schedules -------------------------------------------

@@ -108,7 +108,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             if cut_off {
                 // The cut-off handler may still be ending (an exec handler's
                 // process group gets the kill grace): never run it twice at once.
-                delay = delay.max(self.config.kill_grace());
+                delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
             }
             tracing::info!(
                 "message {id} of group {group} failed ({reason}); retry {attempt} of {retries} in {delay:?}"
@@ -118,6 +118,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
 
         self.counters.add_failed();
+        if cut_off {
+            tracked.kill_ends = Some(Instant::now() + self.config.kill_grace() + KILL_MARGIN);
+        }
         let receive_count = tracked.message.receive_count;
         let last_receive = self
             .config
@@ -204,6 +207,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 }
+
+/// Beyond the kill grace, for the killed processes to be gone.
+const KILL_MARGIN: Duration = Duration::from_millis(500);
 
 /// Runs the handler on one message. A panic is caught and becomes a
 /// failure of that message alone; a timeout drops the handler's future

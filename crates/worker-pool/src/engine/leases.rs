@@ -8,6 +8,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Gives up messages whose lease is about to end without a confirmed
     /// extension, and extends every lane with a message due for it.
     pub(super) fn on_tick(&mut self) {
+        self.notice_unanswered_calls();
         self.give_up_expiring();
         let now = Instant::now();
         let extend_at = self.visibility() * 2 / 3;
@@ -46,7 +47,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             })
             .collect();
         for batch in pack(lanes) {
-            self.change_visibility(batch, self.config.visibility_timeout);
+            self.change_visibility(batch, self.config.visibility_timeout, false);
         }
     }
 
@@ -74,15 +75,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         tracked.expires.saturating_duration_since(now) <= self.visibility() / 6
     }
 
-    /// Sends one visibility change for up to ten messages.
-    pub(super) fn change_visibility(&mut self, keys: Vec<Key>, seconds: u32) {
+    /// Sends one visibility change for up to ten messages: a heartbeat, or
+    /// a hand-back (`release`).
+    pub(super) fn change_visibility(&mut self, keys: Vec<Key>, seconds: u32, release: bool) {
         let mut handles = Vec::with_capacity(keys.len());
         for key in &keys {
             let tracked = self.tracked.get_mut(key).expect("tracked");
             tracked.visibility_call = true;
             handles.push(tracked.receipt_handle.clone());
         }
-        let call = calls::change_visibility(self.queue.clone(), keys.clone(), handles, seconds);
+        let call =
+            calls::change_visibility(self.queue.clone(), keys.clone(), handles, seconds, release);
         self.spawn_call(Pending::Visibility(keys), call);
     }
 

@@ -111,8 +111,12 @@ struct Tracked {
     attempts: u32,
     /// Moved to the dead-letter queue instead of deleted when its turn comes.
     dead_letter: bool,
-    /// After a failure: hold its lane this long before handing it back.
+    /// After a failure: how long it and its lane stay invisible once
+    /// handed back.
     release_after: Duration,
+    /// Its handler was cut off: until then its process may still be ending,
+    /// so no one else may get the message before.
+    kill_ends: Option<Instant>,
     state: State,
 }
 
@@ -162,7 +166,9 @@ impl Tracked {
 struct Release {
     group: String,
     keys: Vec<Key>,
-    due: Instant,
+    /// The visibility timeout the lane gets: at least 1 s (see
+    /// `take_router_decisions`).
+    seconds: u32,
     sent: bool,
 }
 
@@ -247,6 +253,10 @@ impl CallKind {
     }
 }
 
+/// How long a call (beyond its long poll) may go unanswered before it is
+/// reported: one attempt's deadline in the SQS client.
+const UNANSWERED: Duration = Duration::from_secs(5);
+
 /// SQS trouble: reported once when it starts (a call of any kind fails)
 /// and once when it ends (every kind that failed has succeeded since).
 #[derive(Debug, Default)]
@@ -271,6 +281,9 @@ struct Engine<Q, H> {
     calls: JoinSet<Event>,
     /// What each call is about, so that one that panics is resolved too.
     call_owners: HashMap<tokio::task::Id, Pending>,
+    /// When each call to SQS began, and its kind: one unanswered past
+    /// [`UNANSWERED`] is trouble before the queue gives up on it.
+    call_started: HashMap<tokio::task::Id, (Instant, CallKind)>,
     workers: JoinSet<(Key, Attempt)>,
     /// Which message a worker task runs, to tell a cancelled one.
     worker_keys: HashMap<tokio::task::Id, Key>,
@@ -326,6 +339,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             phase: Phase::Running,
             calls: JoinSet::new(),
             call_owners: HashMap::new(),
+            call_started: HashMap::new(),
             workers: JoinSet::new(),
             worker_keys: HashMap::new(),
             busy_workers: 0,
@@ -375,6 +389,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 Some(joined) = self.calls.join_next_with_id() => match joined {
                     Ok((id, event)) => {
                         self.call_owners.remove(&id);
+                        self.call_started.remove(&id);
                         self.on_event(event);
                     }
                     Err(err) => self.on_call_failure(&err),
@@ -462,6 +477,39 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         *failing = failing.saturating_add(1);
     }
 
+    /// A call without an answer for longer than one attempt may take (a
+    /// silent endpoint) is trouble now, though the queue may try it twice
+    /// more before it fails: said once, as a failure would be, and over when
+    /// that kind of call succeeds.
+    fn notice_unanswered_calls(&mut self) {
+        let now = Instant::now();
+        let wait = Duration::from_secs(u64::from(self.poll_seconds()));
+        let overdue: Vec<(Instant, CallKind)> = self
+            .call_started
+            .values()
+            .filter(|(started, kind)| {
+                let limit = match kind {
+                    CallKind::Receive => wait + UNANSWERED,
+                    _ => UNANSWERED,
+                };
+                now.saturating_duration_since(*started) > limit
+            })
+            .copied()
+            .collect();
+        for (started, kind) in overdue {
+            if self.trouble.since.is_none() {
+                tracing::warn!(
+                    "SQS calls are failing ({}: no answer for {:.0} s); waiting, then retrying with backoff, held messages stay held while their leases last",
+                    kind.doing(),
+                    now.saturating_duration_since(started).as_secs_f64()
+                );
+                self.trouble.since = Some(started);
+            }
+            let failing = &mut self.trouble.failing[kind as usize];
+            *failing = (*failing).max(1);
+        }
+    }
+
     fn call_succeeded(&mut self, kind: CallKind) {
         self.trouble.failing[kind as usize] = 0;
         // A kind of call with nothing left to try again (its messages were
@@ -471,14 +519,21 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.trouble.failing[other as usize] = 0;
             }
         }
+        // Not over while another call is still without an answer.
+        if self.trouble.since.is_some() {
+            self.notice_unanswered_calls();
+        }
         if self.trouble.failing.iter().any(|n| *n > 0) {
             return;
         }
         if let Some(since) = self.trouble.since.take() {
+            let failed = match self.trouble.failed_calls {
+                0 => String::new(),
+                n => format!(" ({n} calls failed)"),
+            };
             tracing::warn!(
-                "SQS answers again after {:.1} s ({} calls failed); carrying on",
+                "SQS answers again after {:.1} s{failed}; carrying on",
                 since.elapsed().as_secs_f64(),
-                self.trouble.failed_calls
             );
             self.trouble.failed_calls = 0;
         }

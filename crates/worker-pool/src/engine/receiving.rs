@@ -6,18 +6,23 @@ use super::*;
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts receives while there is room for a full one under
     /// `max_in_flight` and a slot is free.
+    /// The long poll of each receive. With `until_empty`, short polls
+    /// notice the end promptly.
+    pub(super) fn poll_seconds(&self) -> u32 {
+        if self.config.until_empty {
+            self.config.wait_time_seconds.min(1)
+        } else {
+            self.config.wait_time_seconds
+        }
+    }
+
     pub(super) fn receive_more(&mut self) {
         if self.phase != Phase::Running {
             return;
         }
         let now = Instant::now();
         let wanted = self.config.max_messages as usize;
-        // With until_empty, short polls notice the end promptly.
-        let wait_seconds = if self.config.until_empty {
-            self.config.wait_time_seconds.min(1)
-        } else {
-            self.config.wait_time_seconds
-        };
+        let wait_seconds = self.poll_seconds();
         for slot_index in 0..self.slots.len() {
             let room = self
                 .config
@@ -172,6 +177,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 attempts: 0,
                 dead_letter: false,
                 release_after: Duration::ZERO,
+                kill_ends: None,
                 state: State::InLane,
             },
         );

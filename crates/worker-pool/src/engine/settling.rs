@@ -8,17 +8,21 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn take_router_decisions(&mut self) {
         while let Some(key) = self.router.pop_delete() {
             if self.tracked[&key].dead_letter {
-                self.move_to_dead_letters(key, Duration::ZERO);
+                let kill_ends = self.tracked[&key].kill_ends;
+                let wait = kill_ends.map_or(Duration::ZERO, |end| {
+                    end.saturating_duration_since(Instant::now())
+                });
+                self.move_to_dead_letters(key, wait);
             } else {
                 self.deletes.push_back(key);
             }
         }
         while let Some(keys) = self.router.pop_hand_back() {
-            let wait = match self.phase {
-                Phase::Running => self.tracked[&keys[0]].release_after,
-                Phase::Draining | Phase::Abandoned => Duration::ZERO,
-            };
-            let due = Instant::now() + wait;
+            let seconds = keys
+                .iter()
+                .map(|key| self.release_seconds(key))
+                .max()
+                .unwrap_or(1);
             let group = self.tracked[&keys[0]].message.group_id.clone();
             // A later part of a group joins the part still waiting to go
             // back, so the group goes back in one piece and in order.
@@ -29,7 +33,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             let id = match waiting {
                 Some((id, release)) => {
                     release.keys.extend_from_slice(&keys);
-                    release.due = release.due.min(due);
+                    release.seconds = release.seconds.max(seconds);
                     *id
                 }
                 None => {
@@ -38,7 +42,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     let release = Release {
                         group,
                         keys: keys.clone(),
-                        due,
+                        seconds,
                         sent: false,
                     };
                     self.releases.insert(id, release);
@@ -48,8 +52,27 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             for key in &keys {
                 self.tracked.get_mut(key).expect("tracked").state = State::Releasing(id);
             }
-            self.wake_at(due);
         }
+    }
+
+    /// How long a message handed back stays invisible: its failure's
+    /// backoff while running, and long enough for a cut-off handler's
+    /// process to have ended. At least one second: a lane made visible at
+    /// once (visibility 0) becomes visible on LocalStack entry by entry, and
+    /// a receive waiting meanwhile can be given the group twice — two
+    /// processes then run one group at once. Messages whose timeout runs out
+    /// are put back all together. On SQS a second changes nothing.
+    fn release_seconds(&self, key: &Key) -> u32 {
+        let tracked = &self.tracked[key];
+        let backoff = match self.phase {
+            Phase::Running => tracked.release_after,
+            Phase::Draining | Phase::Abandoned => Duration::ZERO,
+        };
+        let kill = tracked.kill_ends.map_or(Duration::ZERO, |end| {
+            end.saturating_duration_since(Instant::now())
+        });
+        let seconds = backoff.max(kill).as_secs_f64().ceil() as u32;
+        seconds.max(1)
     }
 
     /// A full batch goes while fewer than `DELETES_IN_FLIGHT` calls are under
@@ -153,7 +176,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tokio::time::sleep(delay).await;
             calls::dead_letter(queue, key, receipt_handle, copy).await
         };
-        self.spawn_call(Pending::DeadLetter(key), call);
+        self.spawn_call_after(Pending::DeadLetter(key), call, delay);
     }
 
     pub(super) fn on_dead_lettered(&mut self, key: Key, result: Result<(), QueueError>) {
@@ -183,9 +206,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// Sends the hand-backs that are due, each lane whole in one call where
-    /// it fits, and none while a heartbeat for one of its messages is under
-    /// way (it could land after the release and undo it).
+    /// Sends the hand-backs, each lane whole in one call where it fits, and
+    /// none while a heartbeat for one of its messages is under way (it could
+    /// land after the release and undo it).
     pub(super) fn send_releases(&mut self) {
         let now = Instant::now();
         if self.releases_not_before > now {
@@ -205,24 +228,26 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             let first = first_of_group.entry(&release.group).or_insert(*id);
             *first = (*first).min(*id);
         }
-        let mut ready: Vec<(u64, Vec<Key>)> = self
+        let mut ready: Vec<(u64, u32, Vec<Key>)> = self
             .releases
             .iter()
             .filter(|(id, r)| {
                 !r.sent
-                    && r.due <= now
                     && first_of_group[r.group.as_str()] == **id
                     && r.keys.iter().all(|k| !self.tracked[k].visibility_call)
             })
-            .map(|(id, r)| (*id, r.keys.clone()))
+            .map(|(id, r)| (*id, r.seconds, r.keys.clone()))
             .collect();
-        ready.sort_unstable_by_key(|(id, _)| *id);
-        for (id, _) in &ready {
-            self.releases.get_mut(id).expect("listed").sent = true;
+        ready.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut lanes_by_seconds: BTreeMap<u32, Vec<Vec<Key>>> = BTreeMap::new();
+        for (id, seconds, keys) in ready {
+            self.releases.get_mut(&id).expect("listed").sent = true;
+            lanes_by_seconds.entry(seconds).or_default().push(keys);
         }
-        let lanes = ready.into_iter().map(|(_, keys)| keys).collect();
-        for batch in pack(lanes) {
-            self.change_visibility(batch, 0);
+        for (seconds, lanes) in lanes_by_seconds {
+            for batch in pack(lanes) {
+                self.change_visibility(batch, seconds, true);
+            }
         }
     }
 

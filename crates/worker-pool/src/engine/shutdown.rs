@@ -29,11 +29,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
         }
-        // Lanes held for a failure's backoff go back now.
-        let now = Instant::now();
-        for release in self.releases.values_mut() {
-            release.due = release.due.min(now);
-        }
     }
 
     /// While draining, once nothing is held (nothing is left to hand back),
@@ -41,9 +36,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// receive only drops our end of the connection, and the server-side
     /// long poll would then swallow what is handed back later (hiding it for
     /// a visibility timeout). Hand-backs wait for the receives instead (see
-    /// `send_releases`).
+    /// `send_releases`). Short polls (a second at most, as with
+    /// `until_empty`) are not cut at all: waiting for them costs at most a
+    /// second, and a cut one would swallow what is sent during it, for a
+    /// visibility timeout.
     pub(super) fn cut_receives_when_idle(&mut self) {
-        if self.phase != Phase::Running && self.tracked.is_empty() && self.busy_workers == 0 {
+        if self.phase != Phase::Running
+            && self.tracked.is_empty()
+            && self.busy_workers == 0
+            && self.poll_seconds() > 1
+        {
             self.abort_receives.cancel();
         }
     }
@@ -81,13 +83,36 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.shutdown.cancel();
     }
 
+    /// Starts a call to the queue.
     pub(super) fn spawn_call(
         &mut self,
         pending: Pending,
         call: impl std::future::Future<Output = Event> + Send + 'static,
     ) {
+        self.spawn_call_after(pending, call, Duration::ZERO);
+    }
+
+    /// Starts a call that first waits `starts_after`: it counts as under
+    /// way (see `notice_unanswered_calls`) only after that.
+    pub(super) fn spawn_call_after(
+        &mut self,
+        pending: Pending,
+        call: impl std::future::Future<Output = Event> + Send + 'static,
+        starts_after: Duration,
+    ) {
+        let kind = match &pending {
+            Pending::Receive(_) => Some(CallKind::Receive),
+            Pending::Delete(_) => Some(CallKind::Delete),
+            Pending::DeadLetter(_) => Some(CallKind::DeadLetter),
+            Pending::Visibility(_) => Some(CallKind::Visibility),
+            Pending::IsEmpty => None,
+        };
         let id = self.calls.spawn(call).id();
         self.call_owners.insert(id, pending);
+        if let Some(kind) = kind {
+            self.call_started
+                .insert(id, (Instant::now() + starts_after, kind));
+        }
     }
 
     /// A call panicked (a bug in the queue implementation): its outcome is
@@ -104,6 +129,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.fatal = Some(Error::Internal(message.to_owned()));
         }
         self.shutdown.cancel();
+        self.call_started.remove(&err.id());
         let Some(pending) = self.call_owners.remove(&err.id()) else {
             return;
         };
