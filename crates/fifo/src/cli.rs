@@ -83,7 +83,8 @@ pub(crate) enum Command {
     ///
     /// Ctrl-C or SIGTERM stops polling, lets running handlers finish (up to
     /// --shutdown-timeout), hands every other held message back to the queue
-    /// at once, and exits 0. A second signal exits at once.
+    /// at once, and exits 0. A second signal kills the running programs and
+    /// exits at once.
     Run(RunArgs),
 }
 

@@ -59,25 +59,13 @@ pub(crate) async fn run(
     };
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(forward_signals(shutdown.clone()));
     // Handler output goes through writer threads: a slow or stalled reader
     // makes handlers wait, never the engine (whose heartbeats keep every
     // held message ours), and a closed stdout (`fifo run | head`) fails
     // nothing: it ends the run gracefully.
     let output = Output::stdio();
-    tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
-    let counters = Arc::new(Counters::default());
-    let status = show_status(counters.clone(), progress);
-    tracing::info!("processing {queue_url} with {} workers", config.workers);
-    let started = Instant::now();
-    let until_empty_or_limit = config.until_empty || config.limit.is_some();
-    let result = if args.command.is_empty() {
-        let handler = LogHandler::new(
-            Duration::from_millis(args.work_ms),
-            args.quiet,
-            output.clone(),
-        );
-        fifo_worker_pool::run(queue, handler, config, shutdown, counters).await
+    let exec = if args.command.is_empty() {
+        None
     } else {
         let handler = ExecHandler::new(
             Path::new(&args.command[0]),
@@ -91,15 +79,49 @@ pub(crate) async fn run(
                 Some("give the path of an executable file, or a name found in PATH".to_owned()),
             )
         })?;
-        let programs = handler.clone();
-        let result = fifo_worker_pool::run(queue, handler, config, shutdown, counters).await;
-        // Programs cancelled at the end (the shutdown deadline) get their
-        // SIGKILL before we exit.
-        programs.wait_for_kills().await;
-        result
+        Some(handler)
+    };
+    tokio::spawn(forward_signals(shutdown.clone(), exec.clone()));
+    tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
+    let counters = Arc::new(Counters::default());
+    let status = show_status(counters.clone(), progress);
+    tracing::info!("processing {queue_url} with {} workers", config.workers);
+    let started = Instant::now();
+    let until_empty_or_limit = config.until_empty || config.limit.is_some();
+    let shutdown_timeout = config.shutdown_timeout;
+    let result = match exec {
+        None => {
+            let handler = LogHandler::new(
+                Duration::from_millis(args.work_ms),
+                args.quiet,
+                output.clone(),
+            );
+            fifo_worker_pool::run(queue, handler, config, shutdown.clone(), counters).await
+        }
+        Some(handler) => {
+            let programs = handler.clone();
+            let result =
+                fifo_worker_pool::run(queue, handler, config, shutdown.clone(), counters).await;
+            // Programs cancelled at the end (the shutdown deadline) get their
+            // SIGKILL before we exit.
+            programs.wait_for_kills().await;
+            result
+        }
     };
     status.finish();
-    output.finish().await;
+    // Handler output still buffered is written before we exit; after Ctrl-C
+    // or SIGTERM, only while the shutdown timeout allows (a stdout nobody
+    // reads would otherwise keep fifo alive for ever).
+    if shutdown.is_cancelled() {
+        if tokio::time::timeout(shutdown_timeout, output.finish())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stdout is not being read: handler output still buffered is dropped");
+        }
+    } else {
+        output.finish().await;
+    }
     let stats = result.wrap_err_with(|| format!("processing {queue_url}"))?;
     stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
     let failed = stats.failed > 0 || stats.dead_lettered > 0;
@@ -172,8 +194,10 @@ fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserEr
 }
 
 /// The first SIGINT or SIGTERM begins a graceful shutdown; a second one
-/// exits at once (messages then come back after their visibility timeout).
-async fn forward_signals(shutdown: CancellationToken) {
+/// exits at once (messages then come back after their visibility timeout),
+/// killing the programs still running first: none may outlive fifo and run
+/// on while SQS hands its message to someone else.
+async fn forward_signals(shutdown: CancellationToken, programs: Option<ExecHandler>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -194,8 +218,11 @@ async fn forward_signals(shutdown: CancellationToken) {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
+    if let Some(programs) = programs {
+        programs.kill_all();
+    }
     stderr_line(format_args!(
-        "exiting at once: held messages come back after their visibility timeout"
+        "exiting at once: running programs killed; held messages come back after their visibility timeout"
     ));
     std::process::exit(130);
 }

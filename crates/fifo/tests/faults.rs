@@ -46,6 +46,28 @@ fn the_runs_of<'a>(runs: &'a [Run], group: &'a str, seq: u64) -> impl Iterator<I
         .filter(move |r| r.group == group && r.seq == seq)
 }
 
+/// Groups longer than a receive, a message failing in each, two processes
+/// long-polling: when a lane goes back, LocalStack may hand the group to a
+/// waiting long poll and, at the same moment, its later messages to another
+/// receive, unless the lane becomes visible all at once.
+#[test]
+fn long_groups_handed_back_with_two_processes_polling_keep_their_order() {
+    let url = create_queue(&unique_queue_name("f-long"), &[]);
+    send(&url, &["--groups", "6", "--count", "180"]);
+    let dir = TempDir::new();
+    let script = Script {
+        work: "0.02",
+        behaviour: r#"[ "$seq" = 3 ] && [ "$FIFO_RECEIVE_COUNT" = 1 ] && status=1"#,
+    };
+    let args = ["--until-empty", "--retries", "1", "--backoff-base-ms", "10"];
+    let mut a = spawn_run(&dir, &url, "a", &script, &args);
+    let mut b = spawn_run(&dir, &url, "b", &script, &args);
+    a.wait(Duration::from_secs(120));
+    b.wait(Duration::from_secs(120));
+    let all = records(&dir);
+    assert_order(&all, &numbered_groups(6, 30));
+}
+
 #[test]
 fn a_message_failing_on_its_first_receive_holds_back_its_group_across_two_processes() {
     let url = create_queue(&unique_queue_name("f-fail"), &[]);
@@ -275,6 +297,77 @@ fn a_ten_second_outage_under_two_processes_loses_nothing_and_keeps_order() {
 }
 
 #[test]
+fn a_silence_shorter_than_the_clients_retries_is_reported_when_it_starts_and_ends() {
+    let url = create_queue(&unique_queue_name("f-quiet"), &[]);
+    send(&url, &["--groups", "4", "--count", "40"]);
+    let proxy = start_proxy();
+    let dir = TempDir::new();
+    let endpoint = proxy.url();
+    let args = [
+        "--until-empty",
+        "--workers",
+        "2",
+        "--endpoint-url",
+        &endpoint,
+    ];
+    let script = Script::sleeping("0.1");
+    let run = spawn_run(&dir, &url, "a", &script, &args);
+    wait_for(&dir, "five runs to succeed", |r| {
+        r.iter().filter(|r| r.event == Event::Ok).count() >= 5
+    });
+    proxy.set_fault(Fault::Silent);
+    // The scenario: eight seconds without an answer, less than the SQS
+    // client's three attempts of five seconds, so no call fails.
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.set_fault(Fault::None);
+    let exit = run.finish();
+
+    assert_order(&records(&dir), &numbered_groups(4, 10));
+    let starts = exit.stderr.find(TROUBLE_STARTS);
+    let ends = exit.stderr.find(TROUBLE_ENDS);
+    assert!(
+        matches!((starts, ends), (Some(s), Some(e)) if s < e),
+        "the silence is reported when it starts and when it ends:\n{}",
+        exit.stderr
+    );
+    assert_eq!(
+        occurrences(&exit.stderr, TROUBLE_STARTS),
+        1,
+        "once:\n{}",
+        exit.stderr
+    );
+}
+
+#[test]
+fn messages_sent_right_after_a_run_until_empty_ended_are_not_swallowed() {
+    let name = unique_queue_name("f-again");
+    let url = create_queue(&name, &[]);
+    for round in 0..3 {
+        send(&url, &["--groups", "2", "--count", "4"]);
+        let started = Instant::now();
+        let output = fifo(&[
+            "--queue-url",
+            &url,
+            "--no-progress",
+            "run",
+            "--until-empty",
+            "--quiet",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(processed(&stderr(&output)), 4, "round {round}");
+        // A receive left polling on the server would have taken them and
+        // hidden them for the visibility timeout (30 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    let left = queue_counts(&name)[&name];
+    assert_eq!((left.visible, left.in_flight), (0, 0));
+}
+
+#[test]
 fn a_silent_endpoint_gives_leases_up_and_ends_runs_before_another_process_takes_them() {
     let url = create_queue(&unique_queue_name("f-silent"), &[]);
     send(&url, &["--groups", "3", "--count", "9"]);
@@ -361,11 +454,20 @@ fn head_3(pipe: impl Read) {
     }
 }
 
-/// The counts of the queue called `name` and of its dead-letter queue.
+/// The counts of the queue called `name` and of its dead-letter queue,
+/// once what was handed back is visible again (a hand-back keeps messages
+/// invisible for a second; LocalStack counts them in flight meanwhile).
 fn counts_with_dead_letters(name: &str) -> (Counts, Counts) {
     let base = name.trim_end_matches(".fifo");
-    let counts = queue_counts(base);
-    (counts[name], counts[&format!("{base}-dlq.fifo")])
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = queue_counts(base);
+        let (queue, dead) = (counts[name], counts[&format!("{base}-dlq.fifo")]);
+        if queue.in_flight == 0 || Instant::now() > deadline {
+            return (queue, dead);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -393,7 +495,7 @@ fn run_piped_to_head_stops_gracefully_and_hands_the_rest_back() {
     assert_eq!(
         (queue.visible, queue.in_flight, queue.delayed),
         (30 - processed, 0, 0),
-        "what was not processed is back in the queue, visible at once:\n{}",
+        "what was not processed is back in the queue, visible:\n{}",
         exit.stderr
     );
     assert_eq!(
@@ -563,6 +665,118 @@ fn running(pid: u32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, fields)| fields.split_whitespace().next());
     !matches!(state, Some("Z" | "X") | None)
+}
+
+/// Waits until `path` holds at least `lines` lines (what a test's programs
+/// wrote there as they started).
+fn wait_for_lines(path: &Path, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < lines {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {lines} lines",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_signal_kills_the_running_programs_before_exiting() {
+    let url = create_queue(&unique_queue_name("f-twice"), &[]);
+    send(&url, &["--group", "g", "--count", "2"]);
+    let dir = TempDir::new();
+    let pids = dir.0.join("pids");
+    let left_behind = LeftBehind(&pids);
+    // A program that ignores SIGTERM, with a child that does too: only a
+    // SIGKILL to the process group ends them.
+    let mut command = fifo_command(
+        &dir,
+        &[
+            "--queue-url",
+            &url,
+            "run",
+            "--wait-time",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            r#"trap '' TERM; (trap '' TERM; exec sleep 60) & echo $! >> "$PIDS"; exec sleep 60"#,
+        ],
+        &[("PIDS", pids.to_str().unwrap())],
+    );
+    command.stdout(Stdio::null());
+    let mut run = Process::spawn(&dir, "twice", command);
+    wait_for_lines(&pids, 1);
+    signal(run.id(), "-TERM", false);
+    // The graceful shutdown waits for the program; the second signal not.
+    let stderr_file = dir.0.join("twice.stderr");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&stderr_file)
+        .unwrap_or_default()
+        .contains("shutting down")
+    {
+        assert!(Instant::now() < deadline, "no shutdown began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(run.id(), "-TERM", false);
+    let exit = run.wait(Duration::from_secs(10));
+    assert_eq!(exit.status.code(), Some(130), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("running programs killed"),
+        "{}",
+        exit.stderr
+    );
+    let children = left_behind.pids();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while children.iter().any(|pid| running(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "a program's child outlived fifo: {children:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_with_a_stdout_nobody_reads_still_ends_the_run() {
+    let url = create_queue(&unique_queue_name("f-stall"), &[]);
+    send(&url, &["--groups", "4", "--count", "40"]);
+    let dir = TempDir::new();
+    let starts = dir.0.join("starts");
+    // 300 KB of output per message: fifo's 4 MiB buffer and the pipe fill
+    // up after about fourteen messages, then handlers wait to write.
+    let mut command = fifo_command(
+        &dir,
+        &[
+            "--queue-url",
+            &url,
+            "run",
+            "--wait-time",
+            "1",
+            "--visibility-timeout",
+            "10",
+            "--shutdown-timeout",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            r#"echo start >> "$STARTS"; head -c 300000 /dev/zero | tr '\0' x; echo"#,
+        ],
+        &[("STARTS", starts.to_str().unwrap())],
+    );
+    command.stdout(Stdio::piped());
+    let mut run = Process::spawn(&dir, "stalled", command);
+    let _unread = run.take_stdout();
+    wait_for_lines(&starts, 10);
+    signal(run.id(), "-TERM", false);
+    let exit = run.wait(Duration::from_secs(20));
+    assert!(exit.status.success(), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("stdout is not being read"),
+        "{}",
+        exit.stderr
+    );
 }
 
 #[test]

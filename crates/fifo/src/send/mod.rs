@@ -437,6 +437,16 @@ impl Examples {
     }
 }
 
+/// The message ids SQS gave to the lines of a file.
+struct SeenIds {
+    /// The file's name.
+    name: String,
+    hasher: RandomState,
+    /// By hash of the message id: the first line it was given for, and
+    /// that line's group (by hash).
+    first: HashMap<u64, (u64, u64)>,
+}
+
 /// What became of every message of a send.
 struct Tally {
     sent: u64,
@@ -448,10 +458,8 @@ struct Tally {
     unknown: Examples,
     not_attempted: Examples,
     after_a_hole: Examples,
-    /// For lines: the file's name, and for each message id SQS gave (by
-    /// hash) the first line it was given for and that line's group (by
-    /// hash), to recognise de-duplication.
-    seen: Option<(String, RandomState, HashMap<u64, (u64, u64)>)>,
+    /// For lines, to recognise de-duplication.
+    seen: Option<SeenIds>,
     stopped: Option<fifo_sqs_client::Error>,
     produced: Option<Produced>,
 }
@@ -467,7 +475,11 @@ impl Tally {
             unknown: Examples::default(),
             not_attempted: Examples::default(),
             after_a_hole: Examples::default(),
-            seen: lines_of.map(|name| (name, RandomState::new(), HashMap::new())),
+            seen: lines_of.map(|name| SeenIds {
+                name,
+                hasher: RandomState::new(),
+                first: HashMap::new(),
+            }),
             stopped: None,
             produced: None,
         }
@@ -480,7 +492,12 @@ impl Tally {
                 group,
                 message_id,
             } => {
-                let Some((name, hasher, seen)) = self.seen.as_mut() else {
+                let Some(SeenIds {
+                    name,
+                    hasher,
+                    first: seen,
+                }) = self.seen.as_mut()
+                else {
                     self.sent += 1;
                     return;
                 };
