@@ -114,14 +114,19 @@ fn main() {
     println!("wrote BENCHMARKS.md, BENCHMARKS.json and benchmarks-latency.svg");
 }
 
-async fn run_all(plan: &Plan) -> Value {
-    let client = fifo_sqs_client::connect(&ConnectOptions {
+/// A client for LocalStack.
+async fn localstack_client() -> Client {
+    fifo_sqs_client::connect(&ConnectOptions {
         queue_url: &format!("{ENDPOINT}/000000000000/bench.fifo"),
         endpoint_url: None,
         region: None,
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn run_all(plan: &Plan) -> Value {
+    let client = localstack_client().await;
     if client.list_queue_urls(Some("none")).await.is_err() {
         panic!(
             "LocalStack is not reachable at {ENDPOINT}: start it with `cargo xtask localstack-up`"
@@ -263,13 +268,7 @@ async fn run_all(plan: &Plan) -> Value {
 /// Peak RSS and rate of `fifo send` for a small and a large count: flat
 /// memory means the large send needs no more than the small one.
 async fn send_memory(plan: &Plan) -> Value {
-    let client = fifo_sqs_client::connect(&ConnectOptions {
-        queue_url: &format!("{ENDPOINT}/000000000000/bench.fifo"),
-        endpoint_url: None,
-        region: None,
-    })
-    .await
-    .unwrap();
+    let client = localstack_client().await;
     let mut runs = Vec::new();
     for count in [10_000, plan.send_memory_messages] {
         let url = new_queue(&client, &format!("sendmem{count}")).await;
