@@ -239,9 +239,11 @@ pub(crate) struct SendArgs {
     )]
     pub(crate) format: crate::send::Format,
 
-    /// De-duplication id; when several messages are sent, message N gets ID-N
-    /// [default: the queue decides by content for --file lines, or a unique id
-    /// per message]
+    /// De-duplication id for lines without one, and for generated messages:
+    /// message N gets ID-N (with --file always, so line N of a one-line
+    /// file gets ID-1), or ID when one message is generated [default: the
+    /// queue decides by content for --file lines, or a unique id per
+    /// message]
     #[arg(long, value_name = "ID")]
     pub(crate) dedup_id: Option<String>,
 

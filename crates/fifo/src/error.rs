@@ -30,7 +30,9 @@ impl std::error::Error for UserError {}
 /// Prints `error: a: b: c` and, where known, `hint: …` to stderr.
 pub(crate) fn report(report: &color_eyre::Report) {
     let chain: Vec<String> = report.chain().map(ToString::to_string).collect();
-    stderr_line(format_args!("error: {}", chain.join(": ")));
+    // One line, whatever the causes' texts hold.
+    let line = chain.join(": ").replace('\n', "\\n").replace('\r', "\\r");
+    stderr_line(format_args!("error: {line}"));
     if let Some(hint) = report.chain().find_map(hint_for) {
         stderr_line(format_args!("hint: {hint}"));
     }

@@ -40,7 +40,10 @@ fn summary(stderr: &str) -> BTreeMap<String, u64> {
         .lines()
         .find(|l| l.starts_with("sent "))
         .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
-    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = line
+        .split([' ', ',', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
     let mut counts = BTreeMap::from([
         ("sent".to_owned(), words[1].parse().unwrap()),
         ("total".to_owned(), words[3].parse().unwrap()),
@@ -134,7 +137,8 @@ async fn a_bad_line_in_a_file_sends_nothing() {
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("error: line 1 of m.txt: not valid JSON"),
+        err.contains("refused: line 1 of m.txt: not valid JSON")
+            && err.contains("error: 4 lines of m.txt cannot be sent"),
         "{err}"
     );
     // As text, the same file has nothing wrong.
@@ -164,7 +168,8 @@ async fn a_bad_line_in_a_file_sends_nothing() {
             r#"{"body": "one"}"#,
             r#"{"body": "two", "dedup_id": "bad id"}"#,
             r#"{"body": "three", "dedup_id": ""}"#,
-            r#"{"body": "four"}"#,
+            "{not json",
+            r#"{"body": "five", "group": "a b"}"#,
         ]
         .join("\n"),
     )
@@ -177,11 +182,21 @@ async fn a_bad_line_in_a_file_sends_nothing() {
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("error: line 2 of m.jsonl: the de-duplication id `bad id` contains ' '; SQS allows only ASCII letters, digits and punctuation (2 lines cannot be sent); nothing was sent"),
+        err.contains("error: 4 lines of m.jsonl cannot be sent (listed above); nothing was sent"),
+        "{err}"
+    );
+    assert!(
+        err.contains("refused: line 2 of m.jsonl: the de-duplication id `bad id` contains ' '"),
         "{err}"
     );
     assert!(
         err.contains("refused: line 3 of m.jsonl: the de-duplication id is empty"),
+        "{err}"
+    );
+    // Past a line that is not JSON, the check goes on.
+    assert!(
+        err.contains("refused: line 4 of m.jsonl: not valid JSON")
+            && err.contains("refused: line 5 of m.jsonl: the group id `a b` contains ' '"),
         "{err}"
     );
     assert!(
@@ -349,4 +364,98 @@ fn create_queue_checks_an_existing_queue_before_creating_anything() {
         stderr(&output)
     );
     assert!(!queue_counts(&dlq).contains_key(&dlq));
+}
+
+#[tokio::test]
+async fn a_line_of_unknown_group_on_stdin_is_counted_and_stops_the_input() {
+    let url = create_queue(&unique_queue_name("s-stop"), &[]);
+    let input = "{\"body\": \"a\"}\n{\"body\": \"b\"}\n{bad\n{\"body\": \"c\"}\n";
+    let output = send_stdin(&url, input, &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let counts = summary(&err);
+    assert_eq!(
+        (counts["sent"], counts["total"], counts["refused"]),
+        (2, 3, 1),
+        "{err}"
+    );
+    assert!(err.contains("the rest of the input was not read"), "{err}");
+    assert!(
+        err.contains("error: line 3 of -: not valid JSON")
+            && err.contains("nothing after it was read or sent"),
+        "{err}"
+    );
+    assert_eq!(bodies_by_group(&url).await.values().flatten().count(), 2);
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_after_the_batches_under_way_and_says_what_was_sent() {
+    require_localstack();
+    let url = create_queue(&unique_queue_name("s-int"), &[]);
+    let proxy = Proxy::start(localstack_addr()).expect("the fault proxy starts");
+    proxy.set_latency(Duration::from_millis(10));
+    let total = 5000u64;
+    let child = fifo_command(
+        &TempDir::new(),
+        &[
+            "--queue-url",
+            &url,
+            "--endpoint-url",
+            &proxy.url(),
+            "send",
+            "--groups",
+            "10",
+            "--count",
+            &total.to_string(),
+        ],
+        &[],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("fifo starts");
+    let batches = || {
+        proxy
+            .stats()
+            .requests
+            .get("SendMessageBatch")
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batches() < 10 {
+        assert!(Instant::now() < deadline, "the send never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: interrupted:"), "{err}");
+    let counts = summary(&err);
+    let not_attempted = counts.get("not").copied().unwrap_or(0);
+    assert!(not_attempted > 0, "{err}");
+    assert_eq!(counts["sent"] + not_attempted, total, "{err}");
+
+    let stored = bodies_by_group(&url).await;
+    let in_queue: u64 = stored.values().map(|b| b.len() as u64).sum();
+    assert_eq!(in_queue, counts["sent"], "{err}");
+    for (group, bodies) in stored {
+        let seqs: Vec<u64> = bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str::<serde_json::Value>(b).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "group {group}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use message_rules::{
-    Field, InvalidMessage, check_dedup_id, check_group_id, check_message_body,
+    Field, InvalidMessage, check_dedup_id, check_group_id, check_message_body, shown,
 };
 pub use queue_url::{QueueUrl, check_queue_name, is_aws_host};
 

@@ -66,11 +66,29 @@ fn check_id(field: Field, id: &str) -> Result<(), InvalidMessage> {
     {
         Some(found) => Err(InvalidMessage::IdCharacter {
             field,
-            id: id.to_owned(),
+            id: shown(id),
             found,
         }),
         None => Ok(()),
     }
+}
+
+/// Text from the user as it may be shown in one line of a message: control
+/// characters escaped, and cut after 60 characters.
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == 60 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// SQS's rule for a body: not empty, at most `max_bytes` UTF-8 bytes, and
@@ -116,6 +134,16 @@ mod tests {
             check_dedup_id("bad id").unwrap_err().to_string(),
             "the de-duplication id `bad id` contains ' '; SQS allows only ASCII letters, digits and punctuation"
         );
+    }
+
+    #[test]
+    fn ids_are_shown_on_one_line() {
+        let err = check_group_id("evil\nerror: forged\u{1b}[31m").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the group id `evil\\nerror: forged\\u{1b}[31m` contains '\\n'; SQS allows only ASCII letters, digits and punctuation"
+        );
+        assert_eq!(shown(&"x".repeat(100)).chars().count(), 61);
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub(crate) struct Lines<R> {
     messages: u64,
     blank: u64,
     ended: bool,
+    /// Whether a line whose group cannot be known ends the input (when
+    /// sending) or not (when checking a whole file).
+    stop_at_unknown_group: bool,
 }
 
 /// The fields of a JSON line.
@@ -194,6 +197,9 @@ struct JsonLine {
     #[serde(default)]
     dedup_id: Option<String>,
 }
+
+/// UTF-8's byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 const JSON_HINT: &str = r#"write each line as {"body": "…", "group": "…", "dedup_id": "…"} (group and dedup_id may be left out), or give --format text to send lines as they are"#;
 
@@ -216,7 +222,15 @@ impl<R: BufRead> Lines<R> {
             messages: 0,
             blank: 0,
             ended: false,
+            stop_at_unknown_group: true,
         }
+    }
+
+    /// Reads on past lines whose group cannot be known, to find every bad
+    /// line of a file before anything is sent.
+    pub(crate) fn reading_past_bad_lines(mut self) -> Lines<R> {
+        self.stop_at_unknown_group = false;
+        self
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -260,9 +274,14 @@ impl<R: BufRead> Lines<R> {
             Ok(_) => {
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
-                    if bytes.last() == Some(&b'\r') {
-                        bytes.pop();
-                    }
+                }
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                // A byte-order mark (Windows editors write one) is not
+                // part of the first line.
+                if self.line == 1 && bytes.starts_with(BOM) {
+                    bytes.drain(..BOM.len());
                 }
                 Some(Ok(bytes))
             }
@@ -363,7 +382,7 @@ impl<R: BufRead> Iterator for Lines<R> {
             }
             self.messages += 1;
             let item = self.parse(bytes);
-            if matches!(&item, Err(Refused { group: None, .. })) {
+            if self.stop_at_unknown_group && matches!(&item, Err(Refused { group: None, .. })) {
                 self.ended = true;
             }
             return Some(item);
@@ -386,13 +405,21 @@ fn parse_json_line(text: &str) -> Result<JsonLine, String> {
             format!("not valid JSON: {what} at column {}", e.column())
         }
     })?;
-    if !value.is_object() {
+    let Some(object) = value.as_object() else {
         return Err(format!(
             "a JSON line must be an object with a \"body\", not {}",
             kind_of(&value)
         ));
+    };
+    if let Some((key, _)) = object.iter().find(|(_, v)| v.is_null()) {
+        return Err(format!(
+            "not a message: `{}` is null; leave the key out or give it a string",
+            fifo_sqs_client::shown(key)
+        ));
     }
-    serde_json::from_value(value).map_err(|e| format!("not a message: {}", without_position(&e)))
+    // From the text again, not the value: a key given twice is an error
+    // there, while the value kept only its last occurrence.
+    serde_json::from_str(text).map_err(|e| format!("not a message: {}", without_position(&e)))
 }
 
 /// serde_json's message without its trailing "at line 1 column 5".
@@ -589,6 +616,40 @@ mod tests {
             summary(&items)[1],
             Err("line 2 of f: the line looks like JSON but line 1 is plain text".to_owned())
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_line_endings_are_not_part_of_messages() {
+        let items = read(
+            b"\xEF\xBB\xBF{\"body\": \"x\", \"group\": \"g1\"}\r\n{\"body\": \"y\"}\r",
+            Format::Auto,
+            naming(),
+        );
+        assert_eq!(
+            summary(&items),
+            [message("g1", "x"), message("default", "y")]
+        );
+    }
+
+    #[test]
+    fn keys_given_twice_or_null_are_refused() {
+        for (line, reason) in [
+            (
+                r#"{"body":"a","group":"alpha","group":"beta"}"#,
+                "not a message: duplicate field `group`",
+            ),
+            (
+                r#"{"body":"a","group":null}"#,
+                "not a message: `group` is null; leave the key out or give it a string",
+            ),
+        ] {
+            let items = read(line.as_bytes(), Format::Jsonl, naming());
+            assert_eq!(
+                summary(&items),
+                [Err(format!("line 1 of f: {reason}"))],
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
@@ -58,7 +60,24 @@ pub(crate) async fn run(
         Input::File {
             path,
             regular: true,
-        } => Some(check_file(path, args, &queue, &invocation)?),
+        } => {
+            let checked = fingerprint(path);
+            let messages = check_file(path, args, &queue, &invocation)?;
+            if fingerprint(path) != checked {
+                return Err(UserError::new(
+                    format!(
+                        "{} changed while it was being checked; nothing was sent",
+                        path.display()
+                    ),
+                    Some(
+                        "send a file nothing is writing to (copy it first), or pipe it: --file -"
+                            .to_owned(),
+                    ),
+                )
+                .into());
+            }
+            Some(messages)
+        }
         Input::File { .. } | Input::Stdin => None,
     };
     let repeats = (total.is_none())
@@ -66,7 +85,11 @@ pub(crate) async fn run(
 
     let bar = progress_bar(total, progress);
     let started = Instant::now();
-    let source = input.source(args, &queue, &invocation)?;
+    let mut source = input.source(args, &queue, &invocation)?;
+    if let (Source::Lines { limit, .. }, Some(total)) = (&mut source, total) {
+        // Only what was checked is sent, should the file grow meanwhile.
+        *limit = Some(total);
+    }
     let outcome = send(
         client,
         queue_url,
@@ -100,7 +123,10 @@ impl Input {
         invocation: &str,
     ) -> Result<Input, UserError> {
         let flag_error = |flag: &str, value: &str, err: fifo_sqs_client::InvalidMessage| {
-            UserError::new(format!("{flag} `{value}`: {err}"), Some(hint_for(&err)))
+            UserError::new(
+                format!("{flag} `{}`: {err}", fifo_sqs_client::shown(value)),
+                Some(hint_for(&err)),
+            )
         };
         if let Some(group) = &args.group {
             check_group_id(group).map_err(|e| flag_error("--group", group, e))?;
@@ -119,6 +145,12 @@ impl Input {
                         Some("give --file a readable file, or - for stdin".to_owned()),
                     )
                 })?;
+                if metadata.is_dir() {
+                    return Err(UserError::new(
+                        format!("cannot read {}: it is a directory", path.display()),
+                        Some("give --file a readable file, or - for stdin".to_owned()),
+                    ));
+                }
                 Input::File {
                     path: path.clone(),
                     regular: metadata.is_file(),
@@ -135,7 +167,11 @@ impl Input {
             let longest = longest.expect("--dedup-id gives every message an id");
             if let Err(err) = check_dedup_id(&longest) {
                 return Err(UserError::new(
-                    format!("--dedup-id `{id}`: message {n} gets `{longest}`, and {err}"),
+                    format!(
+                        "--dedup-id `{}`: message {n} gets `{}`, and {err}",
+                        fifo_sqs_client::shown(id),
+                        fifo_sqs_client::shown(&longest)
+                    ),
                     Some("use a shorter --dedup-id: the message number is added to it".to_owned()),
                 ));
             }
@@ -155,7 +191,10 @@ impl Input {
             Input::Stdin => Box::new(BufReader::new(std::io::stdin())),
             Input::File { path, .. } => Box::new(BufReader::new(open(&path)?)),
         };
-        Ok(Source::Lines(lines(reader, args, queue, invocation)))
+        Ok(Source::Lines {
+            lines: lines(reader, args, queue, invocation),
+            limit: None,
+        })
     }
 }
 
@@ -219,7 +258,8 @@ fn check_file(
     queue: &QueueAttributes,
     invocation: &str,
 ) -> Result<u64, UserError> {
-    let mut lines = lines(BufReader::new(open(path)?), args, queue, invocation);
+    let mut lines =
+        lines(BufReader::new(open(path)?), args, queue, invocation).reading_past_bad_lines();
     let mut repeats = Repeats::new(queue.content_based_deduplication, queue.dedup_per_group);
     let mut refused: Vec<Refused> = Vec::new();
     let mut refused_count = 0u64;
@@ -239,7 +279,13 @@ fn check_file(
     }
     warnings.print("warning");
     if let Some(first) = refused.first() {
-        for r in &refused[1..] {
+        if refused_count == 1 {
+            return Err(UserError::new(
+                format!("{}: {}; nothing was sent", first.origin, first.reason),
+                Some(first.hint.clone()),
+            ));
+        }
+        for r in &refused {
             stderr_line(format_args!("refused: {}: {}", r.origin, r.reason));
         }
         if refused_count > refused.len() as u64 {
@@ -248,13 +294,12 @@ fn check_file(
                 refused_count - refused.len() as u64
             ));
         }
-        let more = match refused_count {
-            1 => String::new(),
-            n => format!(" ({n} lines cannot be sent)"),
-        };
         return Err(UserError::new(
-            format!("{}: {}{more}; nothing was sent", first.origin, first.reason),
-            Some(first.hint.clone()),
+            format!(
+                "{refused_count} lines of {} cannot be sent (listed above); nothing was sent",
+                path.display()
+            ),
+            Some(format!("for {}: {}", first.origin, first.hint)),
         ));
     }
     if messages == 0 {
@@ -266,10 +311,23 @@ fn check_file(
     Ok(messages)
 }
 
+/// A regular file's size and modification time, to see it change.
+fn fingerprint(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
 /// The messages of a send, generated or read.
 enum Source {
-    Generated { generated: Generated, next: u64 },
-    Lines(Lines<Box<dyn BufRead + Send>>),
+    Generated {
+        generated: Generated,
+        next: u64,
+    },
+    /// At most `limit` messages, when set: those that were checked.
+    Lines {
+        lines: Lines<Box<dyn BufRead + Send>>,
+        limit: Option<u64>,
+    },
 }
 
 impl Iterator for Source {
@@ -284,7 +342,15 @@ impl Iterator for Source {
                     Ok(generated.message(n))
                 })
             }
-            Source::Lines(lines) => lines.next(),
+            Source::Lines { lines, limit } => {
+                if let Some(left) = limit {
+                    if *left == 0 {
+                        return None;
+                    }
+                    *left -= 1;
+                }
+                lines.next()
+            }
         }
     }
 }
@@ -339,12 +405,21 @@ fn produce(
             }
         };
         let stream = dealer.stream_of(group);
-        if senders[stream].blocking_send(item).is_err() {
+        if stop.is_cancelled() || senders[stream].blocking_send(item).is_err() {
+            produced.taken -= 1;
             break;
         }
     }
-    if let Source::Lines(lines) = &source {
+    if let Source::Lines { lines, limit } = &mut source {
         produced.blank_lines = lines.blank_lines();
+        if *limit == Some(0) && !stop.is_cancelled() && lines.next().is_some() {
+            bar.suspend(|| {
+                stderr_line(format_args!(
+                    "warning: {} grew while it was being sent: only the lines checked before were sent",
+                    lines.name()
+                ));
+            });
+        }
     }
     produced
 }
@@ -361,7 +436,7 @@ async fn send(
 ) -> Tally {
     // Within one send only lines can repeat: generated messages are unique.
     let lines_of = match &source {
-        Source::Lines(lines) => Some(lines.name().to_owned()),
+        Source::Lines { lines, .. } => Some(lines.name().to_owned()),
         Source::Generated { .. } => None,
     };
     let mut tally = Tally::new(lines_of);
@@ -382,13 +457,17 @@ async fn send(
         ));
     }
     drop(notes_tx);
-    let producer = {
+    // A thread of its own, not tokio's blocking pool: a read of stdin that
+    // never returns must not keep fifo from exiting after Ctrl-C.
+    let (produced_tx, produced) = tokio::sync::oneshot::channel();
+    {
         let (stop, bar) = (stop.clone(), bar.clone());
         let max_body_bytes = queue.max_message_bytes;
-        tokio::task::spawn_blocking(move || {
-            produce(source, max_body_bytes, repeats, senders, stop, bar)
-        })
-    };
+        std::thread::spawn(move || {
+            let _ = produced_tx.send(produce(source, max_body_bytes, repeats, senders, stop, bar));
+        });
+    }
+    tokio::spawn(interrupt_on_signal(stop.clone(), tally.interrupted.clone()));
     while let Some(note) = notes.recv().await {
         if !matches!(note, Note::Stopped(_) | Note::AfterAHole { .. }) {
             bar.inc(1);
@@ -398,8 +477,39 @@ async fn send(
     while let Some(joined) = streams.join_next().await {
         joined.expect("a send stream does not panic");
     }
-    tally.produced = Some(producer.await.expect("reading the input does not panic"));
+    tally.produced = if tally.interrupted.load(Ordering::Relaxed) {
+        // The reader may be waiting for input that never comes.
+        tokio::time::timeout(Duration::from_millis(200), produced)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        Some(produced.await.expect("the reading thread ends"))
+    };
     tally
+}
+
+/// Ctrl-C or SIGTERM stops the send after the batches under way; a second
+/// one exits at once.
+async fn interrupt_on_signal(stop: CancellationToken, interrupted: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    interrupted.store(true, Ordering::Relaxed);
+    stop.cancel();
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    std::process::exit(130);
 }
 
 /// Up to [`EXAMPLES`] lines of one kind, and how many there were.
@@ -461,6 +571,9 @@ struct Tally {
     /// For lines, to recognise de-duplication.
     seen: Option<SeenIds>,
     stopped: Option<fifo_sqs_client::Error>,
+    /// Set on Ctrl-C or SIGTERM.
+    interrupted: Arc<AtomicBool>,
+    /// None when the reading side did not end (interrupted mid-read).
     produced: Option<Produced>,
 }
 
@@ -481,6 +594,7 @@ impl Tally {
                 first: HashMap::new(),
             }),
             stopped: None,
+            interrupted: Arc::default(),
             produced: None,
         }
     }
@@ -528,7 +642,8 @@ impl Tally {
                 self.refused.add(format!("{}: {}", refused.origin, refused.reason));
             }
             Note::HeldBack { origin, group } => self.held_back.add(format!(
-                "{origin}: an earlier message of group {group} was not sent"
+                "{origin}: an earlier message of group {} was not sent",
+                fifo_sqs_client::shown(&group)
             )),
             Note::Unknown { origin } => self.unknown.add(format!(
                 "{origin}: the answer to its batch was lost: it may or may not be in the queue"
@@ -551,10 +666,20 @@ impl Tally {
         total: Option<u64>,
         elapsed: Duration,
     ) -> Result<ExitCode> {
-        let produced = self.produced.take().expect("the producer ended");
+        let produced = self.produced.take().unwrap_or(Produced {
+            taken: 0,
+            blank_lines: 0,
+            stopped_at: None,
+            warnings: Examples::default(),
+        });
         // Messages the reading side never took, because the send stopped.
         let untaken = total.map_or(0, |t| t.saturating_sub(produced.taken));
         self.not_attempted.count += untaken;
+        if produced.stopped_at.is_some() {
+            self.refused.count += 1;
+        }
+        let interrupted = self.interrupted.load(Ordering::Relaxed);
+        let known_total = total.is_some();
         let counted = self.sent
             + self.deduplicated.count
             + self.refused.count
@@ -580,6 +705,10 @@ impl Tally {
             if count > 0 {
                 summary.push_str(&format!(", {count} {what}"));
             }
+        }
+        if !known_total && (interrupted || produced.stopped_at.is_some() || self.stopped.is_some())
+        {
+            summary.push_str("; the rest of the input was not read");
         }
         stderr_line(format_args!("{summary}"));
         if produced.warnings.count > EXAMPLES as u64 {
@@ -613,8 +742,17 @@ impl Tally {
                 )
             });
         }
+        if interrupted {
+            return Err(UserError::new(
+                format!(
+                    "interrupted: {} of {total} messages sent; each group is in the queue up to its last sent message, the rest was not sent",
+                    self.sent
+                ),
+                Some("send the rest again: the lines above name the first messages not sent".to_owned()),
+            )
+            .into());
+        }
         if let Some(line) = produced.stopped_at {
-            self.refused.count += 1;
             return Err(UserError::new(
                 format!(
                     "{}: {}; nothing after it was read or sent",
@@ -631,6 +769,13 @@ impl Tally {
                     self.after_a_hole.count
                 ),
                 Some("send the refused messages again, and check the order the consumers of these groups rely on".to_owned()),
+            )
+            .into());
+        }
+        if counted == 0 {
+            return Err(UserError::new(
+                "the input holds no messages".to_owned(),
+                Some("write one message per line".to_owned()),
             )
             .into());
         }

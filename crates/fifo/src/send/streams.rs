@@ -130,7 +130,10 @@ pub(crate) async fn send_stream(
             // Wait for a first message; then take only what is ready, so a
             // slow input is sent as it comes.
             let item = if batch.is_empty() {
-                items.recv().await
+                tokio::select! {
+                    item = items.recv() => item,
+                    () = stop.cancelled() => None,
+                }
             } else {
                 items.try_recv().ok()
             };
@@ -157,6 +160,14 @@ pub(crate) async fn send_stream(
             }
         }
         if batch.is_empty() {
+            // Stopped: what is still queued here was not attempted.
+            while let Ok(item) = items.try_recv() {
+                let origin = match item {
+                    Ok(p) => p.origin,
+                    Err(r) => r.origin,
+                };
+                note(Note::NotAttempted { origin });
+            }
             return;
         }
         if stop.is_cancelled() {
