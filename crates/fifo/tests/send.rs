@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -66,6 +66,71 @@ async fn bodies_by_group(url: &str) -> BTreeMap<String, Vec<String>> {
             .push(message.body);
     }
     by_group
+}
+
+/// `fifo send --groups GROUPS --count TOTAL` through a fault proxy that
+/// slows each call, returned once `batches` batches went through it (the
+/// moment a test acts on).
+fn slow_send_under_way(url: &str, groups: u64, total: u64, batches: u64) -> (Proxy, Child) {
+    require_localstack();
+    let proxy = Proxy::start(localstack_addr()).expect("the fault proxy starts");
+    // Slow enough that the send is still going when the test acts.
+    proxy.set_latency(Duration::from_millis(10));
+    let child = fifo_command(
+        &TempDir::new(),
+        &[
+            "--queue-url",
+            url,
+            "--endpoint-url",
+            &proxy.url(),
+            "send",
+            "--groups",
+            &groups.to_string(),
+            "--count",
+            &total.to_string(),
+        ],
+        &[],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("fifo starts");
+    let sent = || {
+        proxy
+            .stats()
+            .requests
+            .get("SendMessageBatch")
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent() < batches {
+        assert!(Instant::now() < deadline, "the send never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (proxy, child)
+}
+
+/// Every group in the queue holds its generated messages 1, 2, 3… with no
+/// gap; returns how many messages there are.
+fn assert_no_gap(stored: BTreeMap<String, Vec<String>>) -> u64 {
+    let mut count = 0;
+    for (group, bodies) in stored {
+        let seqs: Vec<u64> = bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str::<serde_json::Value>(b).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        count += seqs.len() as u64;
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "group {group} has a gap or is out of order"
+        );
+    }
+    count
 }
 
 #[tokio::test]
@@ -259,43 +324,9 @@ async fn what_sqs_drops_as_a_duplicate_is_warned_of_and_counted() {
 
 #[tokio::test]
 async fn a_connection_cut_mid_send_leaves_no_gap_and_counts_the_unknown() {
-    require_localstack();
     let url = create_queue(&unique_queue_name("s-cut"), &[]);
-    let proxy = Proxy::start(localstack_addr()).expect("the fault proxy starts");
-    // Slow enough that the send is still going when the cut comes.
-    proxy.set_latency(Duration::from_millis(10));
     let total = 3000;
-    let child = fifo_command(
-        &TempDir::new(),
-        &[
-            "--queue-url",
-            &url,
-            "--endpoint-url",
-            &proxy.url(),
-            "send",
-            "--groups",
-            "30",
-            "--count",
-            &total.to_string(),
-        ],
-        &[],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("fifo starts");
-    let batches = || {
-        proxy
-            .stats()
-            .requests
-            .get("SendMessageBatch")
-            .copied()
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while batches() < 20 {
-        assert!(Instant::now() < deadline, "the send never got going");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (proxy, child) = slow_send_under_way(&url, 30, total, 20);
     proxy.set_fault(Fault::ResetAll);
     let output = child.wait_with_output().unwrap();
     let err = stderr(&output);
@@ -310,25 +341,12 @@ async fn a_connection_cut_mid_send_leaves_no_gap_and_counts_the_unknown() {
     assert_eq!(accounted, total, "every message is counted once: {err}");
     assert!(counts["sent"] < total, "{err}");
 
-    let stored = bodies_by_group(&url).await;
-    let in_queue: u64 = stored.values().map(|b| b.len() as u64).sum();
+    let in_queue = assert_no_gap(bodies_by_group(&url).await);
     assert!(
         (counts["sent"]..=counts["sent"] + unknown).contains(&in_queue),
         "{in_queue} in the queue, {} sent and {unknown} unknown: {err}",
         counts["sent"]
     );
-    for (group, bodies) in stored {
-        let seqs: Vec<u64> = bodies
-            .iter()
-            .map(|b| {
-                serde_json::from_str::<serde_json::Value>(b).unwrap()["seq"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-        assert_eq!(seqs, expected, "group {group} has a gap or is out of order");
-    }
 }
 
 #[test]
@@ -390,42 +408,9 @@ async fn a_line_of_unknown_group_on_stdin_is_counted_and_stops_the_input() {
 
 #[tokio::test]
 async fn ctrl_c_stops_after_the_batches_under_way_and_says_what_was_sent() {
-    require_localstack();
     let url = create_queue(&unique_queue_name("s-int"), &[]);
-    let proxy = Proxy::start(localstack_addr()).expect("the fault proxy starts");
-    proxy.set_latency(Duration::from_millis(10));
     let total = 5000u64;
-    let child = fifo_command(
-        &TempDir::new(),
-        &[
-            "--queue-url",
-            &url,
-            "--endpoint-url",
-            &proxy.url(),
-            "send",
-            "--groups",
-            "10",
-            "--count",
-            &total.to_string(),
-        ],
-        &[],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("fifo starts");
-    let batches = || {
-        proxy
-            .stats()
-            .requests
-            .get("SendMessageBatch")
-            .copied()
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while batches() < 10 {
-        assert!(Instant::now() < deadline, "the send never got going");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (_proxy, child) = slow_send_under_way(&url, 10, total, 10);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -440,22 +425,6 @@ async fn ctrl_c_stops_after_the_batches_under_way_and_says_what_was_sent() {
     assert!(not_attempted > 0, "{err}");
     assert_eq!(counts["sent"] + not_attempted, total, "{err}");
 
-    let stored = bodies_by_group(&url).await;
-    let in_queue: u64 = stored.values().map(|b| b.len() as u64).sum();
+    let in_queue = assert_no_gap(bodies_by_group(&url).await);
     assert_eq!(in_queue, counts["sent"], "{err}");
-    for (group, bodies) in stored {
-        let seqs: Vec<u64> = bodies
-            .iter()
-            .map(|b| {
-                serde_json::from_str::<serde_json::Value>(b).unwrap()["seq"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as u64).collect::<Vec<_>>(),
-            "group {group}"
-        );
-    }
 }
