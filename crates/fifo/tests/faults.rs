@@ -41,6 +41,24 @@ fn start_proxy() -> Proxy {
     Proxy::start(localstack_addr()).expect("the fault proxy starts")
 }
 
+/// Once `runs` handler runs succeeded, the proxy applies `fault` for
+/// `duration` (the scenario's length, not a wait for an event), then lets
+/// calls through again.
+fn fault_once_runs_succeeded(
+    dir: &TempDir,
+    proxy: &Proxy,
+    runs: usize,
+    fault: Fault,
+    duration: Duration,
+) {
+    wait_for(dir, &format!("{runs} runs to succeed"), |r| {
+        r.iter().filter(|r| r.event == Event::Ok).count() >= runs
+    });
+    proxy.set_fault(fault);
+    std::thread::sleep(duration);
+    proxy.set_fault(Fault::None);
+}
+
 fn the_runs_of<'a>(runs: &'a [Run], group: &'a str, seq: u64) -> impl Iterator<Item = &'a Run> {
     runs.iter()
         .filter(move |r| r.group == group && r.seq == seq)
@@ -272,13 +290,8 @@ fn a_ten_second_outage_under_two_processes_loses_nothing_and_keeps_order() {
     let script = Script::sleeping("0.2");
     let a = spawn_run(&dir, &url, "a", &script, &args);
     let b = spawn_run(&dir, &url, "b", &script, &args);
-    wait_for(&dir, "ten runs to succeed", |r| {
-        r.iter().filter(|r| r.event == Event::Ok).count() >= 10
-    });
-    proxy.set_fault(Fault::Refuse);
     // The scenario: ten seconds without SQS.
-    std::thread::sleep(Duration::from_secs(10));
-    proxy.set_fault(Fault::None);
+    fault_once_runs_succeeded(&dir, &proxy, 10, Fault::Refuse, Duration::from_secs(10));
     let exits = [a.finish(), b.finish()];
 
     let all = records(&dir);
@@ -312,14 +325,9 @@ fn a_silence_shorter_than_the_clients_retries_is_reported_when_it_starts_and_end
     ];
     let script = Script::sleeping("0.1");
     let run = spawn_run(&dir, &url, "a", &script, &args);
-    wait_for(&dir, "five runs to succeed", |r| {
-        r.iter().filter(|r| r.event == Event::Ok).count() >= 5
-    });
-    proxy.set_fault(Fault::Silent);
     // The scenario: eight seconds without an answer, less than the SQS
     // client's three attempts of five seconds, so no call fails.
-    std::thread::sleep(Duration::from_secs(8));
-    proxy.set_fault(Fault::None);
+    fault_once_runs_succeeded(&dir, &proxy, 5, Fault::Silent, Duration::from_secs(8));
     let exit = run.finish();
 
     assert_order(&records(&dir), &numbered_groups(4, 10));

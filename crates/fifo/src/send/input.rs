@@ -73,7 +73,7 @@ impl Naming {
         }
     }
 
-    fn dedup_id(&self, n: u64) -> Option<String> {
+    pub(crate) fn dedup_id(&self, n: u64) -> Option<String> {
         match (&self.dedup_id, &self.unique_prefix) {
             (Some(id), _) if self.only_one => Some(id.clone()),
             (Some(id), _) | (None, Some(id)) => Some(format!("{id}-{n}")),
@@ -198,6 +198,9 @@ struct JsonLine {
     dedup_id: Option<String>,
 }
 
+/// The fix for a `--file` that cannot be read.
+pub(crate) const READ_HINT: &str = "give --file a readable file, or - for stdin";
+
 /// UTF-8's byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -263,10 +266,7 @@ impl<R: BufRead> Lines<R> {
         };
         match read {
             Ok(0) => None,
-            Err(e) => stop(
-                format!("cannot read it: {e}"),
-                "give --file a readable file, or - for stdin",
-            ),
+            Err(e) => stop(format!("cannot read it: {e}"), READ_HINT),
             Ok(n) if n as u64 > self.max_line_bytes => stop(
                 format!("the line is longer than {} bytes", self.max_line_bytes),
                 "the queue's largest body would fit: is this the right file?",

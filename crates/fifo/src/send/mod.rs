@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::input::Format;
-use self::input::{Generated, Item, Lines, Naming, Refused, Repeats, check, hint_for};
+use self::input::{Generated, Item, Lines, Naming, READ_HINT, Refused, Repeats, check, hint_for};
 use self::streams::{Dealer, Note, send_stream};
 use crate::cli::SendArgs;
 use crate::error::{UserError, stderr_line};
@@ -85,11 +85,7 @@ pub(crate) async fn run(
 
     let bar = progress_bar(total, progress);
     let started = Instant::now();
-    let mut source = input.source(args, &queue, &invocation)?;
-    if let (Source::Lines { limit, .. }, Some(total)) = (&mut source, total) {
-        // Only what was checked is sent, should the file grow meanwhile.
-        *limit = Some(total);
-    }
+    let source = input.source(args, &queue, &invocation, total)?;
     let outcome = send(
         client,
         queue_url,
@@ -139,17 +135,10 @@ impl Input {
             None => Input::Generated(generated(args, queue, invocation)),
             Some(path) if path == Path::new("-") => Input::Stdin,
             Some(path) => {
-                let metadata = std::fs::metadata(path).map_err(|e| {
-                    UserError::new(
-                        format!("cannot read {}: {e}", path.display()),
-                        Some("give --file a readable file, or - for stdin".to_owned()),
-                    )
-                })?;
+                let metadata =
+                    std::fs::metadata(path).map_err(|e| cannot_read(path, &e.to_string()))?;
                 if metadata.is_dir() {
-                    return Err(UserError::new(
-                        format!("cannot read {}: it is a directory", path.display()),
-                        Some("give --file a readable file, or - for stdin".to_owned()),
-                    ));
+                    return Err(cannot_read(path, "it is a directory"));
                 }
                 Input::File {
                     path: path.clone(),
@@ -161,7 +150,7 @@ impl Input {
             check_dedup_id(id).map_err(|e| flag_error("--dedup-id", id, e))?;
             // The longest id this send makes from it.
             let (n, longest) = match &input {
-                Input::Generated(g) => (g.count, g.message(g.count).message.dedup_id),
+                Input::Generated(g) => (g.count, g.naming.dedup_id(g.count)),
                 _ => (1, Some(format!("{id}-1"))),
             };
             let longest = longest.expect("--dedup-id gives every message an id");
@@ -179,12 +168,14 @@ impl Input {
         Ok(input)
     }
 
-    /// The messages, as they are needed.
+    /// The messages, as they are needed; from a file checked first, only
+    /// the `checked` ones, should the file grow meanwhile.
     fn source(
         self,
         args: &SendArgs,
         queue: &QueueAttributes,
         invocation: &str,
+        checked: Option<u64>,
     ) -> Result<Source, UserError> {
         let reader: Box<dyn BufRead + Send> = match self {
             Input::Generated(generated) => return Ok(Source::Generated { generated, next: 1 }),
@@ -193,7 +184,7 @@ impl Input {
         };
         Ok(Source::Lines {
             lines: lines(reader, args, queue, invocation),
-            limit: None,
+            limit: checked,
         })
     }
 }
@@ -241,12 +232,14 @@ fn lines<R: BufRead>(
 }
 
 fn open(path: &Path) -> Result<File, UserError> {
-    File::open(path).map_err(|e| {
-        UserError::new(
-            format!("cannot read {}: {e}", path.display()),
-            Some("give --file a readable file, or - for stdin".to_owned()),
-        )
-    })
+    File::open(path).map_err(|e| cannot_read(path, &e.to_string()))
+}
+
+fn cannot_read(path: &Path, why: &str) -> UserError {
+    UserError::new(
+        format!("cannot read {}: {why}", path.display()),
+        Some(READ_HINT.to_owned()),
+    )
 }
 
 /// Reads a whole file once, checking every line; returns how many messages
@@ -261,8 +254,8 @@ fn check_file(
     let mut lines =
         lines(BufReader::new(open(path)?), args, queue, invocation).reading_past_bad_lines();
     let mut repeats = Repeats::new(queue.content_based_deduplication, queue.dedup_per_group);
-    let mut refused: Vec<Refused> = Vec::new();
-    let mut refused_count = 0u64;
+    let mut first_refused: Option<Refused> = None;
+    let mut refused = Examples::default();
     let mut warnings = Examples::default();
     let mut messages = 0u64;
     for item in lines.by_ref() {
@@ -270,33 +263,24 @@ fn check_file(
         match item.and_then(|p| check(p, queue.max_message_bytes)) {
             Ok(planned) => warnings.add_opt(repeats.warning(&planned)),
             Err(r) => {
-                refused_count += 1;
-                if refused.len() < EXAMPLES {
-                    refused.push(r);
-                }
+                refused.add(format!("{}: {}", r.origin, r.reason));
+                first_refused.get_or_insert(r);
             }
         }
     }
     warnings.print("warning");
-    if let Some(first) = refused.first() {
-        if refused_count == 1 {
+    if let Some(first) = first_refused {
+        if refused.count == 1 {
             return Err(UserError::new(
                 format!("{}: {}; nothing was sent", first.origin, first.reason),
-                Some(first.hint.clone()),
+                Some(first.hint),
             ));
         }
-        for r in &refused {
-            stderr_line(format_args!("refused: {}: {}", r.origin, r.reason));
-        }
-        if refused_count > refused.len() as u64 {
-            stderr_line(format_args!(
-                "refused: … and {} more",
-                refused_count - refused.len() as u64
-            ));
-        }
+        refused.print("refused");
         return Err(UserError::new(
             format!(
-                "{refused_count} lines of {} cannot be sent (listed above); nothing was sent",
+                "{} lines of {} cannot be sent (listed above); nothing was sent",
+                refused.count,
                 path.display()
             ),
             Some(format!("for {}: {}", first.origin, first.hint)),

@@ -131,21 +131,14 @@ pub(crate) async fn send_stream(
             // slow input is sent as it comes.
             let item = if batch.is_empty() {
                 tokio::select! {
-                    item = items.recv() => item,
+                    biased;
                     () = stop.cancelled() => None,
+                    item = items.recv() => item,
                 }
             } else {
                 items.try_recv().ok()
             };
             let Some(item) = item else { break };
-            if stop.is_cancelled() {
-                let origin = match item {
-                    Ok(p) => p.origin,
-                    Err(r) => r.origin,
-                };
-                note(Note::NotAttempted { origin });
-                continue;
-            }
             match gate.admit(item) {
                 Err(not_sent) => note(not_sent),
                 Ok(p) => {
@@ -159,22 +152,20 @@ pub(crate) async fn send_stream(
                 }
             }
         }
-        if batch.is_empty() {
-            // Stopped: what is still queued here was not attempted.
-            while let Ok(item) = items.try_recv() {
-                let origin = match item {
-                    Ok(p) => p.origin,
-                    Err(r) => r.origin,
-                };
+        if stop.is_cancelled() {
+            // Nothing more is sent: what this stream holds was not attempted.
+            let queued = std::iter::from_fn(|| items.try_recv().ok()).map(|item| match item {
+                Ok(p) => p.origin,
+                Err(r) => r.origin,
+            });
+            let held = batch.into_iter().chain(next).map(|p| p.origin);
+            for origin in held.chain(queued) {
                 note(Note::NotAttempted { origin });
             }
             return;
         }
-        if stop.is_cancelled() {
-            for p in batch {
-                note(Note::NotAttempted { origin: p.origin });
-            }
-            continue;
+        if batch.is_empty() {
+            return;
         }
         let messages: Vec<_> = batch.iter().map(|p| p.message.clone()).collect();
         match client.send_batch(&queue_url, &messages).await {

@@ -145,6 +145,13 @@ enum AfterCancel {
 }
 
 impl Tracked {
+    /// How long its cut-off handler's process may still be ending.
+    fn kill_left(&self) -> Duration {
+        self.kill_ends.map_or(Duration::ZERO, |end| {
+            end.saturating_duration_since(Instant::now())
+        })
+    }
+
     /// Whether a heartbeat may extend it: not while another visibility
     /// change for it is under way, and never once it is being given up (the
     /// rest of its lane was given up with it and must keep the same

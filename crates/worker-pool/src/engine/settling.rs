@@ -8,10 +8,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn take_router_decisions(&mut self) {
         while let Some(key) = self.router.pop_delete() {
             if self.tracked[&key].dead_letter {
-                let kill_ends = self.tracked[&key].kill_ends;
-                let wait = kill_ends.map_or(Duration::ZERO, |end| {
-                    end.saturating_duration_since(Instant::now())
-                });
+                let wait = self.tracked[&key].kill_left();
                 self.move_to_dead_letters(key, wait);
             } else {
                 self.deletes.push_back(key);
@@ -68,10 +65,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Phase::Running => tracked.release_after,
             Phase::Draining | Phase::Abandoned => Duration::ZERO,
         };
-        let kill = tracked.kill_ends.map_or(Duration::ZERO, |end| {
-            end.saturating_duration_since(Instant::now())
-        });
-        let seconds = backoff.max(kill).as_secs_f64().ceil() as u32;
+        let seconds = backoff.max(tracked.kill_left()).as_secs_f64().ceil() as u32;
         seconds.max(1)
     }
 
