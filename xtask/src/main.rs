@@ -25,6 +25,7 @@ Commands:
   test [ARGS..]      fmt check, clippy, then every test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
   bench [--quick]    measure fifo against LocalStack's own limit; writes BENCHMARKS.md
+  bench --rtt MS     only the runs through a proxy adding MS per call; prints them
   proxy [--listen ADDR] [--upstream ADDR] [--latency-ms N]
                      a TCP proxy (default 127.0.0.1:4567 -> 127.0.0.1:4566) that adds latency,
                      resets, refused connects or silence, switched by commands on stdin
@@ -107,6 +108,18 @@ fn test(nextest_args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let mut end_to_end = vec!["bench", "--package", "fifo", "--bench", "end_to_end", "--"];
+    if quick {
+        end_to_end.push("--quick");
+    }
+    if let Some(at) = args.iter().position(|a| a == "--rtt") {
+        let rtt = args
+            .get(at + 1)
+            .filter(|ms| ms.parse::<u64>().is_ok())
+            .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
+        end_to_end.extend(["--rtt", rtt]);
+        return cargo(&end_to_end);
+    }
     let seconds = if quick { "1" } else { "3" };
     cargo(&[
         "bench",
@@ -120,10 +133,6 @@ fn bench(args: &[String]) -> Result<()> {
         "--measurement-time",
         seconds,
     ])?;
-    let mut end_to_end = vec!["bench", "--package", "fifo", "--bench", "end_to_end", "--"];
-    if quick {
-        end_to_end.push("--quick");
-    }
     cargo(&end_to_end)
 }
 

@@ -34,6 +34,10 @@ struct Plan {
     soak_messages: usize,
     /// The largest `fifo send` whose memory is measured.
     send_memory_messages: usize,
+    /// Round trips added by the proxy in section 10, in ms.
+    rtts: Vec<u64>,
+    /// Messages for the limit and the no-op run through the proxy.
+    rtt_messages: usize,
 }
 
 impl Plan {
@@ -50,6 +54,8 @@ impl Plan {
                 engine_messages: 100_000,
                 soak_messages: 100_000,
                 send_memory_messages: 100_000,
+                rtts: vec![0, 20],
+                rtt_messages: 2_000,
             }
         } else {
             Plan {
@@ -63,6 +69,8 @@ impl Plan {
                 engine_messages: 500_000,
                 soak_messages: 1_000_000,
                 send_memory_messages: 1_000_000,
+                rtts: vec![0, 5, 20],
+                rtt_messages: 6_000,
             }
         }
     }
@@ -78,6 +86,17 @@ fn main() {
     if std::env::args().any(|a| a == "--soak-only") {
         let soak = soak(&plan);
         println!("{}", serde_json::to_string_pretty(&soak).unwrap());
+        return;
+    }
+    // `--rtt MS` measures section 10 at that round trip alone and prints it.
+    if let Some(rtt) = flag_value("--rtt") {
+        let rtt = rtt.parse().expect("--rtt takes milliseconds");
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let section = runtime.block_on(async {
+            let client = checked_localstack_client().await;
+            at_rtt(&client, &plan, rtt).await
+        });
+        println!("{}", serde_json::to_string_pretty(&section).unwrap());
         return;
     }
     if std::env::args().any(|a| a == "--engine-only") {
@@ -125,13 +144,120 @@ async fn localstack_client() -> Client {
     .unwrap()
 }
 
-async fn run_all(plan: &Plan) -> Value {
+/// The value after `flag` on the command line.
+fn flag_value(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == flag)?;
+    Some(args.get(at + 1).expect("a value after the flag").clone())
+}
+
+async fn checked_localstack_client() -> Client {
     let client = localstack_client().await;
     if client.list_queue_urls(Some("none")).await.is_err() {
         panic!(
             "LocalStack is not reachable at {ENDPOINT}: start it with `cargo xtask localstack-up`"
         );
     }
+    client
+}
+
+fn workers_16() -> Vec<String> {
+    vec!["--workers".into(), "16".into()]
+}
+
+/// Section 10: the limit, the no-op run with default flags and the
+/// latency-bound runs, all through the proxy adding `rtt_ms` per call.
+async fn at_rtt(client: &Client, plan: &Plan, rtt_ms: u64) -> Value {
+    let upstream = "127.0.0.1:4566".parse().unwrap();
+    let proxy = xtask::proxy::Proxy::start(upstream).expect("the proxy starts");
+    proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
+    let through = fifo_sqs_client::connect(&ConnectOptions {
+        queue_url: &format!("{ENDPOINT}/000000000000/bench.fifo"),
+        endpoint_url: Some(&proxy.url()),
+        region: None,
+    })
+    .await
+    .unwrap();
+    let n = plan.rtt_messages;
+    let mut limits = Vec::new();
+    for concurrency in [4, 8, 16, 32, 64] {
+        let url = new_queue(client, &format!("rttlimit{rtt_ms}c{concurrency}")).await;
+        let all = messages(n, plan.groups, &format!("rtt{rtt_ms}{concurrency}"));
+        raw_send(client, &url, all, 8).await;
+        let rate = raw_receive_delete(&through, &url, n, concurrency).await;
+        println!(
+            "  RTT {rtt_ms} ms: bare SDK receive+delete, {concurrency} calls at once: {rate:.0} msgs/s"
+        );
+        limits.push(json!({ "concurrency": concurrency, "msgs_per_s": rate }));
+    }
+    let limit = limits
+        .iter()
+        .map(|l| l["msgs_per_s"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let endpoint = vec!["--endpoint-url".to_owned(), proxy.url()];
+    let no_op_plan = Plan {
+        messages: n,
+        ..Plan::new(plan.quick)
+    };
+    let mut no_op = Vec::new();
+    for run in 0..plan.runs {
+        let (_, result) = end_to_end(client, &no_op_plan, 300 + run, 1, &endpoint).await;
+        println!(
+            "  RTT {rtt_ms} ms: fifo run (default flags) {:.0} msgs/s",
+            result["msgs_per_s"].as_f64().unwrap()
+        );
+        no_op.push(result);
+    }
+    let pick = |key: &str| {
+        median(
+            &no_op
+                .iter()
+                .map(|r| r[key].as_f64().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let rate = pick("msgs_per_s");
+    let mut latency = Vec::new();
+    for workers in [16, 64, 100] {
+        let makespans: Vec<f64> = {
+            let mut all = Vec::new();
+            for run in 0..plan.runs {
+                all.push(
+                    latency_run(client, plan, 300 + run, &[workers], &endpoint)
+                        .await
+                        .0,
+                );
+            }
+            all
+        };
+        let bound = lower_bound(plan.latency_groups * PER_GROUP, workers);
+        let makespan = median(&makespans);
+        println!(
+            "  RTT {rtt_ms} ms: latency-bound W={workers}: {makespan:.2} s, bound {bound:.2} s, ratio {:.3}",
+            makespan / bound
+        );
+        latency.push(json!({
+            "workers": workers, "makespan_s": makespan, "bound_s": bound,
+            "ratio": makespan / bound, "all_makespans": makespans,
+        }));
+    }
+    json!({
+        "rtt_ms": rtt_ms,
+        "limit_msgs_per_s": limit,
+        "limits": limits,
+        "no_op": {
+            "messages": n, "groups": plan.groups,
+            "msgs_per_s": rate, "ratio": rate / limit,
+            "cpu_us_per_msg": pick("cpu_us_per_msg"),
+            "localstack_cpu_share": pick("localstack_cpu_share"),
+            "order_violations": no_op.iter().map(|r| r["order_violations"].as_u64().unwrap()).sum::<u64>(),
+        },
+        "latency": latency,
+    })
+}
+
+async fn run_all(plan: &Plan) -> Value {
+    let client = checked_localstack_client().await;
     let mut report = json!({ "machine": machine(), "quick": plan.quick, "runs": plan.runs });
 
     println!("== 1. the emulator's limit, 2. end to end with a no-op handler, 6. cost");
@@ -142,7 +268,7 @@ async fn run_all(plan: &Plan) -> Value {
     let mut sdk_cpu = Vec::new();
     for run in 0..plan.runs {
         let (send, receive) = emulator_limit(&client, plan, run, &mut sdk_cpu).await;
-        let (fifo_send, fifo_run) = end_to_end(&client, plan, run, 1).await;
+        let (fifo_send, fifo_run) = end_to_end(&client, plan, run, 1, &workers_16()).await;
         println!(
             "  run {run}: raw send {send:.0}/s, raw receive+delete {receive:.0}/s, fifo send {:.0}/s, fifo run {:.0}/s",
             fifo_send,
@@ -193,7 +319,7 @@ async fn run_all(plan: &Plan) -> Value {
         let mut staggers = Vec::new();
         let mut refills = Vec::new();
         for run in 0..plan.runs {
-            let result = latency_run(&client, plan, run, &[workers]).await;
+            let result = latency_run(&client, plan, run, &[workers], &[]).await;
             makespans.push(result.0);
             shares.push(result.1);
             staggers.push(result.2);
@@ -229,7 +355,7 @@ async fn run_all(plan: &Plan) -> Value {
         let mut rates = Vec::new();
         let mut violations = 0;
         for run in 0..plan.runs {
-            let (_, result) = end_to_end(&client, plan, 100 + run, processes).await;
+            let (_, result) = end_to_end(&client, plan, 100 + run, processes, &workers_16()).await;
             rates.push(result["msgs_per_s"].as_f64().unwrap());
             violations += result["order_violations"].as_u64().unwrap();
         }
@@ -237,7 +363,11 @@ async fn run_all(plan: &Plan) -> Value {
         let per_process = vec![workers_total / processes; processes];
         let mut makespans = Vec::new();
         for run in 0..plan.runs {
-            makespans.push(latency_run(&client, plan, 200 + run, &per_process).await.0);
+            makespans.push(
+                latency_run(&client, plan, 200 + run, &per_process, &[])
+                    .await
+                    .0,
+            );
         }
         let n = plan.latency_groups * PER_GROUP;
         let bound = lower_bound(n, workers_total);
@@ -262,6 +392,13 @@ async fn run_all(plan: &Plan) -> Value {
 
     println!("== 9. send memory");
     report["send_memory"] = send_memory(plan).await;
+
+    println!("== 10. through a proxy adding a round trip");
+    let mut at = Vec::new();
+    for &rtt in &plan.rtts {
+        at.push(at_rtt(&client, plan, rtt).await);
+    }
+    report["rtt"] = Value::Array(at);
     report
 }
 
@@ -578,7 +715,13 @@ fn order_violations(lines: &[String]) -> u64 {
 
 /// `fifo send` of the messages, then `processes` × `fifo run --until-empty`
 /// with the log handler and no work, timed until the queue is drained.
-async fn end_to_end(client: &Client, plan: &Plan, run: usize, processes: usize) -> (f64, Value) {
+async fn end_to_end(
+    client: &Client,
+    plan: &Plan,
+    run: usize,
+    processes: usize,
+    run_args: &[String],
+) -> (f64, Value) {
     let url = new_queue(client, &format!("e2e{run}p{processes}")).await;
     let started = Instant::now();
     let status = fifo()
@@ -601,7 +744,7 @@ async fn end_to_end(client: &Client, plan: &Plan, run: usize, processes: usize) 
     let mut children = Vec::new();
     let mut readers = Vec::new();
     for _ in 0..processes {
-        let (child, reader) = spawn_run(&url, &["--workers".into(), "16".into()]);
+        let (child, reader) = spawn_run(&url, run_args);
         children.push(child);
         readers.push(reader);
     }
@@ -657,6 +800,7 @@ async fn latency_run(
     plan: &Plan,
     run: usize,
     workers: &[usize],
+    endpoint: &[String],
 ) -> (f64, f64, f64, f64) {
     let url = new_queue(client, &format!("lat{run}w{}", workers[0])).await;
     let n = plan.latency_groups * PER_GROUP;
@@ -674,6 +818,7 @@ async fn latency_run(
         ]
         .map(String::from)
         .to_vec();
+        let args = [args, endpoint.to_vec()].concat();
         let (child, reader) = spawn_run(&url, &args);
         children.push(child);
         readers.push(reader);
@@ -1498,6 +1643,75 @@ fn bounds(report: &Value) -> String {
     md
 }
 
+/// Section 10: per round trip, the limit, the no-op run and the
+/// latency-bound runs, with what bounds a missed goal.
+fn rtt_markdown(report: &Value, plan: &Plan) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let Some(all) = report["rtt"].as_array() else {
+        return String::new();
+    };
+    let mut md = format!(
+        "## 10. On a network with a round trip\n\nThe same runs through a TCP proxy of ours that delays each direction by half the round trip (RTT), as a region's SQS endpoint does. The limit: the bare SDK receive+delete loop through the proxy, the best of 4 to 64 calls at once ({} messages over {} groups). `fifo run --until-empty` with default flags (5 workers) on as many messages, timed until SQS holds none. Latency-bound: {} messages, {} groups of {PER_GROUP}, L = 50 ms, `--workers W --work-ms 50` and no other flag.\n\n",
+        plan.rtt_messages,
+        plan.groups,
+        plan.latency_groups * PER_GROUP,
+        plan.latency_groups,
+    );
+    md += "| RTT (ms) | limit (msgs/s) | limit by calls at once | fifo no-op (msgs/s) | ratio | LocalStack CPU (cores) | W=16 makespan / bound | W=64 | W=100 |\n|---|---|---|---|---|---|---|---|---|\n";
+    for at in all {
+        let by_concurrency: Vec<String> = at["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| format!("{}: {:.0}", l["concurrency"], f(&l["msgs_per_s"])))
+            .collect();
+        let latency: Vec<String> = at["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.2} / {:.2} s ({:.2})",
+                    f(&r["makespan_s"]),
+                    f(&r["bound_s"]),
+                    f(&r["ratio"])
+                )
+            })
+            .collect();
+        md += &format!(
+            "| {} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {} |\n",
+            at["rtt_ms"],
+            f(&at["limit_msgs_per_s"]),
+            by_concurrency.join(", "),
+            f(&at["no_op"]["msgs_per_s"]),
+            f(&at["no_op"]["ratio"]),
+            f(&at["no_op"]["localstack_cpu_share"]),
+            latency.join(" | "),
+        );
+    }
+    md += "\n";
+    for at in all {
+        let limit = f(&at["limit_msgs_per_s"]);
+        for r in at["latency"].as_array().unwrap() {
+            if f(&r["ratio"]) <= 1.15 {
+                continue;
+            }
+            let messages = (plan.latency_groups * PER_GROUP) as f64;
+            md += &format!(
+                "**RTT {} ms, W = {} ({:.2} s against {:.2} s).** The bound needs {:.0} msgs/s through the queue; the emulator's limit through the proxy in this run is {limit:.0} msgs/s, so the {messages:.0} messages need at least {:.2} s of receives and deletes: {:.2} × that.\n\n",
+                at["rtt_ms"],
+                r["workers"],
+                f(&r["makespan_s"]),
+                f(&r["bound_s"]),
+                messages / f(&r["bound_s"]),
+                messages / limit,
+                f(&r["makespan_s"]) / (messages / limit),
+            );
+        }
+    }
+    md
+}
+
 fn markdown(report: &Value, plan: &Plan) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let verdict = |met: bool| if met { "**met**" } else { "**missed**" };
@@ -1613,6 +1827,30 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             f(&small["peak_rss_mib"]),
             small["messages"],
             verdict(flat)
+        );
+    }
+    for at in report["rtt"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let rtt = &at["rtt_ms"];
+        let ratio = f(&at["no_op"]["ratio"]);
+        md += &format!(
+            "| RTT {rtt} ms: `fifo run` no-op, default flags, ≥ 0.90 × the limit through the proxy | {ratio:.2} ({:.0} of {:.0} msgs/s) | {} |\n",
+            f(&at["no_op"]["msgs_per_s"]),
+            f(&at["limit_msgs_per_s"]),
+            verdict(ratio >= 0.9)
+        );
+        let worst = at["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| f(&r["ratio"]))
+            .fold(0.0, f64::max);
+        md += &format!(
+            "| RTT {rtt} ms: latency-bound makespan ≤ 1.15 × bound at W = 16, 64, 100 | worst {worst:.2} | {} |\n",
+            verdict(worst <= 1.15)
         );
     }
     md += "\n";
@@ -1805,7 +2043,9 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             );
         }
     }
+    md += "\n";
+    md += &rtt_markdown(report, plan);
     md += &bounds(report);
-    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 20 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\ncargo bench -p fifo --bench end_to_end -- --send-memory-only   # section 9 again\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
+    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 30 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\ncargo xtask bench --rtt 20  # section 10 at one round trip, printed\ncargo bench -p fifo --bench end_to_end -- --send-memory-only   # section 9 again\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
     md
 }

@@ -108,13 +108,14 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub(crate) visibility_timeout: Option<String>,
 
-    /// Concurrent long polls
-    #[arg(long, value_name = "N", default_value_t = 2,
-          value_parser = clap::value_parser!(u32).range(1..=16))]
-    pub(crate) pollers: u32,
+    /// Receives under way at once, fixed [default: adapts from 1 to 16: more
+    /// while workers wait for groups and SQS keeps pace, fewer when the
+    /// queue runs dry]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub(crate) pollers: Option<u32>,
 
     /// Messages held at most (queued or running); polling pauses at this
-    /// many [default: 20 × workers, at least 100]
+    /// many [default: 20 × workers, at least 1000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=120_000))]
     pub(crate) max_in_flight: Option<u32>,
 

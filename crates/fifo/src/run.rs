@@ -169,11 +169,11 @@ fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserEr
     let max_messages = settings.max_messages;
     let max_in_flight = args
         .max_in_flight
-        .map_or((workers * 20).max(100), |n| n as usize)
+        .map_or((workers * 20).max(1000), |n| n as usize)
         .max(max_messages as usize);
     Ok(PoolConfig {
         workers,
-        pollers: args.pollers as usize,
+        pollers: args.pollers.map(|n| n as usize),
         max_in_flight,
         max_messages,
         wait_time_seconds: settings.wait_time_seconds,

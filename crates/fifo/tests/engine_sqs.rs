@@ -89,7 +89,7 @@ fn attributes(n: usize) -> BTreeMap<String, MessageAttribute> {
 fn config() -> PoolConfig {
     PoolConfig {
         workers: 5,
-        pollers: 2,
+        pollers: Some(2),
         wait_time_seconds: 1,
         retries: 3,
         backoff_base: Duration::from_millis(100),

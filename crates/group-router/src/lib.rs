@@ -303,6 +303,12 @@ impl<K: Copy + Eq> Router<K> {
         self.queued
     }
 
+    /// Lanes that may be runnable: at most this many messages can be
+    /// handed out now.
+    pub fn ready_groups(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Groups with a message out.
     pub fn busy_groups(&self) -> usize {
         self.out

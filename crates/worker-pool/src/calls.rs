@@ -5,7 +5,7 @@
 use fifo_sqs_client::{
     EntryFailure, Error as QueueError, OutgoingMessage, ReceiveOptions, ReceiveOutput,
 };
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::Queue;
@@ -23,6 +23,8 @@ pub(crate) enum Event {
     },
     Deleted {
         keys: Vec<Key>,
+        /// How long SQS took to answer.
+        took: Duration,
         result: Result<Vec<EntryFailure>, QueueError>,
     },
     DeadLettered {
@@ -58,8 +60,13 @@ pub(crate) async fn receive<Q: Queue>(
 
 pub(crate) async fn delete<Q: Queue>(queue: Q, keys: Vec<Key>, handles: Vec<String>) -> Event {
     let refs: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let started = Instant::now();
     let result = queue.delete(&refs).await;
-    Event::Deleted { keys, result }
+    Event::Deleted {
+        keys,
+        took: started.elapsed(),
+        result,
+    }
 }
 
 pub(crate) async fn dead_letter<Q: Queue>(

@@ -34,13 +34,19 @@ pub use engine::run;
 pub use queue::{Queue, SqsQueue};
 pub use stats::{Counters, Stats};
 
+/// The most receives under way at once when they adapt.
+pub const MAX_POLLERS: usize = 16;
+
 /// How the engine runs. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     /// Handlers running at once, each on a different group.
     pub workers: usize,
-    /// Concurrent long polls.
-    pub pollers: usize,
+    /// Receives under way at once: a fixed number, or `None` to adapt
+    /// between 1 and [`MAX_POLLERS`] — more while workers wait for groups
+    /// and SQS answers as fast as it did, fewer when receives come back
+    /// empty or slower (SQS queueing them).
+    pub pollers: Option<usize>,
     /// Messages held at most (queued, running or backing off); pollers wait
     /// below this. At least `max_messages`.
     pub max_in_flight: usize,
@@ -78,7 +84,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             workers: 5,
-            pollers: 2,
+            pollers: None,
             max_in_flight: 500,
             max_messages: 10,
             wait_time_seconds: 20,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 fn config() -> PoolConfig {
     PoolConfig {
         workers: 5,
-        pollers: 1,
+        pollers: Some(1),
         max_in_flight: 100,
         wait_time_seconds: 1,
         visibility_timeout: 30,
@@ -357,7 +357,7 @@ async fn pollers_stop_receiving_at_max_in_flight() {
     let handler = Recorder::new(Duration::from_millis(50));
     let config = PoolConfig {
         workers: 2,
-        pollers: 2,
+        pollers: Some(2),
         max_in_flight: 20,
         ..config()
     };

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 fn config() -> PoolConfig {
     PoolConfig {
         workers: 4,
-        pollers: 1,
+        pollers: Some(1),
         max_in_flight: 40,
         wait_time_seconds: 1,
         visibility_timeout: 6,
@@ -596,7 +596,7 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
         visibility_timeout: scenario.visibility_timeout,
         max_receive_count: scenario.max_receive_count,
         workers: scenario.workers,
-        pollers: scenario.pollers,
+        pollers: Some(scenario.pollers),
         max_in_flight: scenario.max_in_flight,
         ..config()
     };

@@ -35,14 +35,14 @@ mod receiving;
 mod settling;
 mod shutdown;
 
-use self::receiving::new_attempt_id;
+use self::receiving::{Pace, new_attempt_id};
 use crate::calls::{self, Event, Key};
 use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 
 /// Entries per batch call.
 const BATCH: usize = 10;
 /// Delete calls in flight at once.
-const DELETES_IN_FLIGHT: usize = 4;
+const DELETES_IN_FLIGHT: usize = 16;
 
 /// Runs the engine until `shutdown` is cancelled (or, with `until_empty` or
 /// `limit`, until the work is done), then drains: running handlers get
@@ -69,7 +69,7 @@ pub async fn run<Q: Queue, H: Handler>(
 fn check(config: &PoolConfig) -> Result<(), Error> {
     let problem = if config.workers == 0 {
         "workers must be at least 1"
-    } else if config.pollers == 0 {
+    } else if config.pollers == Some(0) {
         "pollers must be at least 1"
     } else if !(1..=10).contains(&config.max_messages) {
         "max_messages must be 1 to 10"
@@ -301,6 +301,7 @@ struct Engine<Q, H> {
     timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
     slots: Vec<Slot>,
     receiving: usize,
+    pace: Pace,
     deletes: VecDeque<Key>,
     delete_calls: usize,
     deletes_not_before: Instant,
@@ -324,7 +325,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         counters: Arc<Counters>,
     ) -> Self {
         let now = Instant::now();
-        let slots = (0..config.pollers)
+        let slots = (0..config.pollers.unwrap_or(crate::MAX_POLLERS))
             .map(|poller| Slot {
                 busy: false,
                 attempt_id: new_attempt_id(poller),
@@ -335,6 +336,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             })
             .collect();
         Engine {
+            pace: Pace::new(config.pollers),
             queue,
             handler: Arc::new(handler),
             config,
@@ -413,7 +415,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Received { slot, result } => self.on_received(slot, result),
-            Event::Deleted { keys, result } => self.on_deleted(keys, result),
+            Event::Deleted { keys, took, result } => {
+                if result.is_ok() {
+                    self.pace.on_delete(took);
+                }
+                self.on_deleted(keys, result)
+            }
             Event::DeadLettered { key, result } => self.on_dead_lettered(key, result),
             Event::Extended {
                 keys,

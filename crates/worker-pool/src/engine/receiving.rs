@@ -1,7 +1,116 @@
-//! Receiving: keeping up to `pollers` receives under way while there is
-//! room under `max_in_flight`, and tracking what they bring.
+//! Receiving: keeping enough receives under way while there is room under
+//! `max_in_flight` (a fixed number with `pollers`, else as many as pay, see
+//! [`Pace`]), and tracking what they bring.
 
 use super::*;
+
+/// How many receives to keep under way when their number adapts.
+///
+/// One FIFO receive brings the messages of one or a few groups, so workers
+/// waiting for groups need more receives under way, the more the longer a
+/// receive takes. Each receive that brings messages while workers wait adds
+/// one (so the number doubles per round trip while it pays). More receives
+/// stop paying when SQS queues calls: then deletes, which never wait like a
+/// long poll does, are answered much slower than the fastest recent one, and
+/// each receive takes one away. A receive that comes back empty while
+/// nothing is held takes one away too, so an idle queue costs one long poll
+/// at a time; while messages are held their groups come back, and the
+/// receives wait for them.
+#[derive(Debug)]
+pub(super) struct Pace {
+    /// Receives wanted under way; `None` when fixed by `pollers`.
+    target: Option<usize>,
+    /// The fastest delete answers in this window and the one before: what
+    /// a call costs when SQS is not queueing it, following a network that
+    /// got slower within two windows.
+    fastest: [Option<Duration>; 2],
+    window_ends: Instant,
+    /// Recent delete answers, smoothed.
+    recent: Option<Duration>,
+    /// Until SQS first queued calls, the target grows by one per receive
+    /// (doubling per round trip); after, by one per `target` receives.
+    slow_start: bool,
+    credit: usize,
+}
+
+/// How long one window of [`Pace::fastest`] lasts.
+const PACE_WINDOW: Duration = Duration::from_secs(10);
+/// The fewest receives kept under way while messages come in.
+const BUSY_POLLERS: usize = 2;
+/// The most receives under way before SQS answered a delete.
+const UNKNOWN_POLLERS: usize = 4;
+
+impl Pace {
+    pub(super) fn new(pollers: Option<usize>) -> Pace {
+        Pace {
+            target: pollers.is_none().then_some(BUSY_POLLERS),
+            fastest: [None, None],
+            window_ends: Instant::now() + PACE_WINDOW,
+            recent: None,
+            slow_start: true,
+            credit: 0,
+        }
+    }
+
+    /// Receives to keep under way, given the slots there are.
+    pub(super) fn wanted(&self, slots: usize) -> usize {
+        self.target.unwrap_or(slots)
+    }
+
+    /// A delete was answered after `took`.
+    pub(super) fn on_delete(&mut self, took: Duration) {
+        let now = Instant::now();
+        if now >= self.window_ends {
+            self.fastest = [None, self.fastest[0]];
+            self.window_ends = now + PACE_WINDOW;
+        }
+        let current = &mut self.fastest[0];
+        *current = Some(current.map_or(took, |fastest| fastest.min(took)));
+        self.recent = Some(match self.recent {
+            Some(recent) if took > recent => recent + (took - recent) / 8,
+            Some(recent) => recent - (recent - took) / 8,
+            None => took,
+        });
+    }
+
+    /// Whether SQS queues calls: recent deletes took much longer than the
+    /// fastest.
+    fn queueing(&self) -> bool {
+        let Some(fastest) = self.fastest.iter().flatten().min() else {
+            return false;
+        };
+        self.recent
+            .is_some_and(|recent| recent > *fastest * 2 + Duration::from_millis(2))
+    }
+
+    /// A receive brought `count` messages; `workers_waiting`: some workers
+    /// had no group to run; `holding`: messages are held.
+    pub(super) fn on_receive(&mut self, count: usize, workers_waiting: bool, holding: bool) {
+        let queueing = self.queueing();
+        // Until a delete was answered, how fast SQS is is unknown.
+        let most = match self.recent {
+            Some(_) => crate::MAX_POLLERS,
+            None => UNKNOWN_POLLERS,
+        };
+        let Some(target) = self.target.as_mut() else {
+            return;
+        };
+        if count == 0 {
+            if !holding {
+                *target = (*target - 1).max(1);
+            }
+        } else if queueing {
+            *target = (*target - 1).max(BUSY_POLLERS);
+            self.slow_start = false;
+        } else if workers_waiting {
+            self.credit += 1;
+            if self.slow_start || self.credit >= *target {
+                *target = (*target + 1).min(most);
+                self.credit = 0;
+            }
+        }
+    }
+}
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts receives while there is room for a full one under
@@ -28,7 +137,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 .config
                 .max_in_flight
                 .saturating_sub(self.tracked.len() + self.receiving * wanted);
-            if room < wanted {
+            if room < wanted || self.receiving >= self.pace.wanted(self.slots.len()) {
+                return;
+            }
+            // Adapting, a receive goes only while workers would wait: not
+            // when the groups ready to run cover them and one more (the next
+            // worker to finish its group), so groups stay in the queue for
+            // other processes.
+            if self.config.pollers.is_none() && self.router.ready_groups() > self.idle_workers() {
                 return;
             }
             let slot = &mut self.slots[slot_index];
@@ -102,6 +218,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let expires = taken + visibility;
         slot.failures = 0;
         slot.new_attempt(slot_index);
+        let workers_waiting = self.idle_workers() > self.router.ready_groups();
+        let holding = !self.tracked.is_empty();
+        self.pace
+            .on_receive(output.messages.len(), workers_waiting, holding);
         self.call_succeeded(CallKind::Receive);
         for malformed in &output.malformed {
             self.counters.add_malformed();
@@ -123,6 +243,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if expires.saturating_duration_since(Instant::now()) <= self.visibility() / 6 {
             self.give_up_expiring();
         }
+    }
+
+    /// Workers with no handler to run.
+    fn idle_workers(&self) -> usize {
+        self.config.workers.saturating_sub(self.busy_workers)
     }
 
     pub(super) fn track(&mut self, received: ReceivedMessage, expires: Instant) {
