@@ -209,7 +209,8 @@ enum Timer {
     Wake,
 }
 
-/// A receive slot: at most `pollers` receives are under way.
+/// A receive slot: one receive under way at most (`pollers` slots, or
+/// [`crate::MAX_POLLERS`] when they adapt).
 #[derive(Debug)]
 struct Slot {
     busy: bool,

@@ -96,9 +96,12 @@ impl Pace {
             return;
         };
         if count == 0 {
-            if !holding {
-                *target = (*target - 1).max(1);
-            }
+            // Nothing to receive now: fewer long polls, down to one when
+            // nothing is held (an idle queue) and two while held groups may
+            // come back; more again, doubling, once receives bring messages.
+            let floor = if holding { BUSY_POLLERS } else { 1 };
+            *target = target.saturating_sub(1).max(floor);
+            self.slow_start = true;
         } else if queueing {
             *target = (*target - 1).max(BUSY_POLLERS);
             self.slow_start = false;
@@ -132,12 +135,20 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let now = Instant::now();
         let wanted = self.config.max_messages as usize;
         let wait_seconds = self.poll_seconds();
+        // A slot backing off after a failed receive keeps its place, so
+        // that the other slots do not retry at once in its stead.
+        let backing_off = self
+            .slots
+            .iter()
+            .filter(|slot| !slot.busy && slot.not_before > now)
+            .count();
         for slot_index in 0..self.slots.len() {
             let room = self
                 .config
                 .max_in_flight
                 .saturating_sub(self.tracked.len() + self.receiving * wanted);
-            if room < wanted || self.receiving >= self.pace.wanted(self.slots.len()) {
+            let in_use = self.receiving + backing_off;
+            if room < wanted || in_use >= self.pace.wanted(self.slots.len()) {
                 return;
             }
             // Adapting, a receive goes only while workers would wait: not
