@@ -1712,6 +1712,15 @@ fn rtt_markdown(report: &Value, plan: &Plan) -> String {
     md
 }
 
+/// The largest makespan-to-bound ratio of a list of latency-bound runs.
+fn worst_ratio(runs: &Value) -> f64 {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ratio"].as_f64().unwrap_or(f64::NAN))
+        .fold(0.0, f64::max)
+}
+
 fn markdown(report: &Value, plan: &Plan) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let verdict = |met: bool| if met { "**met**" } else { "**missed**" };
@@ -1750,12 +1759,7 @@ fn markdown(report: &Value, plan: &Plan) -> String {
         f(&limit["send_msgs_per_s"]),
         verdict(send_ratio >= 0.9)
     );
-    let worst = report["latency"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| f(&r["ratio"]))
-        .fold(0.0, f64::max);
+    let worst = worst_ratio(&report["latency"]);
     md += &format!(
         "| latency-bound makespan ≤ 1.15 × bound at every W | worst {worst:.2} | {} |\n",
         verdict(worst <= 1.15)
@@ -1842,12 +1846,7 @@ fn markdown(report: &Value, plan: &Plan) -> String {
             f(&at["limit_msgs_per_s"]),
             verdict(ratio >= 0.9)
         );
-        let worst = at["latency"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| f(&r["ratio"]))
-            .fold(0.0, f64::max);
+        let worst = worst_ratio(&at["latency"]);
         md += &format!(
             "| RTT {rtt} ms: latency-bound makespan ≤ 1.15 × bound at W = 16, 64, 100 | worst {worst:.2} | {} |\n",
             verdict(worst <= 1.15)

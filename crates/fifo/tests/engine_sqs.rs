@@ -100,13 +100,7 @@ fn config() -> PoolConfig {
 }
 
 async fn run(queue: &SqsQueue, handler: &Recorder, config: PoolConfig) -> Stats {
-    let run = fifo_worker_pool::run(
-        queue.clone(),
-        handler.clone(),
-        config,
-        CancellationToken::new(),
-        handler.counters.clone(),
-    );
+    let run = handler.run_on(queue.clone(), config, CancellationToken::new());
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the run ends by itself")

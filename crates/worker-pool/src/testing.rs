@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use fifo_handler::{Handler, Message, Outcome};
 use tokio::time::{Duration, Instant};
 
-use crate::Counters;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Counters, Error, PoolConfig, Queue, Stats};
 
 /// One handler run.
 #[derive(Debug, Clone)]
@@ -56,6 +58,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Runs the engine on `queue` with this recorder as the handler and its
+    /// counters as the run's (so it sees what is held).
+    pub async fn run_on<Q: Queue>(
+        &self,
+        queue: Q,
+        config: PoolConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Stats, Error> {
+        crate::run(queue, self.clone(), config, shutdown, self.counters.clone()).await
+    }
+
     pub fn new(work: Duration) -> Recorder {
         Recorder {
             work,

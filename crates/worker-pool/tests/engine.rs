@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use fifo_worker_pool::memory::MemoryQueue;
 use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
-use fifo_worker_pool::{PoolConfig, Stats, run};
+use fifo_worker_pool::{PoolConfig, Stats};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -63,15 +63,10 @@ async fn run_with(
     config: PoolConfig,
     shutdown: CancellationToken,
 ) -> Stats {
-    run(
-        queue.clone(),
-        handler.clone(),
-        config,
-        shutdown,
-        handler.counters.clone(),
-    )
-    .await
-    .expect("the run ends cleanly")
+    handler
+        .run_on(queue.clone(), config, shutdown)
+        .await
+        .expect("the run ends cleanly")
 }
 
 async fn run_until_done(queue: &MemoryQueue, handler: &Recorder, config: PoolConfig) -> Stats {

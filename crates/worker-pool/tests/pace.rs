@@ -9,7 +9,7 @@ use fifo_sqs_client::{
 };
 use fifo_worker_pool::memory::MemoryQueue;
 use fifo_worker_pool::testing::{Recorder, order_violations};
-use fifo_worker_pool::{MAX_POLLERS, PoolConfig, Queue, Stats, run};
+use fifo_worker_pool::{MAX_POLLERS, PoolConfig, Queue, Stats};
 use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -48,12 +48,17 @@ impl Remote {
         }
     }
 
-    async fn wire(&self) {
+    /// One call over the wire: half the round trip there, SQS's turn
+    /// (waiting for the server with `serial`), half back.
+    async fn call<T>(&self, sqs: impl std::future::Future<Output = T>) -> T {
         tokio::time::sleep(self.rtt / 2).await;
         if let Some(service) = self.serial {
             let _busy = self.server.lock().await;
             tokio::time::sleep(service).await;
         }
+        let answer = sqs.await;
+        tokio::time::sleep(self.rtt / 2).await;
+        answer
     }
 
     fn seen(&self) -> (usize, usize) {
@@ -73,34 +78,24 @@ impl Queue for Remote {
                 seen.most_receiving_settled = seen.most_receiving_settled.max(seen.receiving);
             }
         }
-        self.wire().await;
-        let output = self.queue.receive(options).await;
-        tokio::time::sleep(self.rtt / 2).await;
+        let output = self.call(self.queue.receive(options)).await;
         self.seen.lock().unwrap().receiving -= 1;
         output
     }
     async fn delete(&self, handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
-        self.wire().await;
-        let result = self.queue.delete(handles).await;
-        tokio::time::sleep(self.rtt / 2).await;
-        result
+        self.call(self.queue.delete(handles)).await
     }
     async fn change_visibility(
         &self,
         entries: &[(&str, u32)],
     ) -> Result<Vec<EntryFailure>, QueueError> {
-        self.wire().await;
-        let result = self.queue.change_visibility(entries).await;
-        tokio::time::sleep(self.rtt / 2).await;
-        result
+        self.call(self.queue.change_visibility(entries)).await
     }
     async fn dead_letter(&self, handle: &str, copy: &OutgoingMessage) -> Result<(), QueueError> {
-        self.wire().await;
-        self.queue.dead_letter(handle, copy).await
+        self.call(self.queue.dead_letter(handle, copy)).await
     }
     async fn is_empty(&self) -> Result<bool, QueueError> {
-        self.wire().await;
-        self.queue.is_empty().await
+        self.call(self.queue.is_empty()).await
     }
 }
 
@@ -134,15 +129,10 @@ async fn run_on(
     config: PoolConfig,
     shutdown: CancellationToken,
 ) -> Stats {
-    run(
-        remote.clone(),
-        handler.clone(),
-        config,
-        shutdown,
-        handler.counters.clone(),
-    )
-    .await
-    .expect("the run ends cleanly")
+    handler
+        .run_on(remote.clone(), config, shutdown)
+        .await
+        .expect("the run ends cleanly")
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,10 +12,10 @@ use super::*;
 /// one (so the number doubles per round trip while it pays). More receives
 /// stop paying when SQS queues calls: then deletes, which never wait like a
 /// long poll does, are answered much slower than the fastest recent one, and
-/// each receive takes one away. A receive that comes back empty while
-/// nothing is held takes one away too, so an idle queue costs one long poll
-/// at a time; while messages are held their groups come back, and the
-/// receives wait for them.
+/// each receive takes one away. A receive that comes back empty takes one
+/// away too: down to one when nothing is held, so an idle queue costs one
+/// long poll at a time, and down to two while messages are held, whose
+/// groups come back to receives waiting for them.
 #[derive(Debug)]
 pub(super) struct Pace {
     /// Receives wanted under way; `None` when fixed by `pollers`.
@@ -50,6 +50,11 @@ impl Pace {
             slow_start: true,
             credit: 0,
         }
+    }
+
+    /// Whether the number of receives adapts (no fixed `pollers`).
+    pub(super) fn adapts(&self) -> bool {
+        self.target.is_some()
     }
 
     /// Receives to keep under way, given the slots there are.
@@ -103,7 +108,7 @@ impl Pace {
             *target = target.saturating_sub(1).max(floor);
             self.slow_start = true;
         } else if queueing {
-            *target = (*target - 1).max(BUSY_POLLERS);
+            *target = target.saturating_sub(1).max(BUSY_POLLERS);
             self.slow_start = false;
         } else if workers_waiting {
             self.credit += 1;
@@ -155,7 +160,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // when the groups ready to run cover them and one more (the next
             // worker to finish its group), so groups stay in the queue for
             // other processes.
-            if self.config.pollers.is_none() && self.router.ready_groups() > self.idle_workers() {
+            if self.pace.adapts() && self.router.ready_groups() > self.idle_workers() {
                 return;
             }
             let slot = &mut self.slots[slot_index];
