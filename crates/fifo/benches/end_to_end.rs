@@ -680,6 +680,20 @@ fn wait_sampling(children: &mut [Child]) -> (f64, f64) {
 }
 
 /// A log line: (seconds of the day, start?, group, SQS sequence number, body seq).
+/// The log lines of one run, parsed. The log handler stamps the time of
+/// day, so a run that crosses midnight has its later lines moved a day on.
+fn parse_logs(lines: &[String]) -> Vec<(f64, bool, String, String)> {
+    let mut events: Vec<_> = lines.iter().filter_map(|l| parse_log(l)).collect();
+    let crosses_midnight =
+        events.iter().any(|e| e.0 > 20.0 * 3600.0) && events.iter().any(|e| e.0 < 4.0 * 3600.0);
+    if crosses_midnight {
+        for event in events.iter_mut().filter(|e| e.0 < 12.0 * 3600.0) {
+            event.0 += 24.0 * 3600.0;
+        }
+    }
+    events
+}
+
 fn parse_log(line: &str) -> Option<(f64, bool, String, String)> {
     let mut parts = line.get(..12)?.split(':');
     let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
@@ -697,7 +711,7 @@ fn parse_log(line: &str) -> Option<(f64, bool, String, String)> {
 /// places where they do not (across all processes' logs).
 fn order_violations(lines: &[String]) -> u64 {
     let mut starts: BTreeMap<String, Vec<(f64, u128)>> = BTreeMap::new();
-    for (at, start, group, seq) in lines.iter().filter_map(|l| parse_log(l)) {
+    for (at, start, group, seq) in parse_logs(lines) {
         if start {
             starts
                 .entry(group)
@@ -829,9 +843,8 @@ async fn latency_run(
         .into_iter()
         .flat_map(|r| r.join().unwrap())
         .collect();
-    let events: Vec<(f64, bool)> = lines
-        .iter()
-        .filter_map(|l| parse_log(l))
+    let events: Vec<(f64, bool)> = parse_logs(&lines)
+        .into_iter()
         .map(|(at, start, _, _)| (at, start))
         .collect();
     let first = events
@@ -859,7 +872,7 @@ async fn latency_run(
 /// (the refill: delete, unlock, receive again).
 fn stagger_and_refill(lines: &[String], first: f64) -> (f64, f64) {
     let mut by_group: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    for (at, start, group, _) in lines.iter().filter_map(|l| parse_log(l)) {
+    for (at, start, group, _) in parse_logs(lines) {
         let entry = by_group.entry(group).or_default();
         if start {
             entry.0.push(at)
