@@ -169,21 +169,28 @@ async fn a_fixed_number_of_pollers_stays_fixed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn busy_workers_leave_the_other_groups_in_the_queue() {
-    // Ten workers with long work and a hundred groups: receives go only for
-    // workers without a group, so most groups stay in the queue for other
-    // processes instead of waiting here (up to max_in_flight, all 500).
+async fn busy_workers_get_no_more_than_two_receives_at_once() {
+    // Ten workers with long work and many groups: the groups ready to run
+    // cover the workers all along, so receives beyond the first two would
+    // only hold more messages here. Small receives under a low
+    // max_in_flight make receives go on all along, as held messages finish.
     let queue = MemoryQueue::new();
-    fill(&queue, 100, 5);
+    let sent = fill(&queue, 300, 2);
     let remote = Remote::new(&queue, Duration::from_millis(20), None);
     let handler = Recorder::new(Duration::from_secs(1));
-    let stats = run_on(&remote, &handler, adapting(10), CancellationToken::new()).await;
+    let config = PoolConfig {
+        max_in_flight: 40,
+        max_messages: 2,
+        ..adapting(10)
+    };
+    let stats = run_on(&remote, &handler, config, CancellationToken::new()).await;
 
-    assert_eq!(stats.succeeded, 500);
-    let held = *handler.max_in_flight_seen.lock().unwrap();
+    assert_eq!(stats.succeeded, 600);
+    assert!(order_violations(&handler.records(), &sent, &[]).is_empty());
+    let settled = remote.seen.lock().unwrap().most_receiving_settled;
     assert!(
-        held <= 250,
-        "held {held} of 500 messages at once for 10 workers"
+        settled <= 2,
+        "{settled} receives under way at once while every worker was busy"
     );
 }
 

@@ -27,18 +27,24 @@ pub(super) struct Pace {
     window_ends: Instant,
     /// Recent delete answers, smoothed.
     recent: Option<Duration>,
-    /// Until SQS first queued calls, the target grows by one per receive
-    /// (doubling per round trip); after, by one per `target` receives.
+    /// Until a delete waited behind other calls, the target grows by one
+    /// per receive (doubling per round trip); after, by one per `target`
+    /// receives.
     slow_start: bool,
     credit: usize,
+    /// Deletes answered so far (counting up to [`KNOWN_AFTER`]).
+    deletes: usize,
 }
 
 /// How long one window of [`Pace::fastest`] lasts.
 const PACE_WINDOW: Duration = Duration::from_secs(10);
 /// The fewest receives kept under way while messages come in.
 const BUSY_POLLERS: usize = 2;
-/// The most receives under way before SQS answered a delete.
+/// The most receives under way before SQS answered a few deletes.
 const UNKNOWN_POLLERS: usize = 4;
+/// Deletes answered before their fastest counts as what a call costs: the
+/// first ones wait for connections and for SQS starting up.
+const KNOWN_AFTER: usize = 8;
 
 impl Pace {
     pub(super) fn new(pollers: Option<usize>) -> Pace {
@@ -49,6 +55,7 @@ impl Pace {
             recent: None,
             slow_start: true,
             credit: 0,
+            deletes: 0,
         }
     }
 
@@ -64,6 +71,7 @@ impl Pace {
 
     /// A delete was answered after `took`.
     pub(super) fn on_delete(&mut self, took: Duration) {
+        self.deletes = (self.deletes + 1).min(KNOWN_AFTER);
         let now = Instant::now();
         if now >= self.window_ends {
             self.fastest = [None, self.fastest[0]];
@@ -71,6 +79,12 @@ impl Pace {
         }
         let current = &mut self.fastest[0];
         *current = Some(current.map_or(took, |fastest| fastest.min(took)));
+        // Doubling overshoots by a round trip's worth of receives before the
+        // smoothed figure shows SQS queueing: one delete clearly slower than
+        // the fastest ends it, and growth goes on one per round trip.
+        if self.slow_start && self.delayed(took, 3) {
+            self.slow_start = false;
+        }
         self.recent = Some(match self.recent {
             Some(recent) if took > recent => recent + (took - recent) / 8,
             Some(recent) => recent - (recent - took) / 8,
@@ -81,25 +95,33 @@ impl Pace {
     /// Whether SQS queues calls: recent deletes took much longer than the
     /// fastest.
     fn queueing(&self) -> bool {
+        self.recent.is_some_and(|recent| self.delayed(recent, 4))
+    }
+
+    /// Whether a delete that took `took` waited behind other calls: more
+    /// than `halves`/2 times the fastest, and a millisecond or two more
+    /// (noise on a fast network).
+    fn delayed(&self, took: Duration, halves: u32) -> bool {
         let Some(fastest) = self.fastest.iter().flatten().min() else {
             return false;
         };
-        self.recent
-            .is_some_and(|recent| recent > *fastest * 2 + Duration::from_millis(2))
+        took > *fastest * halves / 2 + Duration::from_millis(u64::from(halves) / 2)
     }
 
     /// A receive brought `count` messages; `workers_waiting`: some workers
     /// had no group to run; `holding`: messages are held.
     pub(super) fn on_receive(&mut self, count: usize, workers_waiting: bool, holding: bool) {
         let queueing = self.queueing();
-        // Until a delete was answered, how fast SQS is is unknown.
-        let most = match self.recent {
-            Some(_) => crate::MAX_POLLERS,
-            None => UNKNOWN_POLLERS,
+        // Until a few deletes were answered, how fast SQS is is unknown.
+        let most = if self.deletes < KNOWN_AFTER {
+            UNKNOWN_POLLERS
+        } else {
+            crate::MAX_POLLERS
         };
         let Some(target) = self.target.as_mut() else {
             return;
         };
+        let before = *target;
         if count == 0 {
             // Nothing to receive now: fewer long polls, down to one when
             // nothing is held (an idle queue) and two while held groups may
@@ -108,14 +130,29 @@ impl Pace {
             *target = target.saturating_sub(1).max(floor);
             self.slow_start = true;
         } else if queueing {
-            *target = target.saturating_sub(1).max(BUSY_POLLERS);
+            // One fewer per round trip: SQS answers late for a round trip
+            // after it stopped queueing, and taking one away per receive
+            // over that time would fall to the floor each time.
             self.slow_start = false;
+            self.credit += 1;
+            if self.credit >= *target {
+                *target = target.saturating_sub(1).max(BUSY_POLLERS);
+                self.credit = 0;
+            }
         } else if workers_waiting {
             self.credit += 1;
             if self.slow_start || self.credit >= *target {
                 *target = (*target + 1).min(most);
                 self.credit = 0;
             }
+        }
+        if *target != before {
+            tracing::debug!(
+                "receives under way: {} (received {count}, queueing {queueing}, workers waiting {workers_waiting}, deletes take {:?}, fastest {:?})",
+                *target,
+                self.recent,
+                self.fastest.iter().flatten().min()
+            );
         }
     }
 }
@@ -156,11 +193,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             if room < wanted || in_use >= self.pace.wanted(self.slots.len()) {
                 return;
             }
-            // Adapting, a receive goes only while workers would wait: not
-            // when the groups ready to run cover them and one more (the next
-            // worker to finish its group), so groups stay in the queue for
-            // other processes.
-            if self.pace.adapts() && self.router.ready_groups() > self.idle_workers() {
+            // Adapting, receives beyond the first two go only while workers
+            // would wait: not when the groups ready to run cover them and one
+            // more (the next worker to finish its group). The first two keep
+            // receiving up to `max_in_flight`, as fixed pollers do, so a
+            // group whose held messages ran out comes back at once.
+            if self.pace.adapts()
+                && in_use >= BUSY_POLLERS
+                && self.router.ready_groups() > self.idle_workers()
+            {
                 return;
             }
             let slot = &mut self.slots[slot_index];
