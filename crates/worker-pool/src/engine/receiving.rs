@@ -9,13 +9,14 @@ use super::*;
 /// One FIFO receive brings the messages of one or a few groups, so workers
 /// waiting for groups need more receives under way, the more the longer a
 /// receive takes. Each receive that brings messages while workers wait adds
-/// one (so the number doubles per round trip while it pays). More receives
-/// stop paying when SQS queues calls: then deletes, which never wait like a
-/// long poll does, are answered much slower than the fastest recent one, and
-/// each receive takes one away. A receive that comes back empty takes one
-/// away too: down to one when nothing is held, so an idle queue costs one
-/// long poll at a time, and down to two while messages are held, whose
-/// groups come back to receives waiting for them.
+/// one (so the number doubles per round trip), until SQS queues calls: then
+/// deletes, which never wait like a long poll does, are answered slower
+/// than the fastest recent one. From the first such delete on, growth is
+/// one per round trip, and while the smoothed delete time stays well above
+/// the fastest, one per round trip comes off. A receive that comes back
+/// empty takes one away too: down to one when nothing is held, so an idle
+/// queue costs one long poll at a time, and down to two while messages are
+/// held, whose groups come back to receives waiting for them.
 #[derive(Debug)]
 pub(super) struct Pace {
     /// Receives wanted under way; `None` when fixed by `pollers`.
