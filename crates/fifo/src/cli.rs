@@ -155,6 +155,17 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) limit: Option<u64>,
 
+    /// Give the handler up to N consecutive held messages of one group at
+    /// once, 1 to 100. CMD then runs once per batch with a JSON array of
+    /// the messages on stdin (id, group_id, body, receive_count,
+    /// sequence_number, sent_timestamp_ms, attributes); exit 0 means all
+    /// succeeded, otherwise it may write how many did, from the first, to
+    /// the file named by $FIFO_BATCH_DONE, and the rest are retried like
+    /// single messages [default: 1]
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) batch: u32,
+
     /// log handler: simulated work per message, in milliseconds
     #[arg(
         long,

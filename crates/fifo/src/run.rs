@@ -173,6 +173,7 @@ fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserEr
         .max(max_messages as usize);
     Ok(PoolConfig {
         workers,
+        batch: args.batch as usize,
         pollers: args.pollers.map(|n| n as usize),
         max_in_flight,
         max_messages,

@@ -191,3 +191,88 @@ fn until_empty_exits_1_when_a_message_ended_in_the_dead_letter_queue() {
         stderr(&output)
     );
 }
+
+#[test]
+fn batches_reach_the_program_in_order_and_a_partial_failure_retries_the_rest() {
+    // Each call saves its JSON array; the first call holding group-1's
+    // fifth message reports the messages before it done and fails.
+    let url = create_queue(&unique_queue_name("p-batch"), &[]);
+    send(&url, &["--groups", "3", "--count", "30"]);
+    let dir = TempDir::new();
+    let script = r#"f="call-$(date +%s%N)-$$.json"; cat > "$f"
+n=$(sed 's/},{/}\n{/g' "$f" | grep -n 'group-1\\".*\\"seq\\":5[,}]' | cut -d: -f1)
+if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > "$FIFO_BATCH_DONE"; exit 1; fi"#;
+    let args = [
+        "--queue-url",
+        &url,
+        "run",
+        "--until-empty",
+        "--wait-time",
+        "1",
+        "--batch",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
+    let output = fifo_in(&dir, &args, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("processed 30 messages"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut files: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let calls: Vec<Vec<(String, u64)>> = files
+        .iter()
+        .map(|file| {
+            let array: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            array
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let body: serde_json::Value =
+                        serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
+                    assert_eq!(m["group_id"], body["group"]);
+                    (
+                        body["group"].as_str().unwrap().to_owned(),
+                        body["seq"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        calls.iter().any(|call| call.len() > 1),
+        "no batch: {calls:?}"
+    );
+    let mut last: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut fives = Vec::new();
+    for call in &calls {
+        assert!(call.len() <= 4, "{call:?}");
+        for (index, (group, seq)) in call.iter().enumerate() {
+            assert_eq!(group, &call[0].0, "one group per call: {call:?}");
+            assert_eq!(*seq, call[0].1 + index as u64, "consecutive: {call:?}");
+            let runs = last.entry(group.clone()).or_default();
+            runs.retain(|s| s != seq);
+            runs.push(*seq);
+        }
+        if call.contains(&("group-1".to_owned(), 5)) {
+            fives.push(call.clone());
+        }
+    }
+    for (group, runs) in &last {
+        assert_eq!(*runs, (1..=10).collect::<Vec<u64>>(), "{group}: {calls:?}");
+    }
+    assert_eq!(fives.len(), 2, "group-1's fifth ran twice: {fives:?}");
+    assert_eq!(fives[1][0].1, 5, "the retry starts at the failed message");
+}

@@ -12,6 +12,8 @@
 //! - **Run in order**: a lane hands out its first queued message only when
 //!   every message before it is done or deleting and nothing is out, so a
 //!   handler starts only after every earlier message of its group succeeded.
+//!   A batch is that message and queued ones right after it, handed out
+//!   together; those its handler did not reach are put back in place.
 //! - **Delete in order**: only a lane's first message may be deleted, so SQS
 //!   never deletes a message while an earlier one of its group could still
 //!   come back (a replay is then always in order).
@@ -179,6 +181,52 @@ impl<K: Copy + Eq> Router<K> {
             return Some((group, key));
         }
         None
+    }
+
+    /// After `key` was handed out: hands out with it, as one batch, up to
+    /// `most` of the queued messages right after it in its lane, stopping
+    /// at the first that `may_take` refuses. Each then ends with
+    /// [`Router::finished`], [`Router::failed`] or [`Router::put_back`].
+    pub fn take_following(
+        &mut self,
+        group: &str,
+        key: K,
+        most: usize,
+        mut may_take: impl FnMut(K) -> bool,
+    ) -> Vec<K> {
+        let mut taken = Vec::new();
+        let Some((lane, index)) = find(&mut self.lanes, group, key, Step::Out) else {
+            return taken;
+        };
+        for (key, step) in lane.messages.iter_mut().skip(index + 1).take(most) {
+            if *step != Step::Queued || !may_take(*key) {
+                break;
+            }
+            *step = Step::Out;
+            taken.push(*key);
+        }
+        self.queued -= taken.len();
+        self.out += taken.len();
+        taken
+    }
+
+    /// An out message that did not run after all (its batch ended before
+    /// it): queued again in its place, or handed back if its lane is being
+    /// handed back or the router stopped.
+    pub fn put_back(&mut self, group: &str, key: K) {
+        let stopped = self.stopped;
+        let Some((lane, index)) = find(&mut self.lanes, group, key, Step::Out) else {
+            return;
+        };
+        let doomed = stopped || lane.position(Step::HandBack).is_some();
+        lane.messages[index].1 = if doomed {
+            Step::HandBack
+        } else {
+            self.queued += 1;
+            Step::Queued
+        };
+        self.out -= 1;
+        self.settle(group);
     }
 
     /// The out message of `group` succeeded (or is to be moved to the
@@ -387,6 +435,44 @@ mod tests {
         assert_eq!(deletes(&mut router), [3]);
         router.deleted("g", 3);
         assert!(router.is_empty());
+    }
+
+    #[test]
+    fn a_batch_takes_the_queued_messages_right_after_and_puts_back_the_rest() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3), ("g", 4), ("g", 5)]);
+        assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
+        assert_eq!(router.take_following("g", 1, 3, |key| key != 5), [2, 3, 4]);
+        assert_eq!(router.take_next(), None, "the lane is busy");
+        // 1 succeeded, 2 failed and backs off, 3 and 4 were not reached.
+        router.finished("g", 1);
+        router.put_back("g", 3);
+        router.put_back("g", 4);
+        assert_eq!(router.take_next(), None, "2 is still out");
+        assert_eq!(deletes(&mut router), [1]);
+        // Its retry takes the rest with it, and 5 this time.
+        assert_eq!(router.take_following("g", 2, 9, |_| true), [3, 4, 5]);
+        for key in [2, 3] {
+            router.finished("g", key);
+        }
+        router.failed("g", 4);
+        router.put_back("g", 5);
+        router.deleted("g", 1);
+        router.deleted("g", 2);
+        router.deleted("g", 3);
+        assert_eq!(router.pop_hand_back(), Some(vec![4, 5]));
+        assert!(router.is_empty());
+    }
+
+    #[test]
+    fn a_batch_put_back_after_stop_is_handed_back() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
+        router.take_next();
+        assert_eq!(router.take_following("g", 1, 1, |_| true), [2]);
+        router.stop();
+        router.finished("g", 1);
+        router.put_back("g", 2);
+        router.deleted("g", 1);
+        assert_eq!(router.pop_hand_back(), Some(vec![2, 3]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{Handler, Message, Outcome, Output};
+use crate::{BatchOutcome, Handler, Message, Outcome, Output};
 
 /// How long output is still forwarded after the program exited: enough for
 /// what it wrote just before, while a background child that inherited the
@@ -31,6 +31,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// Runs a program once per message, directly (never through a shell): the
 /// body on stdin, the metadata in `FIFO_MESSAGE_ID`, `FIFO_GROUP_ID`,
 /// `FIFO_RECEIVE_COUNT` and `FIFO_SEQUENCE_NUMBER`. Exit status 0 is success.
+/// With batches, once per batch instead: see [`ExecHandler::handle_batch`].
 ///
 /// The program runs in a process group of its own. Its output lines (any
 /// bytes) are forwarded through [`Output`] prefixed with `[GROUP] `; when it
@@ -218,12 +219,98 @@ fn check_interpreter(path: &Path) -> Result<(), Refusal> {
 
 impl Handler for ExecHandler {
     async fn handle(&self, message: &Message) -> Outcome {
+        let env = [
+            ("FIFO_MESSAGE_ID", message.id.clone()),
+            ("FIFO_GROUP_ID", message.group_id.clone()),
+            ("FIFO_RECEIVE_COUNT", message.receive_count.to_string()),
+            ("FIFO_SEQUENCE_NUMBER", message.sequence_number.clone()),
+        ];
+        let status = self
+            .run(&env, message.body.as_bytes(), &message.group_id)
+            .await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{} exited with {status}", self.program.display()).into())
+        }
+    }
+
+    /// The batch as a JSON array on stdin (see `batch_json`). Exit status
+    /// 0: all succeeded. Otherwise the program may have written to the file
+    /// named by `FIFO_BATCH_DONE` how many messages, from the first,
+    /// succeeded; nothing there means none.
+    async fn handle_batch(&self, messages: &[&Message]) -> BatchOutcome {
+        let Some(first) = messages.first() else {
+            return BatchOutcome::all(0);
+        };
+        let done = match tempfile::NamedTempFile::with_prefix("fifo-batch-") {
+            Ok(done) => done,
+            Err(e) => {
+                return BatchOutcome::failed_at(
+                    0,
+                    format!("cannot create the batch result file: {e}"),
+                );
+            }
+        };
+        let env = [
+            ("FIFO_GROUP_ID", first.group_id.clone()),
+            ("FIFO_BATCH_SIZE", messages.len().to_string()),
+            ("FIFO_BATCH_DONE", done.path().display().to_string()),
+        ];
+        let status = match self.run(&env, &batch_json(messages), &first.group_id).await {
+            Ok(status) => status,
+            Err(e) => return BatchOutcome::failed_at(0, e),
+        };
+        if status.success() {
+            return BatchOutcome::all(messages.len());
+        }
+        let written = std::fs::read_to_string(done.path()).unwrap_or_default();
+        let succeeded = written.trim().parse::<usize>().unwrap_or(0);
+        BatchOutcome::failed_at(
+            succeeded.min(messages.len()),
+            format!(
+                "{} exited with {status} after {} of {} messages of the batch",
+                self.program.display(),
+                succeeded.min(messages.len()),
+                messages.len()
+            ),
+        )
+    }
+}
+
+/// A batch as the JSON array an exec handler reads: one object per
+/// message, in order, with `id`, `group_id`, `body`, `receive_count`,
+/// `sequence_number`, `sent_timestamp_ms` and `attributes`.
+fn batch_json(messages: &[&Message]) -> Vec<u8> {
+    let array: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "group_id": m.group_id,
+                "body": m.body,
+                "receive_count": m.receive_count,
+                "sequence_number": m.sequence_number,
+                "sent_timestamp_ms": m.sent_timestamp_ms,
+                "attributes": m.attributes,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&array).expect("JSON values serialize")
+}
+
+impl ExecHandler {
+    /// Runs the program once with `env`, `input` on stdin, and its output
+    /// forwarded prefixed with `[group] `; returns how it exited.
+    async fn run(
+        &self,
+        env: &[(&str, String)],
+        input: &[u8],
+        group: &str,
+    ) -> Result<ExitStatus, String> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
-            .env("FIFO_MESSAGE_ID", &message.id)
-            .env("FIFO_GROUP_ID", &message.group_id)
-            .env("FIFO_RECEIVE_COUNT", message.receive_count.to_string())
-            .env("FIFO_SEQUENCE_NUMBER", &message.sequence_number)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -265,7 +352,7 @@ impl Handler for ExecHandler {
             let feed = async {
                 if let Some(mut stdin) = stdin {
                     // A program that does not read its input is fine.
-                    let _ = stdin.write_all(message.body.as_bytes()).await;
+                    let _ = stdin.write_all(input).await;
                 }
             };
             tokio::pin!(feed);
@@ -281,19 +368,13 @@ impl Handler for ExecHandler {
             exited.send_replace(true);
             status
         };
-        let prefix = format!("[{}] ", message.group_id);
+        let prefix = format!("[{group}] ");
         let (status, (), ()) = tokio::join!(
             run,
             forward(stdout, &prefix, &self.output, To::Stdout, exit_seen.clone()),
             forward(stderr, &prefix, &self.output, To::Stderr, exit_seen),
         );
-        let status =
-            status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{} exited with {status}", self.program.display()).into())
-        }
+        status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))
     }
 }
 
@@ -667,6 +748,49 @@ mod tests {
         assert!(sh(check).handle(&message()).await.is_ok());
         let err = sh("exit 3").handle(&message()).await.unwrap_err();
         assert!(err.to_string().contains("exit status: 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_a_json_array_on_stdin_and_all_succeed_on_exit_0() {
+        let second = Message {
+            id: "m-2".to_owned(),
+            body: "world \"quoted\"\n".to_owned(),
+            ..message()
+        };
+        let (handler, out, _) = sh_with(
+            r#"test "$FIFO_GROUP_ID" = g && test "$FIFO_BATCH_SIZE" = 2 && cat"#,
+            Duration::ZERO,
+        );
+        let outcome = handler.handle_batch(&[&message(), &second]).await;
+        assert_eq!(outcome.succeeded, 2, "{:?}", outcome.error);
+        assert!(outcome.error.is_none());
+        handler.output.clone().finish().await;
+        let printed = out.text();
+        let json: serde_json::Value =
+            serde_json::from_str(printed.strip_prefix("[g] ").unwrap()).unwrap();
+        assert_eq!(json[0]["id"], "m-1");
+        assert_eq!(json[0]["body"], "hello");
+        assert_eq!(json[0]["receive_count"], 2);
+        assert_eq!(json[1]["body"], "world \"quoted\"\n");
+        assert_eq!(json[1]["sequence_number"], "42");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_reports_what_the_program_wrote_to_fifo_batch_done() {
+        let messages = [&message(), &message(), &message()];
+        let partial = sh(r#"echo 2 > "$FIFO_BATCH_DONE"; exit 1"#);
+        let outcome = partial.handle_batch(&messages).await;
+        assert_eq!(outcome.succeeded, 2);
+        let error = outcome.error.unwrap().to_string();
+        assert!(error.contains("after 2 of 3"), "{error}");
+
+        let silent = sh("exit 1").handle_batch(&messages).await;
+        assert_eq!(silent.succeeded, 0, "nothing written: none succeeded");
+        assert!(silent.error.is_some());
+
+        let too_many = sh(r#"echo 9 > "$FIFO_BATCH_DONE"; exit 1"#);
+        let outcome = too_many.handle_batch(&messages).await;
+        assert_eq!(outcome.succeeded, 3);
     }
 
     #[tokio::test]

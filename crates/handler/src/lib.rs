@@ -3,8 +3,8 @@
 //! work) and `exec` (run a program per message), and `Output`, through which
 //! handlers write to stdout and stderr.
 //!
-//! A handler is called for one message at a time per group, in the group's
-//! order; it may be called again for the same message (at-least-once
+//! A handler is called for one message at a time per group (or one batch of
+//! a group's consecutive messages), in the group's order; it may be called again for the same message (at-least-once
 //! delivery), so it should be idempotent. Returning `Err` (or panicking)
 //! means the message is retried and, failing that, redelivered by SQS. The
 //! engine drops a handler's future to give up on it (a timeout), so a handler
@@ -51,7 +51,50 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// What a handler returns: `Ok` deletes the message, `Err` retries it.
 pub type Outcome = Result<(), HandlerError>;
 
-/// Handles one message.
+/// What a handler of a batch reports: how many messages, from the first,
+/// succeeded, and why the next one failed. Messages after that one were
+/// not handled: they run again after it, with its retries.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub succeeded: usize,
+    /// Why message `succeeded` failed; `None` when all succeeded.
+    pub error: Option<HandlerError>,
+}
+
+impl BatchOutcome {
+    /// Every message of the batch succeeded.
+    pub fn all(count: usize) -> BatchOutcome {
+        BatchOutcome {
+            succeeded: count,
+            error: None,
+        }
+    }
+
+    /// The first `succeeded` messages succeeded; the next one failed.
+    pub fn failed_at(succeeded: usize, error: impl Into<HandlerError>) -> BatchOutcome {
+        BatchOutcome {
+            succeeded,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// Handles one message, or a few consecutive ones of one group at once.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
+
+    /// Handles consecutive messages of one group, in order, at once (when
+    /// the engine is asked for batches): for example one database
+    /// transaction for one entity's changes. By default one by one with
+    /// [`Handler::handle`], stopping at the first failure.
+    fn handle_batch(&self, messages: &[&Message]) -> impl Future<Output = BatchOutcome> + Send {
+        async move {
+            for (succeeded, message) in messages.iter().enumerate() {
+                if let Err(error) = self.handle(message).await {
+                    return BatchOutcome::failed_at(succeeded, error);
+                }
+            }
+            BatchOutcome::all(messages.len())
+        }
+    }
 }

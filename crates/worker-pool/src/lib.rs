@@ -42,6 +42,10 @@ pub const MAX_POLLERS: usize = 16;
 pub struct PoolConfig {
     /// Handlers running at once, each on a different group.
     pub workers: usize,
+    /// Consecutive held messages of one group given to one handler call
+    /// ([`fifo_handler::Handler::handle_batch`]) at most; 1 calls
+    /// `handle` per message.
+    pub batch: usize,
     /// Receives under way at once: a fixed number, or `None` to adapt
     /// between 1 and [`MAX_POLLERS`] — more while workers wait for groups
     /// and SQS answers deletes as fast as it did recently, fewer when it
@@ -86,6 +90,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             workers: 5,
+            batch: 1,
             pollers: None,
             max_in_flight: 500,
             max_messages: 10,

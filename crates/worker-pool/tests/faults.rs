@@ -520,6 +520,9 @@ struct Scenario {
     workers: usize,
     pollers: usize,
     max_in_flight: usize,
+    /// Messages per handler call at most (the recorder handles a batch's
+    /// messages one by one, stopping at a failure).
+    batch: usize,
     /// Stop the first engine after this many seconds; a new one takes over.
     restart_after: Option<u64>,
 }
@@ -536,7 +539,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             0..3000u64,
         ),
         (0.0..0.1f64, prop::option::of(1..20u64)),
-        (0..3000u64, 1..6usize, 1..3usize, 10..40usize),
+        (0..3000u64, 1..6usize, 1..3usize, 10..40usize, 1..4usize),
     )
         .prop_map(
             |(
@@ -544,7 +547,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (max_receive_count, visibility_timeout, lax_group_lock, engines),
                 (lost_requests, lost_answers, throttled, delayed, max_delay_ms),
                 (stale_handles, restart_after),
-                (work_ms, workers, pollers, max_in_flight),
+                (work_ms, workers, pollers, max_in_flight, batch),
             )| Scenario {
                 seed,
                 groups,
@@ -572,6 +575,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 workers,
                 pollers,
                 max_in_flight,
+                batch,
                 restart_after,
             },
         )
@@ -598,6 +602,7 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
         workers: scenario.workers,
         pollers: Some(scenario.pollers),
         max_in_flight: scenario.max_in_flight,
+        batch: scenario.batch,
         ..config()
     };
     let max_held = Arc::new(Mutex::new(0u64));

@@ -7,13 +7,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts handlers while workers are free: due retries first, then the
     /// next ready lane.
     pub(super) fn dispatch(&mut self) {
-        while self.busy_workers < self.config.workers {
-            if let Some(limit) = self.config.limit {
-                let succeeded = self.counters.snapshot().succeeded;
-                if succeeded + self.busy_workers as u64 >= limit {
-                    return;
-                }
-            }
+        while self.running.len() < self.config.workers && self.batch_room() > 0 {
             let key = match self.retry_ready.pop_front() {
                 Some(key) => key,
                 None if self.phase == Phase::Running => match self.router.take_next() {
@@ -26,55 +20,120 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
+    /// Messages one more handler call may take: `batch`, but no more than
+    /// `limit` leaves to succeed.
+    fn batch_room(&self) -> usize {
+        let Some(limit) = self.config.limit else {
+            return self.config.batch;
+        };
+        let running: usize = self.running.values().map(Vec::len).sum();
+        let succeeded = self.counters.snapshot().succeeded;
+        let left = limit.saturating_sub(succeeded + running as u64);
+        self.config
+            .batch
+            .min(usize::try_from(left).unwrap_or(usize::MAX))
+    }
+
+    /// Runs `key` (out of its lane), with the queued messages right after
+    /// it when batches are asked for.
     pub(super) fn start(&mut self, key: Key) {
         let Some(tracked) = self.tracked.get(&key) else {
             return;
         };
-        if self.at_risk(tracked, Instant::now()) {
+        let now = Instant::now();
+        if self.at_risk(tracked, now) {
             return self.lose(key, "its lease was about to run out when its turn came");
         }
-        let tracked = self.tracked.get_mut(&key).expect("checked");
+        let group = tracked.message.group_id.clone();
+        let mut keys = vec![key];
+        let most = self.batch_room().saturating_sub(1);
+        if most > 0 {
+            // A later message whose lease is about to run out ends the
+            // batch: it is lost on its own turn, not run.
+            let safe_until = now + self.visibility() / 6;
+            let tracked = &self.tracked;
+            keys.extend(self.router.take_following(&group, key, most, |k| {
+                tracked.get(&k).is_some_and(|t| t.expires > safe_until)
+            }));
+        }
+        let messages = keys
+            .iter()
+            .map(|k| self.tracked[k].message.clone())
+            .collect();
         let task = self.workers.spawn(work(
             self.handler.clone(),
-            tracked.message.clone(),
+            messages,
             self.config.handler_timeout,
-            key,
         ));
-        self.worker_keys.insert(task.id(), key);
-        tracked.state = State::Running(task);
-        self.busy_workers += 1;
+        for k in &keys {
+            self.tracked.get_mut(k).expect("tracked").state = State::Running(task.clone());
+        }
+        self.running.insert(task.id(), keys);
     }
 
-    pub(super) fn on_worker(
-        &mut self,
-        joined: Result<(tokio::task::Id, (Key, Attempt)), JoinError>,
-    ) {
-        let (id, key, attempt) = match joined {
-            Ok((id, (key, attempt))) => (id, key, Some(attempt)),
-            Err(err) => match self.worker_keys.get(&err.id()) {
-                Some(&key) => (err.id(), key, None),
-                None => return,
-            },
+    pub(super) fn on_worker(&mut self, joined: Result<(tokio::task::Id, Ran), JoinError>) {
+        let (id, ran) = match joined {
+            Ok((id, ran)) => (id, Some(ran)),
+            // Cancelled (or panicked outside the handler): its messages end
+            // when the kill grace passes (see `cancel_done`).
+            Err(err) => (err.id(), None),
         };
-        self.worker_keys.remove(&id);
+        let Some(keys) = self.running.get(&id) else {
+            return;
+        };
+        let cancelled = keys.iter().any(|key| {
+            matches!(
+                self.tracked.get(key).map(|t| &t.state),
+                Some(State::Cancelling { .. })
+            )
+        });
+        if cancelled {
+            // It had ended by itself: no need to wait out the kill grace.
+            if ran.is_some() {
+                self.cancel_done(id);
+            }
+            return;
+        }
+        let Some(ran) = ran else {
+            return;
+        };
+        let keys = self.running.remove(&id).expect("running");
+        let mut attempts = keys.into_iter();
+        for key in attempts.by_ref().take(ran.succeeded) {
+            self.end_run(key, Attempt::Succeeded);
+        }
+        if let Some(failed) = ran.failed
+            && let Some(key) = attempts.next()
+        {
+            // The messages after it were not run: back in their place
+            // first, so that a failure for good hands them back with it.
+            for later in attempts {
+                self.put_back(later);
+            }
+            self.end_run(key, failed);
+        }
+    }
+
+    /// One message of a handler call that ended.
+    fn end_run(&mut self, key: Key, attempt: Attempt) {
         let Some(tracked) = self.tracked.get_mut(&key) else {
             return;
         };
-        match (&tracked.state, attempt) {
-            (State::Running(_), Some(attempt)) => {
-                self.busy_workers -= 1;
-                tracked.state = State::InLane;
-                self.on_attempt(key, attempt);
-            }
-            // Cancelled, but the handler had already ended by itself: no
-            // need to wait out the kill grace.
-            (State::Cancelling { then }, Some(_)) => {
-                let then = *then;
-                self.cancel_done(key, then);
-            }
-            // Cancelled: it ends when the kill grace passes (see CancelDone).
-            (_, None) => {}
-            _ => {}
+        if matches!(tracked.state, State::Running(_)) {
+            tracked.state = State::InLane;
+            self.on_attempt(key, attempt);
+        }
+    }
+
+    /// A message of a batch that its handler did not reach.
+    fn put_back(&mut self, key: Key) {
+        let Some(tracked) = self.tracked.get_mut(&key) else {
+            return;
+        };
+        if matches!(tracked.state, State::Running(_)) {
+            tracked.state = State::InLane;
+            let group = tracked.message.group_id.clone();
+            self.router.put_back(&group, key);
         }
     }
 
@@ -169,40 +228,56 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// Cancels a running handler; it counts as running until it ended.
+    /// Cancels the handler call running `key` (with every message of its
+    /// batch); it counts as running until it ended.
     pub(super) fn cancel(&mut self, key: Key, then: AfterCancel) {
-        let Some(tracked) = self.tracked.get_mut(&key) else {
-            return;
-        };
-        match &tracked.state {
-            State::Running(task) => {
-                task.abort();
-                tracked.state = State::Cancelling { then };
+        let task = match self.tracked.get(&key).map(|t| &t.state) {
+            Some(State::Running(handle)) => {
+                handle.abort();
+                let task = handle.id();
                 let at = Instant::now() + self.config.kill_grace();
-                self.add_timer(at, Timer::CancelDone(key));
+                self.add_timer(at, Timer::CancelDone(task));
+                task
             }
-            State::Cancelling { .. } => tracked.state = State::Cancelling { then },
-            _ => {}
+            Some(State::Cancelling { task, .. }) => *task,
+            _ => return,
+        };
+        for key in self.running.get(&task).into_iter().flatten() {
+            if let Some(tracked) = self.tracked.get_mut(key)
+                && matches!(tracked.state, State::Running(_) | State::Cancelling { .. })
+            {
+                tracked.state = State::Cancelling { then, task };
+            }
         }
     }
 
-    pub(super) fn cancel_done(&mut self, key: Key, then: AfterCancel) {
-        let Some(tracked) = self.tracked.get_mut(&key) else {
+    /// A cancelled handler call has ended (or its kill grace passed): its
+    /// worker is free, and its messages are given up or handed back.
+    pub(super) fn cancel_done(&mut self, task: tokio::task::Id) {
+        let Some(keys) = self.running.remove(&task) else {
             return;
         };
-        if !matches!(tracked.state, State::Cancelling { .. }) {
-            return;
-        }
-        self.busy_workers -= 1;
-        match then {
-            AfterCancel::Lose => {
-                self.untrack(key);
-                self.counters.add_lost(1);
-            }
-            AfterCancel::HandBack => {
-                tracked.state = State::InLane;
-                let group = tracked.message.group_id.clone();
-                self.router.failed(&group, key);
+        for key in keys {
+            let Some(tracked) = self.tracked.get_mut(&key) else {
+                continue;
+            };
+            let State::Cancelling { then, .. } = tracked.state else {
+                continue;
+            };
+            match then {
+                AfterCancel::Lose => {
+                    // A message of the batch before the one lost is still in
+                    // its lane: it goes too (the later ones already went).
+                    let group = tracked.message.group_id.clone();
+                    self.router.lost(&group, key);
+                    self.untrack(key);
+                    self.counters.add_lost(1);
+                }
+                AfterCancel::HandBack => {
+                    tracked.state = State::InLane;
+                    let group = tracked.message.group_id.clone();
+                    self.router.failed(&group, key);
+                }
             }
         }
     }
@@ -211,42 +286,63 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 /// Beyond the kill grace, for the killed processes to be gone.
 const KILL_MARGIN: Duration = Duration::from_millis(500);
 
-/// Runs the handler on one message. A panic is caught and becomes a
-/// failure of that message alone; a timeout drops the handler's future
-/// (an exec handler then ends its process group).
+/// Runs the handler on one message, or on a batch with `handle_batch`. A
+/// panic is caught and fails the call's first message (the others were
+/// not reached); so does a timeout, which drops the handler's future (an
+/// exec handler then ends its process group).
 pub(super) async fn work<H: Handler>(
     handler: Arc<H>,
-    message: Arc<Message>,
+    messages: Vec<Arc<Message>>,
     timeout: Option<Duration>,
-    key: Key,
-) -> (Key, Attempt) {
-    let handled = std::panic::AssertUnwindSafe(handler.handle(&message)).catch_unwind();
+) -> Ran {
+    let count = messages.len();
+    let handled = async {
+        if let [message] = messages.as_slice() {
+            match handler.handle(message).await {
+                Ok(()) => fifo_handler::BatchOutcome::all(1),
+                Err(error) => fifo_handler::BatchOutcome::failed_at(0, error),
+            }
+        } else {
+            let batch: Vec<&Message> = messages.iter().map(|m| &**m).collect();
+            handler.handle_batch(&batch).await
+        }
+    };
+    let handled = std::panic::AssertUnwindSafe(handled).catch_unwind();
     let joined = match timeout {
         Some(limit) => match tokio::time::timeout(limit, handled).await {
             Ok(joined) => joined,
             Err(_) => {
                 let reason = format!("handler timed out after {limit:?}");
-                return (
-                    key,
-                    Attempt::Failed {
+                return Ran {
+                    succeeded: 0,
+                    failed: Some(Attempt::Failed {
                         reason,
                         cut_off: true,
-                    },
-                );
+                    }),
+                };
             }
         },
         None => handled.await,
     };
-    let attempt = match joined {
-        Ok(Ok(())) => Attempt::Succeeded,
-        Ok(Err(err)) => Attempt::Failed {
-            reason: err.to_string(),
-            cut_off: false,
-        },
-        Err(_panic) => Attempt::Failed {
-            reason: "handler panicked".to_owned(),
-            cut_off: false,
-        },
+    let failure = |reason: String| Attempt::Failed {
+        reason,
+        cut_off: false,
     };
-    (key, attempt)
+    match joined {
+        Ok(outcome) => {
+            let succeeded = outcome.succeeded.min(count);
+            let failed = match outcome.error {
+                Some(error) if succeeded < count => Some(failure(error.to_string())),
+                _ if succeeded < count => Some(failure(format!(
+                    "the handler reported {succeeded} of {count} messages handled, with no error"
+                ))),
+                _ => None,
+            };
+            Ran { succeeded, failed }
+        }
+        Err(_panic) => Ran {
+            succeeded: 0,
+            failed: Some(failure("handler panicked".to_owned())),
+        },
+    }
 }

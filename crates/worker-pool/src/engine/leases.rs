@@ -125,6 +125,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let later = match tracked.state {
             State::Cancelling {
                 then: AfterCancel::Lose,
+                ..
             } => return,
             // A lane waiting to go back stays together: if one of its
             // messages is lost, so are the others (they share its lease, and

@@ -69,6 +69,8 @@ pub async fn run<Q: Queue, H: Handler>(
 fn check(config: &PoolConfig) -> Result<(), Error> {
     let problem = if config.workers == 0 {
         "workers must be at least 1"
+    } else if config.batch == 0 {
+        "batch must be at least 1"
     } else if config.pollers == Some(0) {
         "pollers must be at least 1"
     } else if !(1..=10).contains(&config.max_messages) {
@@ -124,6 +126,7 @@ struct Tracked {
 enum State {
     /// In its lane: queued, done, deleting or waiting to be handed back.
     InLane,
+    /// Its handler runs (alone or in a batch, see `Engine::running`).
     Running(AbortHandle),
     /// Failed; retried when its backoff timer fires.
     BackingOff,
@@ -131,6 +134,7 @@ enum State {
     /// passes (an exec handler's process group may still be ending).
     Cancelling {
         then: AfterCancel,
+        task: tokio::task::Id,
     },
     /// Handed back with its lane; see `Release`.
     Releasing(u64),
@@ -161,7 +165,8 @@ impl Tracked {
             && !matches!(
                 self.state,
                 State::Cancelling {
-                    then: AfterCancel::Lose
+                    then: AfterCancel::Lose,
+                    ..
                 }
             )
     }
@@ -189,7 +194,15 @@ enum Pending {
     IsEmpty,
 }
 
-/// One handler run's result.
+/// One handler call's result: the first `succeeded` of its messages
+/// succeeded; `failed`, why the next one failed (later ones were not run).
+#[derive(Debug)]
+struct Ran {
+    succeeded: usize,
+    failed: Option<Attempt>,
+}
+
+/// One message's result.
 #[derive(Debug)]
 enum Attempt {
     Succeeded,
@@ -203,7 +216,7 @@ enum Attempt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Retry(Key),
-    CancelDone(Key),
+    CancelDone(tokio::task::Id),
     DrainDeadline,
     /// Just wake the loop (a backoff gate or a release came due).
     Wake,
@@ -292,11 +305,10 @@ struct Engine<Q, H> {
     /// When each call to SQS began, and its kind: one unanswered past
     /// [`UNANSWERED`] is trouble before the queue gives up on it.
     call_started: HashMap<tokio::task::Id, (Instant, CallKind)>,
-    workers: JoinSet<(Key, Attempt)>,
-    /// Which message a worker task runs, to tell a cancelled one.
-    worker_keys: HashMap<tokio::task::Id, Key>,
-    /// Handlers running or being cancelled.
-    busy_workers: usize,
+    workers: JoinSet<Ran>,
+    /// The messages, in lane order, of each handler call running or being
+    /// cancelled (each call takes one worker).
+    running: HashMap<tokio::task::Id, Vec<Key>>,
     /// Retries whose backoff is over: they go before new work.
     retry_ready: VecDeque<Key>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
@@ -351,8 +363,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             call_owners: HashMap::new(),
             call_started: HashMap::new(),
             workers: JoinSet::new(),
-            worker_keys: HashMap::new(),
-            busy_workers: 0,
+            running: HashMap::new(),
             retry_ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             slots,
@@ -431,7 +442,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Event::Released { keys, result } => self.on_released(keys, result),
             Event::QueueEmpty(result) => {
                 self.checking_empty = false;
-                let idle = self.tracked.is_empty() && self.busy_workers == 0;
+                let idle = self.tracked.is_empty() && self.running.is_empty();
                 if result.is_ok_and(|empty| empty) && idle && self.phase == Phase::Running {
                     tracing::info!("the queue is empty and nothing is held: stopping");
                     self.shutdown.cancel();
@@ -457,13 +468,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.timers.pop();
             match timer {
                 Timer::Retry(key) => self.on_retry_due(key),
-                Timer::CancelDone(key) => {
-                    let then = match self.tracked.get(&key).map(|t| &t.state) {
-                        Some(State::Cancelling { then }) => *then,
-                        _ => continue,
-                    };
-                    self.cancel_done(key, then);
-                }
+                Timer::CancelDone(task) => self.cancel_done(task),
                 Timer::DrainDeadline => self.abandon(),
                 Timer::Wake => {}
             }

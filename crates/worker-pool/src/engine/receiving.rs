@@ -305,7 +305,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// Workers with no handler to run.
     fn idle_workers(&self) -> usize {
-        self.config.workers.saturating_sub(self.busy_workers)
+        self.config.workers.saturating_sub(self.running.len())
     }
 
     pub(super) fn track(&mut self, received: ReceivedMessage, expires: Instant) {
@@ -373,7 +373,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             || self.checking_empty
             || self.phase != Phase::Running
             || !self.tracked.is_empty()
-            || self.busy_workers > 0
+            || !self.running.is_empty()
         {
             return;
         }

@@ -43,7 +43,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn cut_receives_when_idle(&mut self) {
         if self.phase != Phase::Running
             && self.tracked.is_empty()
-            && self.busy_workers == 0
+            && self.running.is_empty()
             && self.poll_seconds() > 1
         {
             self.abort_receives.cancel();
