@@ -79,7 +79,8 @@ pub(crate) enum Command {
     /// `-- CMD ARGS…`, CMD runs once per message (directly, not through a
     /// shell) with the body on stdin and FIFO_MESSAGE_ID, FIFO_GROUP_ID,
     /// FIFO_RECEIVE_COUNT and FIFO_SEQUENCE_NUMBER in its environment; exit
-    /// status 0 is success, anything else a failure that is retried.
+    /// status 0 is success, anything else a failure that is retried. With
+    /// --batch N, CMD runs once per batch instead (see --batch).
     ///
     /// Ctrl-C or SIGTERM stops polling, lets running handlers finish (up to
     /// --shutdown-timeout), hands every other held message back to the queue
@@ -156,12 +157,14 @@ pub(crate) struct RunArgs {
     pub(crate) limit: Option<u64>,
 
     /// Give the handler up to N consecutive held messages of one group at
-    /// once, 1 to 100. CMD then runs once per batch with a JSON array of
-    /// the messages on stdin (id, group_id, body, receive_count,
-    /// sequence_number, sent_timestamp_ms, attributes); exit 0 means all
-    /// succeeded, otherwise it may write how many did, from the first, to
-    /// the file named by $FIFO_BATCH_DONE, and the rest are retried like
-    /// single messages [default: 1]
+    /// once, 1 to 100. CMD then runs once per batch, even of one message,
+    /// with a JSON array of the messages on stdin (id, group_id, body,
+    /// receive_count, sequence_number, sent_timestamp_ms, attributes) and
+    /// FIFO_GROUP_ID, FIFO_BATCH_SIZE and FIFO_BATCH_DONE in its
+    /// environment. Exit 0 means all succeeded; otherwise it may write how
+    /// many did, from the first, to the file named by $FIFO_BATCH_DONE
+    /// (nothing there: none). The next message failed and is retried alone;
+    /// the ones after it run after it. --handler-timeout applies per call
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) batch: u32,

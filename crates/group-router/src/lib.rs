@@ -60,6 +60,7 @@ pub struct Router<K> {
     /// After `stop`, nothing runs any more and new messages are handed back.
     stopped: bool,
     queued: usize,
+    /// Lanes with a message out (one, or a batch).
     out: usize,
 }
 
@@ -206,7 +207,6 @@ impl<K: Copy + Eq> Router<K> {
             taken.push(*key);
         }
         self.queued -= taken.len();
-        self.out += taken.len();
         taken
     }
 
@@ -225,7 +225,7 @@ impl<K: Copy + Eq> Router<K> {
             self.queued += 1;
             Step::Queued
         };
-        self.out -= 1;
+        self.out -= usize::from(lane.position(Step::Out).is_none());
         self.settle(group);
     }
 
@@ -243,7 +243,7 @@ impl<K: Copy + Eq> Router<K> {
         } else {
             Step::Done
         };
-        self.out -= 1;
+        self.out -= usize::from(lane.position(Step::Out).is_none());
         self.settle(group);
     }
 
@@ -254,7 +254,7 @@ impl<K: Copy + Eq> Router<K> {
             return;
         };
         lane.messages[index].1 = Step::HandBack;
-        self.out -= 1;
+        self.out -= usize::from(lane.position(Step::Out).is_none());
         self.queued -= lane.doom_after(index);
         self.settle(group);
     }
@@ -289,17 +289,17 @@ impl<K: Copy + Eq> Router<K> {
         let Some(index) = lane.messages.iter().position(|(k, _)| *k == key) else {
             return Vec::new();
         };
+        let was_busy = lane.position(Step::Out).is_some();
         let mut later = Vec::new();
         for (k, step) in lane.messages.drain(index..) {
-            match step {
-                Step::Queued => self.queued -= 1,
-                Step::Out => self.out -= 1,
-                Step::Done | Step::Deleting | Step::HandBack => {}
+            if step == Step::Queued {
+                self.queued -= 1;
             }
             if k != key {
                 later.push(k);
             }
         }
+        self.out -= usize::from(was_busy && lane.position(Step::Out).is_none());
         self.settle(group);
         later
     }
@@ -443,6 +443,7 @@ mod tests {
         assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
         assert_eq!(router.take_following("g", 1, 3, |key| key != 5), [2, 3, 4]);
         assert_eq!(router.take_next(), None, "the lane is busy");
+        assert_eq!(router.busy_groups(), 1, "one group, however many out");
         // 1 succeeded, 2 failed and backs off, 3 and 4 were not reached.
         router.finished("g", 1);
         router.put_back("g", 3);
@@ -455,7 +456,9 @@ mod tests {
             router.finished("g", key);
         }
         router.failed("g", 4);
+        assert_eq!(router.busy_groups(), 1, "5 is still out");
         router.put_back("g", 5);
+        assert_eq!(router.busy_groups(), 0);
         router.deleted("g", 1);
         router.deleted("g", 2);
         router.deleted("g", 3);

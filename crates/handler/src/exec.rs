@@ -265,13 +265,30 @@ impl Handler for ExecHandler {
             return BatchOutcome::all(messages.len());
         }
         let written = std::fs::read_to_string(done.path()).unwrap_or_default();
-        let succeeded = written.trim().parse::<usize>().unwrap_or(0);
+        let failed = format!("{} exited with {status}", self.program.display());
+        let (succeeded, note) = match written.trim() {
+            "" => (0, String::new()),
+            count => match count.parse::<usize>() {
+                // The exit says one failed: at most the ones before it
+                // succeeded, whatever the file says.
+                Ok(count) if count >= messages.len() => (
+                    messages.len() - 1,
+                    format!(
+                        " though $FIFO_BATCH_DONE says {count} of {} succeeded",
+                        messages.len()
+                    ),
+                ),
+                Ok(count) => (count, String::new()),
+                Err(_) => (
+                    0,
+                    format!(" and wrote {count:?} to $FIFO_BATCH_DONE, which is not a count"),
+                ),
+            },
+        };
         BatchOutcome::failed_at(
-            succeeded.min(messages.len()),
+            succeeded,
             format!(
-                "{} exited with {status} after {} of {} messages of the batch",
-                self.program.display(),
-                succeeded.min(messages.len()),
+                "{failed}{note}; {succeeded} of the batch's {} messages succeeded",
                 messages.len()
             ),
         )
@@ -782,7 +799,7 @@ mod tests {
         let outcome = partial.handle_batch(&messages).await;
         assert_eq!(outcome.succeeded, 2);
         let error = outcome.error.unwrap().to_string();
-        assert!(error.contains("after 2 of 3"), "{error}");
+        assert!(error.contains("2 of the batch's 3"), "{error}");
 
         let silent = sh("exit 1").handle_batch(&messages).await;
         assert_eq!(silent.succeeded, 0, "nothing written: none succeeded");
@@ -790,7 +807,13 @@ mod tests {
 
         let too_many = sh(r#"echo 9 > "$FIFO_BATCH_DONE"; exit 1"#);
         let outcome = too_many.handle_batch(&messages).await;
-        assert_eq!(outcome.succeeded, 3);
+        assert_eq!(outcome.succeeded, 2, "the exit says one failed");
+        assert!(outcome.error.unwrap().to_string().contains("says 9 of 3"));
+
+        let garbage = sh(r#"echo two > "$FIFO_BATCH_DONE"; exit 1"#);
+        let outcome = garbage.handle_batch(&messages).await;
+        assert_eq!(outcome.succeeded, 0);
+        assert!(outcome.error.unwrap().to_string().contains("not a count"));
     }
 
     #[tokio::test]

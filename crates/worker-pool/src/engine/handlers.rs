@@ -46,14 +46,25 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         let group = tracked.message.group_id.clone();
         let mut keys = vec![key];
-        let most = self.batch_room().saturating_sub(1);
+        // A message that failed before (here, or in an earlier delivery)
+        // runs alone: a batch's timeout or crash is blamed on its first
+        // message, which must not be retried, released or dead-lettered
+        // for the others' sake.
+        let most = if fresh(tracked) {
+            self.batch_room().saturating_sub(1)
+        } else {
+            0
+        };
         if most > 0 {
             // A later message whose lease is about to run out ends the
-            // batch: it is lost on its own turn, not run.
+            // batch (it is lost on its own turn, not run), as does one that
+            // ran before.
             let safe_until = now + self.visibility() / 6;
             let tracked = &self.tracked;
             keys.extend(self.router.take_following(&group, key, most, |k| {
-                tracked.get(&k).is_some_and(|t| t.expires > safe_until)
+                tracked
+                    .get(&k)
+                    .is_some_and(|t| t.expires > safe_until && fresh(t))
             }));
         }
         let messages = keys
@@ -63,6 +74,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let task = self.workers.spawn(work(
             self.handler.clone(),
             messages,
+            self.config.batch > 1,
             self.config.handler_timeout,
         ));
         for k in &keys {
@@ -74,8 +86,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn on_worker(&mut self, joined: Result<(tokio::task::Id, Ran), JoinError>) {
         let (id, ran) = match joined {
             Ok((id, ran)) => (id, Some(ran)),
-            // Cancelled (or panicked outside the handler): its messages end
-            // when the kill grace passes (see `cancel_done`).
+            // Panicked outside the handler (dropping it): as a panic inside.
+            Err(err) if err.is_panic() => (err.id(), Some(Ran::panicked())),
+            // Cancelled: its messages end when the kill grace passes (see
+            // `cancel_done`).
             Err(err) => (err.id(), None),
         };
         let Some(keys) = self.running.get(&id) else {
@@ -190,6 +204,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 "message {id} of group {group} failed on its last allowed receive ({reason}); moving it to the dead-letter queue"
             );
             tracked.dead_letter = true;
+            if let Some(gone) = tracked.kill_ends {
+                // Its program may still be ending: the group goes on (and
+                // the message moves) once it is gone.
+                tracked.state = State::BackingOff;
+                self.add_timer(gone, Timer::DeadLetter(key));
+                return;
+            }
             self.router.finished(&group, key);
             return;
         }
@@ -225,6 +246,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.state = State::InLane;
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
+        }
+    }
+
+    /// A message cut off on its last receive: its program is gone, so it
+    /// moves to the dead-letter queue and its group goes on.
+    pub(super) fn on_dead_letter_due(&mut self, key: Key) {
+        let Some(tracked) = self.tracked.get_mut(&key) else {
+            return;
+        };
+        if matches!(tracked.state, State::BackingOff) {
+            tracked.state = State::InLane;
+            let group = tracked.message.group_id.clone();
+            self.router.finished(&group, key);
         }
     }
 
@@ -283,28 +317,37 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 }
 
+/// Whether a message never ran before: neither attempted here nor, as far
+/// as SQS tells, delivered before.
+fn fresh(tracked: &Tracked) -> bool {
+    tracked.attempts == 0 && tracked.message.receive_count <= 1
+}
+
 /// Beyond the kill grace, for the killed processes to be gone.
 const KILL_MARGIN: Duration = Duration::from_millis(500);
 
-/// Runs the handler on one message, or on a batch with `handle_batch`. A
-/// panic is caught and fails the call's first message (the others were
-/// not reached); so does a timeout, which drops the handler's future (an
-/// exec handler then ends its process group).
+/// Runs the handler on one message, or with `batches` on a batch (of one
+/// or more) with `handle_batch`. A panic is caught and fails the call's
+/// first message (the others were not reached); so does a timeout, which
+/// drops the handler's future (an exec handler then ends its process
+/// group). The failed message then runs alone (see `Engine::start`).
 pub(super) async fn work<H: Handler>(
     handler: Arc<H>,
     messages: Vec<Arc<Message>>,
+    batches: bool,
     timeout: Option<Duration>,
 ) -> Ran {
     let count = messages.len();
     let handled = async {
-        if let [message] = messages.as_slice() {
-            match handler.handle(message).await {
+        match messages.as_slice() {
+            [message] if !batches => match handler.handle(message).await {
                 Ok(()) => fifo_handler::BatchOutcome::all(1),
                 Err(error) => fifo_handler::BatchOutcome::failed_at(0, error),
+            },
+            _ => {
+                let batch: Vec<&Message> = messages.iter().map(|m| &**m).collect();
+                handler.handle_batch(&batch).await
             }
-        } else {
-            let batch: Vec<&Message> = messages.iter().map(|m| &**m).collect();
-            handler.handle_batch(&batch).await
         }
     };
     let handled = std::panic::AssertUnwindSafe(handled).catch_unwind();
@@ -340,9 +383,18 @@ pub(super) async fn work<H: Handler>(
             };
             Ran { succeeded, failed }
         }
-        Err(_panic) => Ran {
+        Err(_panic) => Ran::panicked(),
+    }
+}
+
+impl Ran {
+    fn panicked() -> Ran {
+        Ran {
             succeeded: 0,
-            failed: Some(failure("handler panicked".to_owned())),
-        },
+            failed: Some(Attempt::Failed {
+                reason: "handler panicked".to_owned(),
+                cut_off: false,
+            }),
+        }
     }
 }

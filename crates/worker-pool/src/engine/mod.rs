@@ -216,6 +216,8 @@ enum Attempt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Retry(Key),
+    /// A message cut off on its last receive may move on.
+    DeadLetter(Key),
     CancelDone(tokio::task::Id),
     DrainDeadline,
     /// Just wake the loop (a backoff gate or a release came due).
@@ -468,6 +470,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.timers.pop();
             match timer {
                 Timer::Retry(key) => self.on_retry_due(key),
+                Timer::DeadLetter(key) => self.on_dead_letter_due(key),
                 Timer::CancelDone(task) => self.cancel_done(task),
                 Timer::DrainDeadline => self.abandon(),
                 Timer::Wake => {}

@@ -65,9 +65,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
         running.sort_unstable();
+        let calls: std::collections::HashSet<_> = running
+            .iter()
+            .filter_map(|key| match &self.tracked[key].state {
+                State::Running(task) => Some(task.id()),
+                _ => None,
+            })
+            .collect();
         tracing::warn!(
             "{} handlers still running after the shutdown timeout: cancelling them and handing their groups back",
-            running.len()
+            calls.len()
         );
         for key in running {
             self.cancel(key, AfterCancel::HandBack);
