@@ -208,7 +208,7 @@ fn socket_addr(addr: &str) -> Result<SocketAddr> {
 
 fn demo() -> Result<()> {
     cargo(&["build", "--quiet", "--package", "fifo"])?;
-    let fifo = project_root().join("target/debug/fifo");
+    let fifo = target_dir().join("debug/fifo");
     // A queue of its own, so earlier messages never mix into the timeline.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -400,6 +400,15 @@ fn run(command: &mut Command) -> Result<()> {
         Ok(())
     } else {
         Err(format!("{command:?} failed ({status})"))
+    }
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative
+/// to the project root if relative), else `target/` in the project.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
     }
 }
 
