@@ -565,18 +565,16 @@ fn bare_loop_cpu(endpoint: String, queue_url: String, total: usize, concurrency:
 
 /// CPU seconds (user + system) of the calling thread, from /proc.
 fn thread_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(f64::NAN)
-        + fields[12].parse::<f64>().unwrap_or(f64::NAN);
-    ticks / 100.0
+    stat_cpu_seconds("/proc/thread-self/stat").unwrap_or(f64::NAN)
+}
+
+/// CPU seconds (user + system) in a /proc `stat` file (of a process or a
+/// thread).
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 async fn raw_receive_delete(
@@ -642,9 +640,7 @@ async fn emulator_limit(
 
 /// CPU seconds (user + system) and peak RSS of a process, from /proc.
 fn proc_usage(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    let cpu = stat_cpu_seconds(&format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm_kib: f64 = status
         .lines()
@@ -653,7 +649,7 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
         .nth(1)?
         .parse()
         .ok()?;
-    Some((ticks / 100.0, hwm_kib / 1024.0))
+    Some((cpu, hwm_kib / 1024.0))
 }
 
 /// LocalStack's process, when it runs on the host (for its CPU share).

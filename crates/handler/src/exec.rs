@@ -231,7 +231,7 @@ impl Handler for ExecHandler {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("{} exited with {status}", self.program.display()).into())
+            Err(self.exited(status).into())
         }
     }
 
@@ -265,7 +265,7 @@ impl Handler for ExecHandler {
             return BatchOutcome::all(messages.len());
         }
         let written = std::fs::read_to_string(done.path()).unwrap_or_default();
-        let failed = format!("{} exited with {status}", self.program.display());
+        let failed = self.exited(status);
         let (succeeded, note) = match written.trim() {
             "" => (0, String::new()),
             count => match count.parse::<usize>() {
@@ -317,6 +317,10 @@ fn batch_json(messages: &[&Message]) -> Vec<u8> {
 }
 
 impl ExecHandler {
+    fn exited(&self, status: ExitStatus) -> String {
+        format!("{} exited with {status}", self.program.display())
+    }
+
     /// Runs the program once with `env`, `input` on stdin, and its output
     /// forwarded prefixed with `[group] `; returns how it exited.
     async fn run(

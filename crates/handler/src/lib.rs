@@ -4,8 +4,9 @@
 //! handlers write to stdout and stderr.
 //!
 //! A handler is called for one message at a time per group (or one batch of
-//! a group's consecutive messages), in the group's order; it may be called again for the same message (at-least-once
-//! delivery), so it should be idempotent. Returning `Err` (or panicking)
+//! a group's consecutive messages), in the group's order; it may be called
+//! again for the same message (at-least-once delivery), so it should be
+//! idempotent. Returning `Err` (or panicking)
 //! means the message is retried and, failing that, redelivered by SQS. The
 //! engine drops a handler's future to give up on it (a timeout), so a handler
 //! cleans up on drop: `exec` ends its program's process group.

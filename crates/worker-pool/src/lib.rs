@@ -50,8 +50,8 @@ pub struct PoolConfig {
     /// between 1 and [`MAX_POLLERS`] — more while workers wait for groups
     /// and SQS answers deletes as fast as it did recently, fewer when it
     /// answers them much slower (it queues calls) or receives come back
-    /// empty (down to one while nothing is held). Adapting, a receive goes
-    /// only while workers would wait for a group.
+    /// empty (down to one while nothing is held). Adapting, receives beyond
+    /// the first two go only while workers would wait for a group.
     pub pollers: Option<usize>,
     /// Messages held at most (queued, running or backing off); pollers wait
     /// below this. At least `max_messages`.

@@ -354,33 +354,24 @@ pub(super) async fn work<H: Handler>(
     let joined = match timeout {
         Some(limit) => match tokio::time::timeout(limit, handled).await {
             Ok(joined) => joined,
-            Err(_) => {
-                let reason = format!("handler timed out after {limit:?}");
-                return Ran {
-                    succeeded: 0,
-                    failed: Some(Attempt::Failed {
-                        reason,
-                        cut_off: true,
-                    }),
-                };
-            }
+            Err(_) => return Ran::first_failed(format!("handler timed out after {limit:?}"), true),
         },
         None => handled.await,
-    };
-    let failure = |reason: String| Attempt::Failed {
-        reason,
-        cut_off: false,
     };
     match joined {
         Ok(outcome) => {
             let succeeded = outcome.succeeded.min(count);
-            let failed = match outcome.error {
-                Some(error) if succeeded < count => Some(failure(error.to_string())),
-                _ if succeeded < count => Some(failure(format!(
-                    "the handler reported {succeeded} of {count} messages handled, with no error"
-                ))),
-                _ => None,
-            };
+            let failed = (succeeded < count).then(|| Attempt::Failed {
+                reason: outcome.error.map_or_else(
+                    || {
+                        format!(
+                            "the handler reported {succeeded} of {count} messages handled, with no error"
+                        )
+                    },
+                    |error| error.to_string(),
+                ),
+                cut_off: false,
+            });
             Ran { succeeded, failed }
         }
         Err(_panic) => Ran::panicked(),
@@ -388,13 +379,16 @@ pub(super) async fn work<H: Handler>(
 }
 
 impl Ran {
-    fn panicked() -> Ran {
+    /// The call's first message failed (the others were not reached);
+    /// `cut_off`: the handler was dropped and may still be ending.
+    fn first_failed(reason: String, cut_off: bool) -> Ran {
         Ran {
             succeeded: 0,
-            failed: Some(Attempt::Failed {
-                reason: "handler panicked".to_owned(),
-                cut_off: false,
-            }),
+            failed: Some(Attempt::Failed { reason, cut_off }),
         }
+    }
+
+    fn panicked() -> Ran {
+        Ran::first_failed("handler panicked".to_owned(), false)
     }
 }

@@ -103,16 +103,21 @@ impl Pace {
     /// than `halves`/2 times the fastest, and a millisecond or two more
     /// (noise on a fast network).
     fn delayed(&self, took: Duration, halves: u32) -> bool {
-        let Some(fastest) = self.fastest.iter().flatten().min() else {
-            return false;
-        };
-        took > *fastest * halves / 2 + Duration::from_millis(u64::from(halves) / 2)
+        self.fastest().is_some_and(|fastest| {
+            took > fastest * halves / 2 + Duration::from_millis(u64::from(halves) / 2)
+        })
+    }
+
+    /// The fastest delete answer of the two windows.
+    fn fastest(&self) -> Option<Duration> {
+        self.fastest.iter().flatten().min().copied()
     }
 
     /// A receive brought `count` messages; `workers_waiting`: some workers
     /// had no group to run; `holding`: messages are held.
     pub(super) fn on_receive(&mut self, count: usize, workers_waiting: bool, holding: bool) {
         let queueing = self.queueing();
+        let fastest = self.fastest();
         // Until a few deletes were answered, how fast SQS is is unknown.
         let most = if self.deletes < KNOWN_AFTER {
             UNKNOWN_POLLERS
@@ -152,7 +157,7 @@ impl Pace {
                 "receives under way: {} (received {count}, queueing {queueing}, workers waiting {workers_waiting}, deletes take {:?}, fastest {:?})",
                 *target,
                 self.recent,
-                self.fastest.iter().flatten().min()
+                fastest
             );
         }
     }

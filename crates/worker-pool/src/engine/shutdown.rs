@@ -55,28 +55,28 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
         self.phase = Phase::Abandoned;
-        let mut running: Vec<Key> = self
-            .tracked
-            .iter()
-            .filter(|(_, t)| matches!(t.state, State::Running(_)))
-            .map(|(key, _)| *key)
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        running.sort_unstable();
-        let calls: std::collections::HashSet<_> = running
-            .iter()
-            .filter_map(|key| match &self.tracked[key].state {
-                State::Running(task) => Some(task.id()),
-                _ => None,
+        // One message per handler call still running: cancelling it
+        // cancels its whole batch.
+        let mut calls: Vec<Key> = self
+            .running
+            .values()
+            .filter_map(|keys| keys.first().copied())
+            .filter(|key| {
+                matches!(
+                    self.tracked.get(key).map(|t| &t.state),
+                    Some(State::Running(_))
+                )
             })
             .collect();
+        if calls.is_empty() {
+            return;
+        }
+        calls.sort_unstable();
         tracing::warn!(
             "{} handlers still running after the shutdown timeout: cancelling them and handing their groups back",
             calls.len()
         );
-        for key in running {
+        for key in calls {
             self.cancel(key, AfterCancel::HandBack);
         }
     }
