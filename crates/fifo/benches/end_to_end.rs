@@ -1770,12 +1770,10 @@ fn bounds(report: &Value) -> String {
             md += &format!(
                 "Through the proxy of (10), with the bare loop alone on a thread of its own as fifo \
                  runs: {}. Whatever the round trip does to the CPU per message, it does to the bare \
-                 SDK loop too (its calls, not fifo's work around them). A profile (`perf record` of \
-                 `fifo run` at RTT 0) puts the SDK's request pipeline (signing about 8 %, the \
-                 orchestrator's interceptors and config layers, JSON in and out, hyper) and the \
-                 allocator and kernel under it at nearly all of the main thread's samples; the engine \
-                 itself is a few per cent. Of what fifo's client configuration controls, the \
-                 stalled-stream monitor (timers on every call) is already off.\n\n",
+                 SDK loop too (its calls, not fifo's work around them). The difference between the \
+                 two is fifo's own work per message (engine, handler, output). Of what fifo's client \
+                 configuration controls, the stalled-stream monitor (timers on every call) is already \
+                 off.\n\n",
                 per_rtt.join("; ")
             );
         }
