@@ -22,7 +22,7 @@ Commands:
   localstack-down    stop the LocalStack this command started
   localstack-status  say what runs where
   localstack-logs    print LocalStack's log
-  test [ARGS..]      fmt check, clippy, then every test against LocalStack (ARGS go to nextest)
+  test [ARGS..]      fmt check, clippy, the examples, then every test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
   bench [--quick]    measure fifo against LocalStack's own limit; writes BENCHMARKS.md
   bench --rtt MS     only the runs through a proxy adding MS per call; prints them
@@ -98,6 +98,8 @@ fn test(nextest_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The README's library example is one of them.
+    cargo(&["build", "--workspace", "--examples"])?;
     let mut args = vec!["nextest", "run", "--workspace"];
     if std::env::var_os("CI").is_some() {
         args.extend(["--profile", "ci"]);

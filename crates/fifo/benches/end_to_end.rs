@@ -1110,18 +1110,11 @@ async fn skew(client: &Client, plan: &Plan) -> Value {
                 wait_time_seconds: 1,
                 ..PoolConfig::default()
             };
-            let queue = SqsQueue {
-                client: client.clone(),
-                queue_url: url,
-                dead_letter_url: None,
-            };
-            let engine = tokio::spawn(fifo_worker_pool::run(
-                queue,
-                handler.clone(),
-                config,
-                shutdown.clone(),
-                Arc::new(Counters::default()),
-            ));
+            let queue = SqsQueue::open(client.clone(), &url).await.unwrap();
+            let engine = tokio::spawn({
+                let (handler, shutdown) = (handler.clone(), shutdown.clone());
+                async move { fifo_worker_pool::run(queue, handler, &config, shutdown).await }
+            });
             loop {
                 let cold_seen = handler
                     .waits
@@ -1248,9 +1241,8 @@ fn engine_no_op(n: usize, groups: usize, batch: usize) -> (f64, f64) {
             .block_on(fifo_worker_pool::run(
                 queue,
                 Noop,
-                config,
+                &config,
                 CancellationToken::new(),
-                Arc::new(Counters::default()),
             ))
             .unwrap();
         assert_eq!(stats.succeeded, n as u64);
@@ -1429,10 +1421,10 @@ async fn soak_run(n: usize) -> Value {
     let queue_started = tokio::time::Instant::now();
     // The engine must not stop before the producer has sent everything:
     // the backlog never runs dry before then.
-    let stats = fifo_worker_pool::run(
+    let stats = fifo_worker_pool::run_observed(
         queue.clone(),
         SharedHandler(handler.clone()),
-        config,
+        &config,
         CancellationToken::new(),
         counters.clone(),
     )
@@ -1567,15 +1559,9 @@ fn paused_makespan(n: usize, workers: usize) -> f64 {
             ..PoolConfig::default()
         };
         let started = tokio::time::Instant::now();
-        fifo_worker_pool::run(
-            queue,
-            Sleep,
-            config,
-            CancellationToken::new(),
-            Arc::new(Counters::default()),
-        )
-        .await
-        .unwrap();
+        fifo_worker_pool::run(queue, Sleep, &config, CancellationToken::new())
+            .await
+            .unwrap();
         started.elapsed().as_secs_f64()
     })
 }

@@ -49,6 +49,9 @@ fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(user) = err.downcast_ref::<UserError>() {
         return user.hint.clone();
     }
+    if let Some(queue) = err.downcast_ref::<fifo_worker_pool::QueueError>() {
+        return sqs_hint(queue.cause().downcast_ref::<SqsError>()?);
+    }
     sqs_hint(err.downcast_ref::<SqsError>()?)
 }
 

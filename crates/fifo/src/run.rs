@@ -34,29 +34,7 @@ pub(crate) async fn run(
 ) -> Result<ExitCode> {
     let config = pool_config(settings, args)?;
     let queue_url = settings.queue_url.clone();
-    let attributes = client
-        .fifo_queue(&queue_url)
-        .await
-        .wrap_err_with(|| format!("opening {queue_url}"))?;
-    let (dead_letter_url, max_receive_count) = match &attributes.dead_letter {
-        Some((name, count)) => {
-            let url = client
-                .queue_url_by_name(name)
-                .await
-                .wrap_err_with(|| format!("finding dead-letter queue {name}"))?;
-            (Some(url), Some(*count))
-        }
-        None => (None, None),
-    };
-    let config = PoolConfig {
-        max_receive_count,
-        ..config
-    };
-    let queue = SqsQueue {
-        client,
-        queue_url: queue_url.clone(),
-        dead_letter_url,
-    };
+    let queue = SqsQueue::open(client, &queue_url).await?;
 
     let shutdown = CancellationToken::new();
     // Handler output goes through writer threads: a slow or stalled reader
@@ -75,7 +53,7 @@ pub(crate) async fn run(
         )
         .map_err(|e| {
             UserError::new(
-                e,
+                e.to_string(),
                 Some("give the path of an executable file, or a name found in PATH".to_owned()),
             )
         })?;
@@ -96,12 +74,14 @@ pub(crate) async fn run(
                 args.quiet,
                 output.clone(),
             );
-            fifo_worker_pool::run(queue, handler, config, shutdown.clone(), counters).await
+            fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
+                .await
         }
         Some(handler) => {
             let programs = handler.clone();
             let result =
-                fifo_worker_pool::run(queue, handler, config, shutdown.clone(), counters).await;
+                fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
+                    .await;
             // Programs cancelled at the end (the shutdown deadline) get their
             // SIGKILL before we exit.
             programs.wait_for_kills().await;
@@ -190,7 +170,6 @@ fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserEr
         cancel_grace: KILL_GRACE,
         until_empty: args.until_empty,
         limit: args.limit,
-        max_receive_count: None,
     })
 }
 

@@ -23,7 +23,6 @@ async fn new_queue(client: &Client, test: &str, max_receive_count: Option<u32>) 
         high_throughput: false,
         redrive: None,
     };
-    let mut dead_letter_url = None;
     if let Some(count) = max_receive_count {
         let dlq = QueueSpec {
             name: format!("{}-dlq.fifo", name.trim_end_matches(".fifo")),
@@ -32,13 +31,9 @@ async fn new_queue(client: &Client, test: &str, max_receive_count: Option<u32>) 
         let url = client.create_fifo_queue(&dlq).await.unwrap();
         let arn = client.queue_attributes(&url).await.unwrap().arn;
         spec.redrive = Some((arn, count));
-        dead_letter_url = Some(url);
     }
-    SqsQueue {
-        client: client.clone(),
-        queue_url: client.create_fifo_queue(&spec).await.unwrap(),
-        dead_letter_url,
-    }
+    let url = client.create_fifo_queue(&spec).await.unwrap();
+    SqsQueue::open(client.clone(), &url).await.unwrap()
 }
 
 /// Sends `GROUP-1..GROUP-count` to each group, in order.
@@ -55,11 +50,7 @@ async fn send(queue: &SqsQueue, groups: &[&str], count: usize) {
         })
         .collect();
     for batch in messages.chunks(10) {
-        let sent = queue
-            .client
-            .send_batch(&queue.queue_url, batch)
-            .await
-            .unwrap();
+        let sent = queue.client().send_batch(queue.url(), batch).await.unwrap();
         assert!(sent.iter().all(Result::is_ok), "{sent:?}");
     }
 }
@@ -188,7 +179,6 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_group_goes_on() 
     let handler = Recorder::new(Duration::from_millis(10)).fault("g-2", Fault::FailTimes(u32::MAX));
     let config = PoolConfig {
         retries: 1,
-        max_receive_count: Some(2),
         ..config()
     };
     let stats = run(&queue, &handler, config).await;
@@ -196,7 +186,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_group_goes_on() 
     let successes = handler.successes();
     assert_eq!(successes["g"], bodies("g", &[1, 3, 4]));
     assert_eq!(successes["h"], bodies("h", &[1, 2, 3]));
-    let dead = drain(&client, queue.dead_letter_url.as_ref().unwrap()).await;
+    let dead = drain(&client, queue.dead_letter_url().unwrap()).await;
     let summary: Vec<_> = dead
         .iter()
         .map(|m| (m.group_id.as_str(), m.body.as_str()))

@@ -2,13 +2,10 @@
 //! one call and returns what happened as an [`Event`]; the engine owns every
 //! decision about what to call and what the answer means.
 
-use fifo_sqs_client::{
-    EntryFailure, Error as QueueError, OutgoingMessage, ReceiveOptions, ReceiveOutput,
-};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::Queue;
+use crate::queue::{DeadLetterCopy, EntryFailure, Queue, QueueError, ReceiveRequest, Received};
 
 /// A held message, as the engine names it in calls.
 pub(crate) type Key = u64;
@@ -19,7 +16,7 @@ pub(crate) enum Event {
     Received {
         slot: usize,
         /// None when the receive was cut short at shutdown.
-        result: Option<Result<ReceiveOutput, QueueError>>,
+        result: Option<Result<Received, QueueError>>,
     },
     Deleted {
         keys: Vec<Key>,
@@ -47,7 +44,7 @@ pub(crate) enum Event {
 
 pub(crate) async fn receive<Q: Queue>(
     queue: Q,
-    options: ReceiveOptions,
+    options: ReceiveRequest,
     slot: usize,
     abort: CancellationToken,
 ) -> Event {
@@ -73,7 +70,7 @@ pub(crate) async fn dead_letter<Q: Queue>(
     queue: Q,
     key: Key,
     receipt_handle: String,
-    copy: OutgoingMessage,
+    copy: DeadLetterCopy,
 ) -> Event {
     let result = queue.dead_letter(&receipt_handle, &copy).await;
     Event::DeadLettered { key, result }

@@ -4,8 +4,9 @@
 //! group's order. Data flows one way: receives → router → handlers →
 //! deletes (or hand-backs).
 //!
-//! Layout: `queue` is the small interface to a queue (SQS, or the in-memory
-//! queue of `memory` for tests and benchmarks); `engine` owns the router,
+//! Layout: `queue` is the engine's interface to a queue, in its own types;
+//! `sqs` implements it on SQS (feature `sqs`) and `memory` in memory, for
+//! tests and benchmarks; `engine` owns the router,
 //! every held message and every decision; `calls` are the one-call tasks it
 //! spawns; `backoff` computes retry delays; `stats` the counters.
 //!
@@ -24,14 +25,21 @@ mod calls;
 mod engine;
 pub mod memory;
 mod queue;
+#[cfg(feature = "sqs")]
+mod sqs;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;
 
-pub use engine::run;
-pub use queue::{Queue, SqsQueue};
+pub use engine::{run, run_observed};
+pub use queue::{
+    Attribute, AttributeValue, DeadLetterCopy, Delivery, EntryFailure, Malformed, Queue,
+    QueueError, QueueErrorKind, ReceiveRequest, Received,
+};
+#[cfg(feature = "sqs")]
+pub use sqs::{OpenError, SqsQueue};
 pub use stats::{Counters, Stats};
 
 /// The most receives under way at once when they adapt.
@@ -78,12 +86,6 @@ pub struct PoolConfig {
     pub until_empty: bool,
     /// Stop after this many messages succeeded.
     pub limit: Option<u64>,
-    /// The queue's redrive `maxReceiveCount`. A message that fails on its
-    /// last allowed receive is moved to the dead-letter queue by the engine
-    /// and its group goes on in process. (Left to SQS, the redrive would
-    /// take the rest of the group too: they were received and released with
-    /// the failing message each time, so their receive counts ran out with it.)
-    pub max_receive_count: Option<u32>,
 }
 
 impl Default for PoolConfig {
@@ -104,7 +106,6 @@ impl Default for PoolConfig {
             cancel_grace: Duration::from_secs(2),
             until_empty: false,
             limit: None,
-            max_receive_count: None,
         }
     }
 }
@@ -134,7 +135,7 @@ pub enum Error {
     #[error("invalid pool configuration: {0}")]
     Config(String),
     #[error("the queue cannot be used")]
-    Queue(#[from] fifo_sqs_client::Error),
+    Queue(#[source] QueueError),
     #[error("{0}")]
     Internal(String),
 }

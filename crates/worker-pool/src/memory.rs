@@ -16,13 +16,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use fifo_sqs_client::{
-    EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceiveOutput, ReceivedMessage,
-};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-use crate::Queue;
+use crate::queue::{
+    DeadLetterCopy, Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, ReceiveRequest,
+    Received,
+};
 
 /// One queue; clones share it. [`MemoryQueue::view`] gives another handle
 /// on the same queue with faults of its own, like a second process behind
@@ -101,7 +101,7 @@ struct State {
     deleted_order: VecDeque<(Instant, String)>,
     /// Receives whose answer was lost, by attempt id: a retry with the same
     /// id within a minute gets the same messages.
-    lost_answers: HashMap<String, (Instant, Vec<ReceivedMessage>)>,
+    lost_answers: HashMap<String, (Instant, Vec<Delivery>)>,
     next_sequence: u64,
     undeleted: usize,
     max_receive_count: Option<u32>,
@@ -198,7 +198,7 @@ struct Roll {
     delay: Duration,
     lose_request: bool,
     lose_answer: bool,
-    error: Error,
+    error: QueueError,
 }
 
 impl MemoryQueue {
@@ -317,7 +317,7 @@ impl MemoryQueue {
 
     /// Takes what one receive returns now: runs of visible messages from
     /// unlocked groups, visiting groups round-robin.
-    fn take(&self, options: &ReceiveOptions, now: Instant) -> Vec<ReceivedMessage> {
+    fn take(&self, options: &ReceiveRequest, now: Instant) -> Vec<Delivery> {
         let mut state = self.lock();
         let state = &mut *state;
         let lax = state.lax_group_lock;
@@ -375,7 +375,7 @@ impl MemoryQueue {
                     .handles
                     .insert(handle.clone(), (group_index, message.sequence));
                 message.visible_at = now + visibility;
-                taken.push(ReceivedMessage {
+                taken.push(Delivery {
                     message_id: message.id.clone(),
                     receipt_handle: handle,
                     body: message.body.clone(),
@@ -468,8 +468,8 @@ impl MemoryQueue {
                 };
                 Some(EntryFailure {
                     index,
-                    code: "ReceiptHandleIsInvalid".to_owned(),
-                    message,
+                    handle_gone: true,
+                    reason: message,
                 })
             })
             .collect();
@@ -525,8 +525,8 @@ impl MemoryQueue {
     async fn faulty<T>(
         &self,
         kind: Call,
-        call: impl AsyncFnOnce() -> Result<T, Error>,
-    ) -> Result<T, Error> {
+        call: impl AsyncFnOnce() -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         let roll = self.roll(kind);
         if !roll.delay.is_zero() {
             tokio::time::sleep(roll.delay).await;
@@ -541,13 +541,13 @@ impl MemoryQueue {
         result
     }
 
-    async fn receive_now(&self, options: &ReceiveOptions) -> Vec<ReceivedMessage> {
+    async fn receive_now(&self, options: &ReceiveRequest) -> Vec<Delivery> {
         if let Some(id) = &options.attempt_id {
             let replay = self.lock().lost_answers.remove(id);
             if let Some((_, messages)) = replay {
                 let state = self.lock();
                 let now = Instant::now();
-                let still_ours: Vec<ReceivedMessage> = messages
+                let still_ours: Vec<Delivery> = messages
                     .into_iter()
                     .filter(|m| state.handles.contains_key(&m.receipt_handle))
                     .filter(|m| {
@@ -585,21 +585,16 @@ impl MemoryQueue {
     }
 }
 
-fn injected(throttled: bool) -> Error {
+fn injected(throttled: bool) -> QueueError {
     if throttled {
-        Error::Throttled {
-            message: "injected throttling".to_owned(),
-        }
+        QueueError::new(QueueErrorKind::Busy, "injected throttling")
     } else {
-        Error::Unreachable {
-            endpoint: "memory".to_owned(),
-            detail: "injected network failure".to_owned(),
-        }
+        QueueError::new(QueueErrorKind::Unreachable, "injected network failure")
     }
 }
 
 impl Queue for MemoryQueue {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
+    async fn receive(&self, options: &ReceiveRequest) -> Result<Received, QueueError> {
         let roll = self.roll(Call::Receive);
         if !roll.delay.is_zero() {
             tokio::time::sleep(roll.delay).await;
@@ -624,13 +619,13 @@ impl Queue for MemoryQueue {
             }
             return Err(roll.error);
         }
-        Ok(ReceiveOutput {
-            messages,
+        Ok(Received {
+            deliveries: messages,
             malformed: Vec::new(),
         })
     }
 
-    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, Error> {
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
         self.faulty(Call::Delete, async || {
             let entries: Vec<_> = receipt_handles.iter().map(|h| (*h, None)).collect();
             Ok(self.apply_all(Call::Delete, &entries))
@@ -638,7 +633,10 @@ impl Queue for MemoryQueue {
         .await
     }
 
-    async fn change_visibility(&self, entries: &[(&str, u32)]) -> Result<Vec<EntryFailure>, Error> {
+    async fn change_visibility(
+        &self,
+        entries: &[(&str, u32)],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         self.faulty(Call::ChangeVisibility, async || {
             let entries: Vec<_> = entries.iter().map(|(h, s)| (*h, Some(*s))).collect();
             Ok(self.apply_all(Call::ChangeVisibility, &entries))
@@ -649,12 +647,12 @@ impl Queue for MemoryQueue {
     async fn dead_letter(
         &self,
         receipt_handle: &str,
-        _copy: &OutgoingMessage,
-    ) -> Result<(), Error> {
+        _copy: &DeadLetterCopy,
+    ) -> Result<(), QueueError> {
         self.faulty(Call::DeadLetter, async || {
             let moved = self
                 .apply(receipt_handle, None, Instant::now())
-                .map_err(|message| Error::InvalidParameter { message })?;
+                .map_err(|message| QueueError::new(QueueErrorKind::Refused, message))?;
             let mut state = self.lock();
             if let Some(moved) = moved {
                 // A dead-letter move is not a delete of a handled message.
@@ -671,8 +669,12 @@ impl Queue for MemoryQueue {
         .await
     }
 
-    async fn is_empty(&self) -> Result<bool, Error> {
+    async fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.undeleted() == 0)
+    }
+
+    fn max_receive_count(&self) -> Option<u32> {
+        self.lock().max_receive_count
     }
 }
 
@@ -680,8 +682,8 @@ impl Queue for MemoryQueue {
 mod tests {
     use super::*;
 
-    fn options(max: u32, wait: u32) -> ReceiveOptions {
-        ReceiveOptions {
+    fn options(max: u32, wait: u32) -> ReceiveRequest {
+        ReceiveRequest {
             max_messages: max,
             wait_seconds: wait,
             visibility_timeout: Some(10),
@@ -689,7 +691,7 @@ mod tests {
         }
     }
 
-    fn bodies(messages: &[ReceivedMessage]) -> Vec<&str> {
+    fn bodies(messages: &[Delivery]) -> Vec<&str> {
         messages.iter().map(|m| m.body.as_str()).collect()
     }
 
@@ -699,12 +701,12 @@ mod tests {
         for body in ["a1", "a2", "b1"] {
             queue.send(&body[..1], body);
         }
-        let first = queue.receive(&options(1, 0)).await.unwrap().messages;
+        let first = queue.receive(&options(1, 0)).await.unwrap().deliveries;
         assert_eq!(bodies(&first), ["a1"]);
-        let second = queue.receive(&options(10, 0)).await.unwrap().messages;
+        let second = queue.receive(&options(10, 0)).await.unwrap().deliveries;
         assert_eq!(bodies(&second), ["b1"], "group a is locked");
         queue.delete(&[&first[0].receipt_handle]).await.unwrap();
-        let third = queue.receive(&options(10, 0)).await.unwrap().messages;
+        let third = queue.receive(&options(10, 0)).await.unwrap().deliveries;
         assert_eq!(bodies(&third), ["a2"]);
     }
 
@@ -712,9 +714,9 @@ mod tests {
     async fn messages_reappear_after_their_visibility_timeout_with_a_new_handle() {
         let queue = MemoryQueue::new();
         queue.send("g", "x");
-        let first = queue.receive(&options(10, 0)).await.unwrap().messages;
+        let first = queue.receive(&options(10, 0)).await.unwrap().deliveries;
         let started = Instant::now();
-        let again = queue.receive(&options(10, 20)).await.unwrap().messages;
+        let again = queue.receive(&options(10, 20)).await.unwrap().deliveries;
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(10),
@@ -739,14 +741,14 @@ mod tests {
         queue.send("g", "poison");
         queue.send("g", "next");
         for _ in 0..2 {
-            let got = queue.receive(&options(1, 0)).await.unwrap().messages;
+            let got = queue.receive(&options(1, 0)).await.unwrap().deliveries;
             assert_eq!(bodies(&got), ["poison"]);
             queue
                 .change_visibility(&[(&got[0].receipt_handle, 0)])
                 .await
                 .unwrap();
         }
-        let got = queue.receive(&options(10, 0)).await.unwrap().messages;
+        let got = queue.receive(&options(10, 0)).await.unwrap().deliveries;
         assert_eq!(bodies(&got), ["next"]);
         assert_eq!(queue.dead_letters(), ["poison"]);
     }
@@ -760,7 +762,7 @@ mod tests {
             sender.send("g", "late");
         });
         let started = Instant::now();
-        let got = queue.receive(&options(10, 20)).await.unwrap().messages;
+        let got = queue.receive(&options(10, 20)).await.unwrap().deliveries;
         assert_eq!(bodies(&got), ["late"]);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }

@@ -1,28 +1,29 @@
+//! The engine's boundary with a queue: the few calls it makes, in its own
+//! types. SQS implements it in `sqs` (feature `sqs`), the in-memory queue
+//! in `memory`; the engine knows neither.
+
+use std::collections::BTreeMap;
 use std::future::Future;
 
-use fifo_sqs_client::{
-    Client, EntryFailure, Error, OutgoingMessage, ReceiveOptions, ReceiveOutput,
-};
-
 /// The few queue operations the engine needs. Implemented for SQS by
-/// [`SqsQueue`] and in memory by [`crate::memory::MemoryQueue`].
+/// `SqsQueue` (feature `sqs`) and in memory by [`crate::memory::MemoryQueue`].
 pub trait Queue: Clone + Send + Sync + 'static {
     fn receive(
         &self,
-        options: &ReceiveOptions,
-    ) -> impl Future<Output = Result<ReceiveOutput, Error>> + Send;
+        request: &ReceiveRequest,
+    ) -> impl Future<Output = Result<Received, QueueError>> + Send;
 
     /// Deletes up to ten messages; returns the entries that failed.
     fn delete(
         &self,
         receipt_handles: &[&str],
-    ) -> impl Future<Output = Result<Vec<EntryFailure>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
 
     /// Sets the visibility of up to ten messages; returns the entries that failed.
     fn change_visibility(
         &self,
         entries: &[(&str, u32)],
-    ) -> impl Future<Output = Result<Vec<EntryFailure>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
 
     /// Moves an in-flight message to the dead-letter queue: sends `copy`
     /// there (its de-duplication id is the message id, so a retry is
@@ -30,66 +31,179 @@ pub trait Queue: Clone + Send + Sync + 'static {
     fn dead_letter(
         &self,
         receipt_handle: &str,
-        copy: &OutgoingMessage,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+        copy: &DeadLetterCopy,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// True when no message is visible, in flight or delayed.
-    fn is_empty(&self) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn is_empty(&self) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// After how many receives the queue moves a message to its dead-letter
+    /// queue (its redrive policy), if it has one. The engine then moves a
+    /// message that fails on its last receive itself, and its group goes on
+    /// (left to the queue, the redrive would take the rest of the group
+    /// too: they were received and released with the failing message each
+    /// time, so their receive counts ran out with it).
+    fn max_receive_count(&self) -> Option<u32>;
 }
 
-/// One SQS queue, by URL, and its dead-letter queue if it has one.
-#[derive(Debug, Clone)]
-pub struct SqsQueue {
-    pub client: Client,
-    pub queue_url: String,
-    pub dead_letter_url: Option<String>,
+/// One receive.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveRequest {
+    /// 1..=10.
+    pub max_messages: u32,
+    /// Long poll, 0..=20 seconds.
+    pub wait_seconds: u32,
+    /// Overrides the queue's visibility timeout for these messages.
+    pub visibility_timeout: Option<u32>,
+    /// Same id after a network error (the queue then returns the same
+    /// messages), a new one after an answer.
+    pub attempt_id: Option<String>,
 }
 
-impl Queue for SqsQueue {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, Error> {
-        self.client.receive(&self.queue_url, options).await
-    }
+/// What one receive returned: the messages the engine can use, and those
+/// whose delivery lacked something it relies on (they are left alone and
+/// come back after their visibility timeout).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Received {
+    pub deliveries: Vec<Delivery>,
+    pub malformed: Vec<Malformed>,
+}
 
-    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, Error> {
-        self.client
-            .delete_batch(&self.queue_url, receipt_handles)
-            .await
-    }
+/// A message as delivered, with the system attributes the engine relies on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub group_id: String,
+    pub sequence_number: String,
+    /// Deliveries so far, this one included.
+    pub receive_count: u32,
+    pub sent_timestamp_ms: u64,
+    /// Every message attribute, as sent.
+    pub attributes: BTreeMap<String, Attribute>,
+}
 
-    async fn change_visibility(&self, entries: &[(&str, u32)]) -> Result<Vec<EntryFailure>, Error> {
-        self.client
-            .change_visibility_batch(&self.queue_url, entries)
-            .await
-    }
+/// A delivered message that cannot be handled as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// As much as the delivery said about it.
+    pub message_id: Option<String>,
+    pub group_id: Option<String>,
+    pub reason: String,
+}
 
-    async fn dead_letter(&self, receipt_handle: &str, copy: &OutgoingMessage) -> Result<(), Error> {
-        let Some(dead_letter_url) = &self.dead_letter_url else {
-            return Err(Error::InvalidParameter {
-                message: format!("{} has no dead-letter queue", self.queue_url),
-            });
-        };
-        let sent = self
-            .client
-            .send_batch(dead_letter_url, std::slice::from_ref(copy))
-            .await?;
-        if let Some(Err(failure)) = sent.into_iter().next() {
-            return Err(refusal(&failure));
+/// A message attribute: its data type (`String`, `Number`, `Binary`,
+/// optionally with a custom suffix such as `Number.int`) and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub data_type: String,
+    pub value: AttributeValue,
+}
+
+impl Attribute {
+    /// The text of a String or Number attribute.
+    pub fn text(&self) -> Option<&str> {
+        match &self.value {
+            AttributeValue::Text(text) => Some(text),
+            AttributeValue::Binary(_) => None,
         }
-        match self.delete(&[receipt_handle]).await?.first() {
-            Some(failure) => Err(refusal(failure)),
-            None => Ok(()),
-        }
-    }
-
-    async fn is_empty(&self) -> Result<bool, Error> {
-        let a = self.client.queue_attributes(&self.queue_url).await?;
-        Ok(a.visible == 0 && a.in_flight == 0 && a.delayed == 0)
     }
 }
 
-/// The only entry of a batch, refused, as an error.
-fn refusal(failure: &EntryFailure) -> Error {
-    Error::InvalidParameter {
-        message: format!("{}: {}", failure.code, failure.message),
+/// String and Number attributes carry text; Binary ones bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeValue {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// The copy of a message that goes to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCopy {
+    pub body: String,
+    pub group_id: String,
+    pub dedup_id: String,
+    pub attributes: BTreeMap<String, Attribute>,
+}
+
+/// A failed entry of a batch call; `index` is its position in the slice
+/// given to the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub index: usize,
+    /// The queue no longer accepts the receipt handle (expired, or the
+    /// message was delivered again): the message is not ours any more.
+    /// Otherwise the entry is worth trying again.
+    pub handle_gone: bool,
+    pub reason: String,
+}
+
+/// Why a call to the queue failed, and what that means for retrying it.
+#[derive(Debug)]
+pub struct QueueError {
+    kind: QueueErrorKind,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The kinds of [`QueueError`] the engine acts on differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueErrorKind {
+    /// No answer, or none in time: the call may have taken effect. A
+    /// receive retried with the same attempt id gets the same messages.
+    Unreachable,
+    /// Throttled, or the queue's service in trouble: worth retrying after
+    /// a backoff.
+    Busy,
+    /// The request was refused as invalid (a stale receipt handle, a
+    /// missing dead-letter queue): the same request fails again.
+    Refused,
+    /// The queue cannot be used at all (gone, not FIFO, no access): the
+    /// run stops.
+    Unusable,
+    /// Anything else: retried after a backoff where the engine can.
+    Other,
+}
+
+impl QueueError {
+    pub fn new(
+        kind: QueueErrorKind,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> QueueError {
+        QueueError {
+            kind,
+            cause: cause.into(),
+        }
+    }
+
+    pub fn kind(&self) -> QueueErrorKind {
+        self.kind
+    }
+
+    /// Worth retrying as it is: the network, throttling, the service's
+    /// own trouble.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            QueueErrorKind::Unreachable | QueueErrorKind::Busy
+        )
+    }
+
+    /// The queue implementation's own error, for callers that know it.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.cause
+    }
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+/// Says what its cause says, so the cause's own causes follow it.
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
     }
 }

@@ -48,6 +48,25 @@ pub struct Stats {
     pub busy_groups: u64,
 }
 
+impl Stats {
+    /// What happened since `before` (taken from the same counters); the
+    /// gauges as they are now.
+    pub fn since(&self, before: &Stats) -> Stats {
+        Stats {
+            received: self.received - before.received,
+            succeeded: self.succeeded - before.succeeded,
+            failed: self.failed - before.failed,
+            retried: self.retried - before.retried,
+            released: self.released - before.released,
+            deleted: self.deleted - before.deleted,
+            dead_lettered: self.dead_lettered - before.dead_lettered,
+            lost: self.lost - before.lost,
+            malformed: self.malformed - before.malformed,
+            ..*self
+        }
+    }
+}
+
 impl Counters {
     pub fn snapshot(&self) -> Stats {
         Stats {

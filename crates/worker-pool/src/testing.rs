@@ -66,7 +66,14 @@ impl Recorder {
         config: PoolConfig,
         shutdown: CancellationToken,
     ) -> Result<Stats, Error> {
-        crate::run(queue, self.clone(), config, shutdown, self.counters.clone()).await
+        crate::run_observed(
+            queue,
+            self.clone(),
+            &config,
+            shutdown,
+            self.counters.clone(),
+        )
+        .await
     }
 
     pub fn new(work: Duration) -> Recorder {

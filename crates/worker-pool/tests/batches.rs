@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use fifo_handler::{BatchOutcome, Handler, Message, Outcome};
 use fifo_worker_pool::memory::MemoryQueue;
-use fifo_worker_pool::{Counters, PoolConfig, Stats};
+use fifo_worker_pool::{PoolConfig, Stats};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -124,9 +124,8 @@ async fn run(queue: &MemoryQueue, handler: &Batches, config: PoolConfig) -> Stat
     fifo_worker_pool::run(
         queue.clone(),
         handler.clone(),
-        config,
+        &config,
         CancellationToken::new(),
-        Arc::new(Counters::default()),
     )
     .await
     .expect("the run ends")
@@ -233,10 +232,7 @@ async fn a_message_failing_on_its_last_receive_is_dead_lettered_and_its_group_go
     let queue = MemoryQueue::with_redrive(Some(1));
     fill(&queue, &["g"], 5);
     let handler = Batches::failing("g-2", 100);
-    let config = PoolConfig {
-        max_receive_count: Some(1),
-        ..config(3)
-    };
+    let config = PoolConfig { ..config(3) };
     let stats = run(&queue, &handler, config).await;
 
     assert_eq!(queue.dead_letters(), ["g-2"]);
@@ -272,7 +268,6 @@ async fn a_batch_cut_off_by_its_timeout_dead_letters_only_the_message_that_hangs
     let handler = Batches::hanging("g-3");
     let config = PoolConfig {
         handler_timeout: Some(Duration::from_secs(1)),
-        max_receive_count: Some(1),
         ..config(5)
     };
     let grace = config.kill_grace();

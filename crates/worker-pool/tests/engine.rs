@@ -246,7 +246,7 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     // The released messages are visible a second later, in order (see
     // `release_seconds` in the engine).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let options = fifo_sqs_client::ReceiveOptions {
+    let options = fifo_worker_pool::ReceiveRequest {
         max_messages: 10,
         wait_seconds: 0,
         visibility_timeout: None,
@@ -255,7 +255,7 @@ async fn shutdown_lets_running_handlers_finish_and_releases_the_rest_at_once() {
     let again = fifo_worker_pool::Queue::receive(&queue, &options)
         .await
         .unwrap()
-        .messages;
+        .deliveries;
     let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for message in again {
         by_group
@@ -291,7 +291,7 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
     );
     assert_eq!((stats.succeeded, stats.released), (0, 1));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let options = fifo_sqs_client::ReceiveOptions {
+    let options = fifo_worker_pool::ReceiveRequest {
         max_messages: 10,
         wait_seconds: 0,
         visibility_timeout: None,
@@ -301,7 +301,7 @@ async fn shutdown_abandons_handlers_that_outlive_the_shutdown_timeout() {
         fifo_worker_pool::Queue::receive(&queue, &options)
             .await
             .unwrap()
-            .messages
+            .deliveries
             .len(),
         1,
         "handed back"
@@ -316,7 +316,6 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_its_group_continues(
     let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::FailTimes(u32::MAX));
     let config = PoolConfig {
         retries: 1,
-        max_receive_count: Some(2),
         ..config()
     };
     let stats = run_until_done(&queue, &handler, config).await;

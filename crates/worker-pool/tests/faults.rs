@@ -6,10 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use fifo_sqs_client::{EntryFailure, Error as QueueError, OutgoingMessage, ReceiveOptions};
 use fifo_worker_pool::memory::{Call, Faults, MemoryQueue};
 use fifo_worker_pool::testing::{Fault, Recorder, order_violations};
-use fifo_worker_pool::{Counters, Error, PoolConfig, Queue, Stats, run};
+use fifo_worker_pool::{Counters, Error, PoolConfig, Queue, Stats, run, run_observed};
+use fifo_worker_pool::{DeadLetterCopy, EntryFailure, QueueError, ReceiveRequest, Received};
 use proptest::prelude::*;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -51,16 +51,7 @@ fn spawn_engine<Q: Queue>(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<Result<Stats, Error>> {
     let handler = handler.clone();
-    tokio::spawn(async move {
-        run(
-            queue,
-            handler,
-            config,
-            shutdown,
-            Arc::new(Counters::default()),
-        )
-        .await
-    })
+    tokio::spawn(async move { run(queue, handler, &config, shutdown).await })
 }
 
 async fn finished(engine: tokio::task::JoinHandle<Result<Stats, Error>>) -> Stats {
@@ -72,14 +63,14 @@ async fn finished(engine: tokio::task::JoinHandle<Result<Stats, Error>>) -> Stat
 
 /// The bodies one receive gets from `queue` now.
 async fn visible_bodies(queue: &MemoryQueue) -> Vec<String> {
-    let options = ReceiveOptions {
+    let options = ReceiveRequest {
         max_messages: 10,
         wait_seconds: 0,
         visibility_timeout: None,
         attempt_id: None,
     };
     let received = queue.receive(&options).await.unwrap();
-    received.messages.into_iter().map(|m| m.body).collect()
+    received.deliveries.into_iter().map(|m| m.body).collect()
 }
 
 fn assert_in_order(handler: &Recorder, sent: &[(String, String)], dead_letters: &[String]) {
@@ -276,10 +267,7 @@ struct OneChangeAtATime {
 }
 
 impl Queue for OneChangeAtATime {
-    async fn receive(
-        &self,
-        options: &ReceiveOptions,
-    ) -> Result<fifo_sqs_client::ReceiveOutput, QueueError> {
+    async fn receive(&self, options: &ReceiveRequest) -> Result<Received, QueueError> {
         self.queue.receive(options).await
     }
     async fn delete(&self, handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
@@ -306,11 +294,14 @@ impl Queue for OneChangeAtATime {
         }
         result
     }
-    async fn dead_letter(&self, handle: &str, copy: &OutgoingMessage) -> Result<(), QueueError> {
+    async fn dead_letter(&self, handle: &str, copy: &DeadLetterCopy) -> Result<(), QueueError> {
         self.queue.dead_letter(handle, copy).await
     }
     async fn is_empty(&self) -> Result<bool, QueueError> {
         self.queue.is_empty().await
+    }
+    fn max_receive_count(&self) -> Option<u32> {
+        self.queue.max_receive_count()
     }
 }
 
@@ -358,10 +349,7 @@ async fn a_heartbeat_under_way_is_never_overtaken_by_a_hand_back_of_the_same_mes
 struct PanickyDeletes(MemoryQueue);
 
 impl Queue for PanickyDeletes {
-    async fn receive(
-        &self,
-        options: &ReceiveOptions,
-    ) -> Result<fifo_sqs_client::ReceiveOutput, QueueError> {
+    async fn receive(&self, options: &ReceiveRequest) -> Result<Received, QueueError> {
         self.0.receive(options).await
     }
     async fn delete(&self, _: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
@@ -373,11 +361,14 @@ impl Queue for PanickyDeletes {
     ) -> Result<Vec<EntryFailure>, QueueError> {
         self.0.change_visibility(entries).await
     }
-    async fn dead_letter(&self, handle: &str, copy: &OutgoingMessage) -> Result<(), QueueError> {
+    async fn dead_letter(&self, handle: &str, copy: &DeadLetterCopy) -> Result<(), QueueError> {
         self.0.dead_letter(handle, copy).await
     }
     async fn is_empty(&self) -> Result<bool, QueueError> {
         self.0.is_empty().await
+    }
+    fn max_receive_count(&self) -> Option<u32> {
+        self.0.max_receive_count()
     }
 }
 
@@ -391,9 +382,8 @@ async fn a_panicking_queue_ends_the_run_with_an_error_and_nothing_is_lost() {
     let result = run(
         PanickyDeletes(queue.clone()),
         handler.clone(),
-        config,
+        &config,
         CancellationToken::new(),
-        Arc::new(Counters::default()),
     )
     .await;
     match result {
@@ -598,7 +588,6 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
     let config = PoolConfig {
         retries: scenario.retries,
         visibility_timeout: scenario.visibility_timeout,
-        max_receive_count: scenario.max_receive_count,
         workers: scenario.workers,
         pollers: Some(scenario.pollers),
         max_in_flight: scenario.max_in_flight,
@@ -643,7 +632,7 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
             if replacement {
                 tokio::time::sleep(Duration::from_secs(restart_after.unwrap_or(0))).await;
             }
-            let stats = run(view, handler, config, token, counters).await;
+            let stats = run_observed(view, handler, &config, token, counters).await;
             watcher.abort();
             stats
         }));

@@ -4,12 +4,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use fifo_sqs_client::{
-    EntryFailure, Error as QueueError, OutgoingMessage, ReceiveOptions, ReceiveOutput,
-};
 use fifo_worker_pool::memory::MemoryQueue;
 use fifo_worker_pool::testing::{Recorder, order_violations};
-use fifo_worker_pool::{MAX_POLLERS, PoolConfig, Queue, Stats};
+use fifo_worker_pool::{
+    DeadLetterCopy, EntryFailure, MAX_POLLERS, PoolConfig, Queue, QueueError, ReceiveRequest,
+    Received, Stats,
+};
 use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -68,7 +68,7 @@ impl Remote {
 }
 
 impl Queue for Remote {
-    async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveOutput, QueueError> {
+    async fn receive(&self, options: &ReceiveRequest) -> Result<Received, QueueError> {
         {
             let mut seen = self.seen.lock().unwrap();
             seen.receiving += 1;
@@ -91,11 +91,14 @@ impl Queue for Remote {
     ) -> Result<Vec<EntryFailure>, QueueError> {
         self.call(self.queue.change_visibility(entries)).await
     }
-    async fn dead_letter(&self, handle: &str, copy: &OutgoingMessage) -> Result<(), QueueError> {
+    async fn dead_letter(&self, handle: &str, copy: &DeadLetterCopy) -> Result<(), QueueError> {
         self.call(self.queue.dead_letter(handle, copy)).await
     }
     async fn is_empty(&self) -> Result<bool, QueueError> {
         self.call(self.queue.is_empty()).await
+    }
+    fn max_receive_count(&self) -> Option<u32> {
+        self.queue.max_receive_count()
     }
 }
 

@@ -27,8 +27,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return self.config.batch;
         };
         let running: usize = self.running.values().map(Vec::len).sum();
-        let succeeded = self.counters.snapshot().succeeded;
-        let left = limit.saturating_sub(succeeded + running as u64);
+        let left = limit.saturating_sub(self.succeeded + running as u64);
         self.config
             .batch
             .min(usize::try_from(left).unwrap_or(usize::MAX))
@@ -153,20 +152,21 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt) {
         let group = self.tracked[&key].message.group_id.clone();
-        let (reason, cut_off) = match attempt {
+        let (error, cut_off) = match attempt {
             Attempt::Succeeded => {
                 self.counters.add_succeeded();
+                self.succeeded += 1;
                 self.router.finished(&group, key);
                 if self
                     .config
                     .limit
-                    .is_some_and(|limit| self.counters.snapshot().succeeded >= limit)
+                    .is_some_and(|limit| self.succeeded >= limit)
                 {
                     self.shutdown.cancel();
                 }
                 return;
             }
-            Attempt::Failed { reason, cut_off } => (reason, cut_off),
+            Attempt::Failed { error, cut_off } => (error, cut_off),
         };
         let retries = self.config.retries;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
@@ -184,7 +184,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
             }
             tracing::info!(
-                "message {id} of group {group} failed ({reason}); retry {attempt} of {retries} in {delay:?}"
+                "message {id} of group {group} failed ({error}); retry {attempt} of {retries} in {delay:?}"
             );
             self.add_timer(Instant::now() + delay, Timer::Retry(key));
             return;
@@ -196,12 +196,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         let receive_count = tracked.message.receive_count;
         let last_receive = self
-            .config
-            .max_receive_count
+            .queue
+            .max_receive_count()
             .is_some_and(|max| receive_count >= max);
         if self.phase == Phase::Running && last_receive {
             tracing::warn!(
-                "message {id} of group {group} failed on its last allowed receive ({reason}); moving it to the dead-letter queue"
+                "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
             );
             tracked.dead_letter = true;
             if let Some(gone) = tracked.kill_ends {
@@ -222,12 +222,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             );
             tracked.release_after = Duration::from_secs(u64::from(seconds));
             tracing::warn!(
-                "message {id} of group {group} failed after {} attempts ({reason}); it and the rest of its group go back to the queue in {seconds} s",
+                "message {id} of group {group} failed after {} attempts ({error}); it and the rest of its group go back to the queue in {seconds} s",
                 tracked.attempts + 1,
             );
         } else {
             tracing::warn!(
-                "message {id} of group {group} failed ({reason}); handing it back with the rest of its group"
+                "message {id} of group {group} failed ({error}); handing it back with the rest of its group"
             );
         }
         self.router.failed(&group, key);
@@ -362,14 +362,12 @@ pub(super) async fn work<H: Handler>(
         Ok(outcome) => {
             let succeeded = outcome.succeeded.min(count);
             let failed = (succeeded < count).then(|| Attempt::Failed {
-                reason: outcome.error.map_or_else(
-                    || {
-                        format!(
-                            "the handler reported {succeeded} of {count} messages handled, with no error"
-                        )
-                    },
-                    |error| error.to_string(),
-                ),
+                error: outcome.error.unwrap_or_else(|| {
+                    format!(
+                        "the handler reported {succeeded} of {count} messages handled, with no error"
+                    )
+                    .into()
+                }),
                 cut_off: false,
             });
             Ran { succeeded, failed }
@@ -381,10 +379,13 @@ pub(super) async fn work<H: Handler>(
 impl Ran {
     /// The call's first message failed (the others were not reached);
     /// `cut_off`: the handler was dropped and may still be ending.
-    fn first_failed(reason: String, cut_off: bool) -> Ran {
+    fn first_failed(error: String, cut_off: bool) -> Ran {
         Ran {
             succeeded: 0,
-            failed: Some(Attempt::Failed { reason, cut_off }),
+            failed: Some(Attempt::Failed {
+                error: error.into(),
+                cut_off,
+            }),
         }
     }
 

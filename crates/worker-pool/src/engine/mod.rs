@@ -20,10 +20,6 @@ use std::sync::Arc;
 
 use fifo_group_router::Router;
 use fifo_handler::{Handler, Message};
-use fifo_sqs_client::{
-    EntryFailure, Error as QueueError, MessageAttribute, OutgoingMessage, ReceiveOptions,
-    ReceivedMessage,
-};
 use futures_util::FutureExt;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::{Duration, Instant};
@@ -37,6 +33,9 @@ mod shutdown;
 
 use self::receiving::{Pace, new_attempt_id};
 use crate::calls::{self, Event, Key};
+use crate::queue::{
+    Attribute, DeadLetterCopy, Delivery, EntryFailure, QueueError, QueueErrorKind, ReceiveRequest,
+};
 use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 
 /// Entries per batch call.
@@ -47,22 +46,36 @@ const DELETES_IN_FLIGHT: usize = 16;
 /// Runs the engine until `shutdown` is cancelled (or, with `until_empty` or
 /// `limit`, until the work is done), then drains: running handlers get
 /// `shutdown_timeout` to finish, every other held message is handed back
-/// with its lane, and deletes are confirmed. Returns the final counters; an
+/// with its lane, and deletes are confirmed. Returns the run's figures; an
 /// error when the queue is unusable (deleted, access denied) or a background
 /// task failed, after handing back what it could.
 pub async fn run<Q: Queue, H: Handler>(
     queue: Q,
     handler: H,
-    config: PoolConfig,
+    config: &PoolConfig,
     shutdown: CancellationToken,
-    counters: Arc<Counters>,
 ) -> Result<Stats, Error> {
-    check(&config)?;
-    let mut engine = Engine::new(queue, handler, config, shutdown, counters.clone());
+    run_observed(queue, handler, config, shutdown, Arc::default()).await
+}
+
+/// As [`run`], adding the run's figures to `live` as they happen, for a
+/// status line or metrics. A run returns what `live` gained while it ran
+/// (so give runs at the same time one each) and stops at `limit` by its own
+/// successes, whatever `live` held before.
+pub async fn run_observed<Q: Queue, H: Handler>(
+    queue: Q,
+    handler: H,
+    config: &PoolConfig,
+    shutdown: CancellationToken,
+    live: Arc<Counters>,
+) -> Result<Stats, Error> {
+    check(config)?;
+    let before = live.snapshot();
+    let mut engine = Engine::new(queue, handler, config.clone(), shutdown, live.clone());
     engine.run_loop().await;
     match engine.fatal {
         Some(err) => Err(err),
-        None => Ok(counters.snapshot()),
+        None => Ok(live.snapshot().since(&before)),
     }
 }
 
@@ -102,7 +115,7 @@ enum Phase {
 struct Tracked {
     message: Arc<Message>,
     /// The attributes as received, for the copy to the dead-letter queue.
-    attributes: BTreeMap<String, MessageAttribute>,
+    attributes: BTreeMap<String, Attribute>,
     receipt_handle: String,
     /// Until when SQS keeps it from everyone else, as far as it confirmed.
     expires: Instant,
@@ -207,7 +220,8 @@ struct Ran {
 enum Attempt {
     Succeeded,
     Failed {
-        reason: String,
+        /// Kept as the handler's error until it is logged.
+        error: fifo_handler::HandlerError,
         /// The handler was cut off (timeout): it may still be ending.
         cut_off: bool,
     },
@@ -295,6 +309,8 @@ struct Engine<Q, H> {
     handler: Arc<H>,
     config: PoolConfig,
     counters: Arc<Counters>,
+    /// Handler runs that succeeded in this run, for `limit`.
+    succeeded: u64,
     router: Router<Key>,
     tracked: HashMap<Key, Tracked>,
     by_message_id: HashMap<String, Key>,
@@ -356,6 +372,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             handler: Arc::new(handler),
             config,
             counters,
+            succeeded: 0,
             router: Router::new(),
             tracked: HashMap::new(),
             by_message_id: HashMap::new(),
@@ -588,15 +605,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
 /// Errors that make the queue unusable for this run.
 fn is_fatal(err: &QueueError) -> bool {
-    matches!(
-        err,
-        QueueError::QueueDoesNotExist { .. }
-            | QueueError::NotFifo { .. }
-            | QueueError::BadQueueUrl { .. }
-            | QueueError::BadEndpointUrl { .. }
-            | QueueError::MissingRegion
-            | QueueError::Credentials { .. }
-    )
+    err.kind() == QueueErrorKind::Unusable
 }
 
 /// Packs lanes into batches of at most ten, keeping each lane in one batch

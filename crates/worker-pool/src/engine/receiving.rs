@@ -221,7 +221,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 slot.attempt_sent = Some(now);
             }
             self.receiving += 1;
-            let options = ReceiveOptions {
+            let options = ReceiveRequest {
                 max_messages: self.config.max_messages,
                 wait_seconds,
                 visibility_timeout: Some(self.config.visibility_timeout),
@@ -240,7 +240,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn on_received(
         &mut self,
         slot_index: usize,
-        result: Option<Result<fifo_sqs_client::ReceiveOutput, QueueError>>,
+        result: Option<Result<crate::Received, QueueError>>,
     ) {
         self.receiving -= 1;
         let visibility = self.visibility();
@@ -250,13 +250,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let output = match result {
             Ok(output) => output,
             Err(err) => {
-                if is_fatal(&err) || matches!(err, QueueError::InvalidParameter { .. }) {
+                if is_fatal(&err) || err.kind() == QueueErrorKind::Refused {
                     return self.fail_run(err);
                 }
                 slot.failures += 1;
                 // After a network error SQS may have taken messages for us:
                 // the same attempt id gets them back. Otherwise a new one.
-                if !matches!(err, QueueError::Unreachable { .. }) {
+                if err.kind() != QueueErrorKind::Unreachable {
                     slot.new_attempt(slot_index);
                 }
                 let delay = backoff::jittered(
@@ -284,7 +284,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let workers_waiting = self.idle_workers() > self.router.ready_groups();
         let holding = !self.tracked.is_empty();
         self.pace
-            .on_receive(output.messages.len(), workers_waiting, holding);
+            .on_receive(output.deliveries.len(), workers_waiting, holding);
         self.call_succeeded(CallKind::Receive);
         for malformed in &output.malformed {
             self.counters.add_malformed();
@@ -295,10 +295,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 malformed.reason
             );
         }
-        if output.messages.is_empty() {
+        if output.deliveries.is_empty() {
             self.check_empty();
         }
-        for message in output.messages {
+        for message in output.deliveries {
             self.track(message, expires);
         }
         // A receive retried after a lost answer may bring messages whose
@@ -313,7 +313,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.config.workers.saturating_sub(self.running.len())
     }
 
-    pub(super) fn track(&mut self, received: ReceivedMessage, expires: Instant) {
+    pub(super) fn track(&mut self, received: Delivery, expires: Instant) {
         self.counters.add_received(1);
         if let Some(&key) = self.by_message_id.get(&received.message_id) {
             let tracked = self.tracked.get_mut(&key).expect("indexed");

@@ -136,7 +136,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.call_succeeded(kind);
                 outcomes(keys, &failures, &self.tracked)
             }
-            Err(err) if matches!(err, QueueError::InvalidParameter { .. }) => Outcomes {
+            Err(err) if err.kind() == QueueErrorKind::Refused => Outcomes {
                 gone: keys.iter().map(|key| (*key, err.to_string())).collect(),
                 ..Outcomes::default()
             },
@@ -158,10 +158,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// after `delay` (a backoff when retrying).
     pub(super) fn move_to_dead_letters(&mut self, key: Key, delay: Duration) {
         let tracked = &self.tracked[&key];
-        let copy = OutgoingMessage {
+        let copy = DeadLetterCopy {
             body: tracked.message.body.clone(),
             group_id: tracked.message.group_id.clone(),
-            dedup_id: Some(tracked.message.id.clone()),
+            dedup_id: tracked.message.id.clone(),
             attributes: tracked.attributes.clone(),
         };
         let queue = self.queue.clone();
@@ -185,7 +185,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.untrack(key);
                 self.router.deleted(&group, key);
             }
-            Err(err) if err.is_transient() => {
+            Err(err) if err.is_retryable() => {
                 self.call_failed(CallKind::DeadLetter, &err);
                 self.move_to_dead_letters(key, self.retry_delay(CallKind::DeadLetter));
             }
@@ -328,15 +328,8 @@ pub(super) fn outcomes(
         match failures.iter().find(|f| f.index == index) {
             None => sorted.done.push(*key),
             Some(failure) => {
-                let gone = [
-                    "ReceiptHandle",
-                    "InvalidParameterValue",
-                    "MessageNotInflight",
-                ]
-                .iter()
-                .any(|code| failure.code.contains(code));
-                if gone {
-                    sorted.gone.push((*key, failure.message.clone()));
+                if failure.handle_gone {
+                    sorted.gone.push((*key, failure.reason.clone()));
                 } else {
                     sorted.retry.push(*key);
                 }

@@ -1,0 +1,270 @@
+//! The engine's [`Queue`] on SQS, through `fifo-sqs-client` (feature `sqs`).
+
+use fifo_sqs_client::{
+    self as sqs, Client, MessageAttribute, OutgoingMessage, ReceiveOptions, ReceiveOutput,
+};
+
+use crate::queue::{
+    Attribute, AttributeValue, DeadLetterCopy, Delivery, EntryFailure, Malformed, Queue,
+    QueueError, QueueErrorKind, ReceiveRequest, Received,
+};
+
+/// One SQS FIFO queue and, if its redrive policy names one, its dead-letter
+/// queue and `maxReceiveCount`.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+    dead_letter: Option<DeadLetterQueue>,
+}
+
+#[derive(Debug, Clone)]
+struct DeadLetterQueue {
+    url: String,
+    max_receive_count: u32,
+}
+
+/// Why [`SqsQueue::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening {url}")]
+    Queue {
+        url: String,
+        #[source]
+        source: sqs::Error,
+    },
+    #[error("finding dead-letter queue {name}")]
+    DeadLetterQueue {
+        name: String,
+        #[source]
+        source: sqs::Error,
+    },
+}
+
+impl SqsQueue {
+    /// Opens the queue at `queue_url`: checks that it exists and is a FIFO
+    /// queue, and finds its dead-letter queue and `maxReceiveCount`, so that
+    /// the engine moves a message that failed on its last receive itself
+    /// and its group goes on.
+    pub async fn open(client: Client, queue_url: &str) -> Result<SqsQueue, OpenError> {
+        let attributes = client
+            .fifo_queue(queue_url)
+            .await
+            .map_err(|source| OpenError::Queue {
+                url: queue_url.to_owned(),
+                source,
+            })?;
+        let dead_letter = match attributes.dead_letter {
+            Some((name, max_receive_count)) => {
+                let url = client.queue_url_by_name(&name).await.map_err(|source| {
+                    OpenError::DeadLetterQueue {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
+                Some(DeadLetterQueue {
+                    url,
+                    max_receive_count,
+                })
+            }
+            None => None,
+        };
+        Ok(SqsQueue {
+            client,
+            queue_url: queue_url.to_owned(),
+            dead_letter,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// The dead-letter queue's URL, if the queue has one.
+    pub fn dead_letter_url(&self) -> Option<&str> {
+        self.dead_letter.as_ref().map(|d| d.url.as_str())
+    }
+}
+
+impl Queue for SqsQueue {
+    async fn receive(&self, request: &ReceiveRequest) -> Result<Received, QueueError> {
+        let options = ReceiveOptions {
+            max_messages: request.max_messages,
+            wait_seconds: request.wait_seconds,
+            visibility_timeout: request.visibility_timeout,
+            attempt_id: request.attempt_id.clone(),
+        };
+        let output = self.client.receive(&self.queue_url, &options).await;
+        output.map(received).map_err(queue_error)
+    }
+
+    async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
+        let failures = self
+            .client
+            .delete_batch(&self.queue_url, receipt_handles)
+            .await;
+        failures.map(entry_failures).map_err(queue_error)
+    }
+
+    async fn change_visibility(
+        &self,
+        entries: &[(&str, u32)],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let failures = self
+            .client
+            .change_visibility_batch(&self.queue_url, entries)
+            .await;
+        failures.map(entry_failures).map_err(queue_error)
+    }
+
+    async fn dead_letter(
+        &self,
+        receipt_handle: &str,
+        copy: &DeadLetterCopy,
+    ) -> Result<(), QueueError> {
+        let Some(dead_letter) = &self.dead_letter else {
+            return Err(QueueError::new(
+                QueueErrorKind::Refused,
+                format!("{} has no dead-letter queue", self.queue_url),
+            ));
+        };
+        let copy = OutgoingMessage {
+            body: copy.body.clone(),
+            group_id: copy.group_id.clone(),
+            dedup_id: Some(copy.dedup_id.clone()),
+            attributes: copy
+                .attributes
+                .iter()
+                .map(|(name, attribute)| (name.clone(), sqs_attribute(attribute)))
+                .collect(),
+        };
+        let sent = self
+            .client
+            .send_batch(&dead_letter.url, std::slice::from_ref(&copy))
+            .await
+            .map_err(queue_error)?;
+        if let Some(Err(failure)) = sent.into_iter().next() {
+            return Err(refusal(&failure.code, &failure.message));
+        }
+        match self.delete(&[receipt_handle]).await?.first() {
+            Some(failure) => Err(refusal("delete", &failure.reason)),
+            None => Ok(()),
+        }
+    }
+
+    async fn is_empty(&self) -> Result<bool, QueueError> {
+        let a = self
+            .client
+            .queue_attributes(&self.queue_url)
+            .await
+            .map_err(queue_error)?;
+        Ok(a.visible == 0 && a.in_flight == 0 && a.delayed == 0)
+    }
+
+    fn max_receive_count(&self) -> Option<u32> {
+        self.dead_letter.as_ref().map(|d| d.max_receive_count)
+    }
+}
+
+/// The only entry of a batch, refused, as an error.
+fn refusal(code: &str, message: &str) -> QueueError {
+    QueueError::new(QueueErrorKind::Refused, format!("{code}: {message}"))
+}
+
+fn queue_error(err: sqs::Error) -> QueueError {
+    let kind = match &err {
+        sqs::Error::QueueDoesNotExist { .. }
+        | sqs::Error::NotFifo { .. }
+        | sqs::Error::BadQueueUrl { .. }
+        | sqs::Error::BadEndpointUrl { .. }
+        | sqs::Error::MissingRegion
+        | sqs::Error::Credentials { .. } => QueueErrorKind::Unusable,
+        sqs::Error::Unreachable { .. } => QueueErrorKind::Unreachable,
+        sqs::Error::Throttled { .. } | sqs::Error::ServiceUnavailable { .. } => {
+            QueueErrorKind::Busy
+        }
+        sqs::Error::InvalidParameter { .. } => QueueErrorKind::Refused,
+        sqs::Error::QueueExistsWithOtherSettings { .. } | sqs::Error::Other { .. } => {
+            QueueErrorKind::Other
+        }
+    };
+    QueueError::new(kind, err)
+}
+
+fn entry_failures(failures: Vec<sqs::EntryFailure>) -> Vec<EntryFailure> {
+    failures
+        .into_iter()
+        .map(|failure| {
+            // An expired or superseded receipt handle; on LocalStack also a
+            // message no longer in flight.
+            let handle_gone = [
+                "ReceiptHandle",
+                "InvalidParameterValue",
+                "MessageNotInflight",
+            ]
+            .iter()
+            .any(|code| failure.code.contains(code));
+            EntryFailure {
+                index: failure.index,
+                handle_gone,
+                reason: failure.message,
+            }
+        })
+        .collect()
+}
+
+fn received(output: ReceiveOutput) -> Received {
+    Received {
+        deliveries: output
+            .messages
+            .into_iter()
+            .map(|m| Delivery {
+                message_id: m.message_id,
+                receipt_handle: m.receipt_handle,
+                body: m.body,
+                group_id: m.group_id,
+                sequence_number: m.sequence_number,
+                receive_count: m.receive_count,
+                sent_timestamp_ms: m.sent_timestamp_ms,
+                attributes: m
+                    .attributes
+                    .into_iter()
+                    .map(|(name, attribute)| (name, attribute_of(attribute)))
+                    .collect(),
+            })
+            .collect(),
+        malformed: output
+            .malformed
+            .into_iter()
+            .map(|m| Malformed {
+                message_id: m.message_id,
+                group_id: m.group_id,
+                reason: m.reason,
+            })
+            .collect(),
+    }
+}
+
+fn attribute_of(attribute: MessageAttribute) -> Attribute {
+    Attribute {
+        data_type: attribute.data_type,
+        value: match attribute.value {
+            sqs::AttributeValue::Text(text) => AttributeValue::Text(text),
+            sqs::AttributeValue::Binary(bytes) => AttributeValue::Binary(bytes),
+        },
+    }
+}
+
+fn sqs_attribute(attribute: &Attribute) -> MessageAttribute {
+    MessageAttribute {
+        data_type: attribute.data_type.clone(),
+        value: match &attribute.value {
+            AttributeValue::Text(text) => sqs::AttributeValue::Text(text.clone()),
+            AttributeValue::Binary(bytes) => sqs::AttributeValue::Binary(bytes.clone()),
+        },
+    }
+}
