@@ -133,9 +133,9 @@ async fn check_existing(
 }
 
 fn check_name(name: &str) -> Result<(), UserError> {
-    check_queue_name(name).map_err(|message| {
+    check_queue_name(name).map_err(|bad| {
         UserError::new(
-            message,
+            bad.to_string(),
             Some("FIFO queue names end in .fifo, e.g. orders.fifo".to_owned()),
         )
     })

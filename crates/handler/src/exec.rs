@@ -63,7 +63,7 @@ impl ExecHandler {
         args: Vec<OsString>,
         kill_grace: Duration,
         output: Output,
-    ) -> Result<ExecHandler, String> {
+    ) -> Result<ExecHandler, ProgramError> {
         Ok(ExecHandler {
             program: find_program(program)?,
             args,
@@ -92,8 +92,26 @@ impl ExecHandler {
     }
 }
 
+/// Why [`ExecHandler::new`] cannot run a program.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("the program name is empty")]
+    EmptyName,
+    #[error("program `{}` {why}", program.display())]
+    Refused { program: PathBuf, why: Refusal },
+    #[error("program `{}` found in PATH as {} {why}", program.display(), found.display())]
+    RefusedInPath {
+        program: PathBuf,
+        found: PathBuf,
+        why: Refusal,
+    },
+    #[error("program `{}` not found in PATH", program.display())]
+    NotInPath { program: PathBuf },
+}
+
 /// Why a file cannot be run.
-enum Refusal {
+#[derive(Debug)]
+pub enum Refusal {
     Missing,
     Directory,
     NotAFile,
@@ -129,15 +147,17 @@ impl fmt::Display for Refusal {
 }
 
 /// Finds the program the way `execvp` would.
-fn find_program(program: &Path) -> Result<PathBuf, String> {
-    let shown = program.display();
+fn find_program(program: &Path) -> Result<PathBuf, ProgramError> {
     if program.as_os_str().is_empty() {
-        return Err("the program name is empty".to_owned());
+        return Err(ProgramError::EmptyName);
     }
     if program.as_os_str().as_bytes().contains(&b'/') {
         return match runnable(program) {
             Ok(()) => Ok(program.to_owned()),
-            Err(why) => Err(format!("program `{shown}` {why}")),
+            Err(why) => Err(ProgramError::Refused {
+                program: program.to_owned(),
+                why,
+            }),
         };
     }
     // Like a shell, skip a match that cannot run and look further; name it
@@ -155,11 +175,14 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
         }
     }
     Err(match refused {
-        Some((candidate, why)) => format!(
-            "program `{shown}` found in PATH as {} {why}",
-            candidate.display()
-        ),
-        None => format!("program `{shown}` not found in PATH"),
+        Some((found, why)) => ProgramError::RefusedInPath {
+            program: program.to_owned(),
+            found,
+            why,
+        },
+        None => ProgramError::NotInPath {
+            program: program.to_owned(),
+        },
     })
 }
 
@@ -956,10 +979,12 @@ mod tests {
             Duration::ZERO,
             output.clone(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not found"), "{err}");
         let err = ExecHandler::new(Path::new("./no/such/file"), vec![], Duration::ZERO, output)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not found"), "{err}");
     }
 
@@ -983,10 +1008,10 @@ mod tests {
         let directory = new(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let err = not_executable.unwrap_err();
+        let err = not_executable.unwrap_err().to_string();
         assert!(err.contains("is not executable"), "{err}");
         executable.unwrap();
-        let err = directory.unwrap_err();
+        let err = directory.unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
     }
 
@@ -1010,14 +1035,14 @@ mod tests {
         let plain = script("plain.sh", "echo hi\n");
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let err = missing.unwrap_err();
+        let err = missing.unwrap_err().to_string();
         assert!(
             err.ends_with(
                 "names an interpreter that cannot run: `/bin/nonexistent-shell` not found"
             ),
             "{err}"
         );
-        let err = windows.unwrap_err();
+        let err = windows.unwrap_err().to_string();
         assert!(err.contains("has a Windows line ending"), "{err}");
         with_args.unwrap();
         env.unwrap();

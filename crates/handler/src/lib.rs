@@ -27,7 +27,7 @@ mod testing;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-pub use exec::ExecHandler;
+pub use exec::{ExecHandler, ProgramError, Refusal};
 pub use log::LogHandler;
 pub use output::Output;
 

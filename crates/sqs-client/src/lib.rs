@@ -24,7 +24,7 @@ pub use error::Error;
 pub use message_rules::{
     Field, InvalidMessage, check_dedup_id, check_group_id, check_message_body, shown,
 };
-pub use queue_url::{QueueUrl, check_queue_name, is_aws_host};
+pub use queue_url::{BadQueueName, QueueUrl, check_queue_name, is_aws_host};
 
 /// SQS takes at most this many entries in one batch call.
 pub const MAX_BATCH_ENTRIES: usize = 10;

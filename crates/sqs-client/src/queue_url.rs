@@ -77,26 +77,31 @@ pub fn is_aws_host(host: &str) -> bool {
         || host.ends_with(".api.aws")
 }
 
+/// A name SQS would refuse for a FIFO queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadQueueName {
+    #[error("queue name `{0}` must end in .fifo (try `{0}.fifo`)")]
+    NotFifo(String),
+    #[error("queue name `{0}` must be 6 to 80 characters long")]
+    Length(String),
+    #[error("queue name `{0}` contains {1:?}; use letters, digits, - and _")]
+    Character(String, char),
+}
+
 /// SQS's rule for a FIFO queue name: up to 80 characters of letters, digits,
 /// `-` and `_`, ending in `.fifo`.
-pub fn check_queue_name(name: &str) -> Result<(), String> {
+pub fn check_queue_name(name: &str) -> Result<(), BadQueueName> {
     let Some(stem) = name.strip_suffix(".fifo") else {
-        return Err(format!(
-            "queue name `{name}` must end in .fifo (try `{name}.fifo`)"
-        ));
+        return Err(BadQueueName::NotFifo(name.to_owned()));
     };
     if stem.is_empty() || name.len() > 80 {
-        return Err(format!(
-            "queue name `{name}` must be 6 to 80 characters long"
-        ));
+        return Err(BadQueueName::Length(name.to_owned()));
     }
     if let Some(c) = stem
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
-        return Err(format!(
-            "queue name `{name}` contains {c:?}; use letters, digits, - and _"
-        ));
+        return Err(BadQueueName::Character(name.to_owned(), c));
     }
     Ok(())
 }
