@@ -80,15 +80,11 @@ fn with_localstack(job: impl FnOnce() -> Result<()>) -> Result<()> {
     result
 }
 
+/// The cargo-nextest `cargo xtask test` installs when none is found.
+const NEXTEST_VERSION: &str = "0.9.143";
+
 fn test(nextest_args: &[String]) -> Result<()> {
-    let nextest = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["nextest", "--version"])
-        .output();
-    if !nextest.is_ok_and(|o| o.status.success()) {
-        return Err(
-            "cargo-nextest is not installed\nhint: cargo install cargo-nextest --locked".to_owned(),
-        );
-    }
+    ensure_nextest()?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -389,9 +385,49 @@ fn step(title: &str, program: &Path, args: &[String]) -> Result<()> {
 
 /// Runs cargo (the one that started us, as `CARGO` says) in the project root.
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("$ cargo {}", args.join(" "));
-    run(Command::new(cargo).args(args).current_dir(project_root()))
+    run(cargo_command().args(args).current_dir(project_root()))
+}
+
+/// `cargo`, finding the tools installed into the project too.
+fn cargo_command() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    let tools = tools_dir().join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(tools).chain(std::env::split_paths(&path));
+    if let Ok(path) = std::env::join_paths(paths) {
+        command.env("PATH", path);
+    }
+    command
+}
+
+/// Where `cargo xtask` installs the tools it needs: inside the project, so
+/// nothing outside it changes.
+fn tools_dir() -> PathBuf {
+    project_root().join(".tools")
+}
+
+/// Installs cargo-nextest into the project when cargo cannot find one.
+fn ensure_nextest() -> Result<()> {
+    let found = cargo_command().args(["nextest", "--version"]).output();
+    if found.is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    println!(
+        "cargo-nextest not found: installing cargo-nextest {NEXTEST_VERSION} into .tools/ (once, a few minutes)"
+    );
+    let root = tools_dir();
+    let root = root.to_str().ok_or("the project path is not UTF-8")?;
+    cargo(&[
+        "install",
+        "cargo-nextest",
+        "--version",
+        NEXTEST_VERSION,
+        "--locked",
+        "--root",
+        root,
+    ])
 }
 
 fn run(command: &mut Command) -> Result<()> {
