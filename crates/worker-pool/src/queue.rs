@@ -43,7 +43,9 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// (left to the queue, the redrive would take the rest of the group
     /// too: they were received and released with the failing message each
     /// time, so their receive counts ran out with it).
-    fn max_receive_count(&self) -> Option<u32>;
+    fn max_receive_count(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One receive.
@@ -146,22 +148,30 @@ pub struct QueueError {
     cause: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// The kinds of [`QueueError`] the engine acts on differently.
+/// The kinds of [`QueueError`] the engine acts on differently. Every
+/// failed call is reported; what follows depends on the kind and the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum QueueErrorKind {
-    /// No answer, or none in time: the call may have taken effect. A
-    /// receive retried with the same attempt id gets the same messages.
+    /// No answer, or none in time: the call may have taken effect. Retried
+    /// after a backoff; a receive with the same attempt id, so that it gets
+    /// the same messages.
     Unreachable,
-    /// Throttled, or the queue's service in trouble: worth retrying after
-    /// a backoff.
+    /// Throttled, or the queue's service in trouble: retried after a
+    /// backoff (a receive with a new attempt id).
     Busy,
     /// The request was refused as invalid (a stale receipt handle, a
-    /// missing dead-letter queue): the same request fails again.
+    /// missing dead-letter queue): the same request fails again. A receive
+    /// refused stops the run; a delete or visibility change refused gives
+    /// its messages up; a dead-letter move refused hands the message back
+    /// with the rest of its group.
     Refused,
     /// The queue cannot be used at all (gone, not FIFO, no access): the
-    /// run stops.
+    /// run stops, after handing back what it holds.
     Unusable,
-    /// Anything else: retried after a backoff where the engine can.
+    /// Anything else: receives, deletes and visibility changes are retried
+    /// after a backoff; a dead-letter move is not (the message goes back
+    /// with its group).
     Other,
 }
 

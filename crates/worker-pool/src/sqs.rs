@@ -151,7 +151,7 @@ impl Queue for SqsQueue {
             return Err(refusal(&failure.code, &failure.message));
         }
         match self.delete(&[receipt_handle]).await?.first() {
-            Some(failure) => Err(refusal("delete", &failure.reason)),
+            Some(failure) => Err(refusal("the delete was refused", &failure.reason)),
             None => Ok(()),
         }
     }

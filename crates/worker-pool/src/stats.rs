@@ -51,7 +51,7 @@ pub struct Stats {
 impl Stats {
     /// What happened since `before` (taken from the same counters); the
     /// gauges as they are now.
-    pub fn since(&self, before: &Stats) -> Stats {
+    pub(crate) fn since(&self, before: &Stats) -> Stats {
         Stats {
             received: self.received - before.received,
             succeeded: self.succeeded - before.succeeded,

@@ -45,7 +45,7 @@ pub struct Recorder {
     records: Arc<Mutex<Vec<Record>>>,
     faults: Arc<Mutex<HashMap<String, Fault>>>,
     work: Duration,
-    /// Give these to `run`, so the recorder can see how much is held.
+    /// Give these to `run_observed`, so the recorder can see how much is held.
     pub counters: Arc<Counters>,
     /// The most messages held at the start of any handler run.
     pub max_in_flight_seen: Arc<Mutex<u64>>,

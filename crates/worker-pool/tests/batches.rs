@@ -232,7 +232,7 @@ async fn a_message_failing_on_its_last_receive_is_dead_lettered_and_its_group_go
     let queue = MemoryQueue::with_redrive(Some(1));
     fill(&queue, &["g"], 5);
     let handler = Batches::failing("g-2", 100);
-    let config = PoolConfig { ..config(3) };
+    let config = config(3);
     let stats = run(&queue, &handler, config).await;
 
     assert_eq!(queue.dead_letters(), ["g-2"]);
