@@ -595,6 +595,19 @@ fn stat_cpu_seconds(path: &str) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// One receive of the bare loops: up to ten messages, a second's long
+/// poll, with an attempt id so that a receive the SDK retries gets the same
+/// messages back rather than leaving them invisible for the timeout.
+async fn bare_receive(client: &Client, url: &str) -> Vec<fifo_sqs_client::ReceivedMessage> {
+    let options = ReceiveOptions {
+        max_messages: 10,
+        wait_seconds: 1,
+        visibility_timeout: Some(60),
+        attempt_id: Some(format!("bench-{:016x}", fastrand::u64(..))),
+    };
+    client.receive(url, &options).await.unwrap().messages
+}
+
 async fn raw_receive_delete(
     client: &Client,
     queue_url: &str,
@@ -609,20 +622,8 @@ async fn raw_receive_delete(
         let url = queue_url.to_owned();
         let done = done.clone();
         tasks.spawn(async move {
-            let options = ReceiveOptions {
-                max_messages: 10,
-                wait_seconds: 1,
-                visibility_timeout: Some(60),
-                attempt_id: None,
-            };
             while done.load(std::sync::atomic::Ordering::Relaxed) < total {
-                // A receive the SDK retries gets the same messages back
-                // rather than leaving them invisible for the timeout.
-                let options = ReceiveOptions {
-                    attempt_id: Some(format!("bench-{:016x}", fastrand::u64(..))),
-                    ..options.clone()
-                };
-                let got = client.receive(&url, &options).await.unwrap().messages;
+                let got = bare_receive(&client, &url).await;
                 if got.is_empty() {
                     continue;
                 }
@@ -696,18 +697,8 @@ async fn ordered_receive_delete(
         let done = done.clone();
         let to_batcher = to_batcher.clone();
         tasks.spawn(async move {
-            let options = ReceiveOptions {
-                max_messages: 10,
-                wait_seconds: 1,
-                visibility_timeout: Some(60),
-                attempt_id: None,
-            };
             while done.load(std::sync::atomic::Ordering::Relaxed) < total {
-                let options = ReceiveOptions {
-                    attempt_id: Some(format!("bench-{:016x}", fastrand::u64(..))),
-                    ..options.clone()
-                };
-                let got = client.receive(&url, &options).await.unwrap().messages;
+                let got = bare_receive(&client, &url).await;
                 let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for message in got {
                     chains
