@@ -1,62 +1,20 @@
-//! Fixtures for tests against the real emulator: a check that LocalStack
-//! answers (failing loudly with the command that starts it), uniquely named
-//! queues, and a way to run the `fifo` binary in a clean environment.
-#![allow(dead_code, unreachable_pub)]
+//! Fixtures for tests of the binary against the real emulator: the
+//! engine's LocalStack fixtures (a check that LocalStack answers, failing
+//! loudly with the command that starts it; uniquely named queues; a client),
+//! and a way to run the `fifo` binary in a clean environment.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod records;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use fifo_sqs_client::{Client, ConnectOptions, ReceiveOptions, ReceivedMessage};
+use fifo_sqs_client::ReceivedMessage;
 
-pub const ENDPOINT: &str = "http://localhost:4566";
-
-/// LocalStack's address, for a proxy in front of it.
-pub fn localstack_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 4566))
-}
-
-/// Panics with the start command unless LocalStack's port answers.
-pub fn require_localstack() {
-    if TcpStream::connect_timeout(&localstack_addr(), Duration::from_secs(2)).is_err() {
-        panic!(
-            "LocalStack is not reachable at {ENDPOINT}: start it with `cargo xtask localstack-up` \
-             (or run every test with `cargo xtask test`, which starts it)"
-        );
-    }
-}
-
-/// A queue name no other test (or earlier run) uses.
-pub fn unique_queue_name(test: &str) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    format!(
-        "t-{test}-{}-{}.fifo",
-        std::process::id(),
-        stamp % 1_000_000_000
-    )
-}
-
-pub fn queue_url(name: &str) -> String {
-    format!("{ENDPOINT}/000000000000/{name}")
-}
-
-pub async fn client() -> Client {
-    require_localstack();
-    fifo_sqs_client::connect(&ConnectOptions {
-        queue_url: &queue_url("any.fifo"),
-        endpoint_url: None,
-        region: None,
-    })
-    .await
-    .expect("a client for LocalStack")
-}
+pub use fifo_worker_pool::testing::localstack::{
+    ENDPOINT, client, drain, localstack_addr, queue_url, require_localstack, unique_queue_name,
+};
 
 /// A working directory of its own, so no `fifo.toml` of ours is read.
 pub struct TempDir(pub PathBuf);
@@ -174,36 +132,6 @@ pub fn queue_counts(prefix: &str) -> BTreeMap<String, Counts> {
             (q["name"].as_str().expect("a name").to_owned(), counts)
         })
         .collect()
-}
-
-/// Receives and deletes every message, in the order SQS hands them out.
-pub async fn drain(client: &Client, queue_url: &str) -> Vec<ReceivedMessage> {
-    let mut all = Vec::new();
-    loop {
-        let options = ReceiveOptions {
-            max_messages: 10,
-            wait_seconds: 1,
-            visibility_timeout: Some(30),
-            attempt_id: None,
-        };
-        let batch = client
-            .receive(queue_url, &options)
-            .await
-            .expect("receive")
-            .messages;
-        if batch.is_empty() {
-            return all;
-        }
-        for chunk in batch.chunks(10) {
-            let handles: Vec<&str> = chunk.iter().map(|m| m.receipt_handle.as_str()).collect();
-            let failed = client
-                .delete_batch(queue_url, &handles)
-                .await
-                .expect("delete");
-            assert!(failed.is_empty(), "delete failed: {failed:?}");
-        }
-        all.extend(batch);
-    }
 }
 
 /// The `seq` field of a generated body.

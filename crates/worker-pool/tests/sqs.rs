@@ -2,13 +2,11 @@
 //! parallel groups, retries, dead letters and heartbeats. Every assertion
 //! comes from what the handler recorded.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use fifo_sqs_client::{AttributeValue, Client, MessageAttribute, OutgoingMessage, QueueSpec};
+use fifo_worker_pool::testing::localstack::{client, drain, unique_queue_name};
 use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::{PoolConfig, SqsQueue, Stats};
 use tokio_util::sync::CancellationToken;
