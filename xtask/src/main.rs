@@ -425,15 +425,25 @@ fn tools_dir() -> PathBuf {
     project_root().join(".tools")
 }
 
-/// Installs cargo-nextest into the project when cargo cannot find one.
+/// Installs cargo-nextest into the project when cargo cannot find one, or
+/// when the one installed there is not the pinned version any more.
 fn ensure_nextest() -> Result<()> {
-    let found = cargo_command().args(["nextest", "--version"]).output();
-    if found.is_ok_and(|o| o.status.success()) {
-        return Ok(());
+    let found = cargo_command()
+        .args(["nextest", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let ours = tools_dir().join("bin").join("cargo-nextest").exists();
+    match found {
+        Some(version) if !ours || version.contains(NEXTEST_VERSION) => return Ok(()),
+        Some(_) => println!(
+            "the cargo-nextest in .tools/ is not {NEXTEST_VERSION}: installing that version (about ten minutes on two cores)"
+        ),
+        None => println!(
+            "cargo-nextest not found: installing cargo-nextest {NEXTEST_VERSION} into .tools/ (once, about ten minutes on two cores)"
+        ),
     }
-    println!(
-        "cargo-nextest not found: installing cargo-nextest {NEXTEST_VERSION} into .tools/ (once, about ten minutes on two cores)"
-    );
     let root = tools_dir();
     let root = root.to_str().ok_or("the project path is not UTF-8")?;
     cargo(&[
