@@ -154,6 +154,11 @@ pub(crate) async fn send_stream(
         }
         if stop.is_cancelled() {
             // Nothing more is sent: what this stream holds was not attempted.
+            // Closed first, so that the reader cannot hand over a message
+            // after the last look (it would be dropped with the channel,
+            // counted as taken and told of nowhere): a send after this
+            // fails, and the reader counts it as not taken.
+            items.close();
             let queued = std::iter::from_fn(|| items.try_recv().ok()).map(|item| match item {
                 Ok(p) => p.origin,
                 Err(r) => r.origin,
