@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::settings::{self, Flags};
 
@@ -23,23 +23,21 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// Settings file in TOML (keys: queue_url, endpoint_url, region, max_workers,
-    /// visibility_timeout, wait_time_seconds, max_messages) [default: ./fifo.toml if present]
+    /// Settings file in TOML [default: ./fifo.toml if present]
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
-    /// The queue's URL [env: SQS_QUEUE_URL]
-    /// [default: http://localhost:4566/000000000000/test-fifo-queue.fifo]
+    /// The queue's URL
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) queue_url: Option<String>,
 
-    /// SQS endpoint [env: ENDPOINT_URL] [default: the queue URL's host, or the
-    /// standard AWS endpoint when that host is AWS's]
+    /// SQS endpoint [default: the queue URL's host, or the standard AWS
+    /// endpoint when that host is AWS's]
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) endpoint_url: Option<String>,
 
-    /// AWS region [env: AWS_REGION, AWS_DEFAULT_REGION] [default: from an AWS
-    /// queue URL, the AWS profile, or us-east-1 for LocalStack]
+    /// AWS region [default: from an AWS queue URL, the AWS profile, or
+    /// us-east-1 for LocalStack]
     #[arg(long, global = true)]
     pub(crate) region: Option<String>,
 
@@ -92,20 +90,19 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Handlers running at once, each on a different group (1 to 10000)
-    /// [env: MAX_WORKERS] [default: 5]
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<String>,
 
-    /// Messages per receive, 1 to 10 [env: MAX_MESSAGES] [default: 10]
+    /// Messages per receive, 1 to 10
     #[arg(long, value_name = "N")]
     pub(crate) max_messages: Option<String>,
 
-    /// Long-poll wait, 0 to 20 seconds [env: WAIT_TIME_SECONDS] [default: 20]
+    /// Long-poll wait, 0 to 20 seconds
     #[arg(long, value_name = "SECS")]
     pub(crate) wait_time: Option<String>,
 
     /// Visibility timeout of received messages, 1 to 43200 seconds; held
-    /// messages are extended before it runs out [env: VISIBILITY_TIMEOUT] [default: 30]
+    /// messages are extended before it runs out
     #[arg(long, value_name = "SECS")]
     pub(crate) visibility_timeout: Option<String>,
 
@@ -204,7 +201,6 @@ pub(crate) struct CreateQueueArgs {
     pub(crate) max_receive_count: u32,
 
     /// The queue's default visibility timeout in seconds, 0 to 43200
-    /// [env: VISIBILITY_TIMEOUT] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub(crate) visibility_timeout: Option<String>,
 
@@ -284,6 +280,17 @@ pub(crate) struct ListQueuesArgs {
 }
 
 impl Cli {
+    /// Parses the command line. The help of each flag that sets a setting
+    /// ends with its environment variables and default, and `--config`'s
+    /// with the file's keys, all from the one table in `settings`.
+    pub(crate) fn parse_args() -> Cli {
+        let command = Cli::command()
+            .mut_args(with_setting)
+            .mut_subcommands(|sub| sub.mut_args(with_setting));
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// The flags that override settings, for `settings::load`.
     pub(crate) fn setting_flags(&self) -> Flags {
         let mut flags = Flags::new();
@@ -309,4 +316,25 @@ impl Cli {
         }
         flags
     }
+}
+
+/// `arg` with where else its setting comes from appended to its help.
+fn with_setting(arg: Arg) -> Arg {
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    let suffix = match arg.get_long() {
+        Some("config") => format!(
+            "(keys: {})",
+            settings::KEYS
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(long) => match settings::key_for_flag(&format!("--{long}")) {
+            Some(key) => key.help_suffix(),
+            None => return arg,
+        },
+        None => return arg,
+    };
+    arg.help(format!("{help} {suffix}"))
 }

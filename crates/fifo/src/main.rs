@@ -15,13 +15,12 @@ mod settings;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     // Held until exit, so the last log lines are written.
     let _log_writer = init_logging(cli.global.verbose);
     // One thread: fifo's work is waiting on SQS and on handlers; handing

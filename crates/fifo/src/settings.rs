@@ -87,7 +87,7 @@ pub(crate) const MAX_MESSAGES: Key = Key {
     range: Some((1, 10)),
 };
 
-const KEYS: [&Key; 7] = [
+pub(crate) const KEYS: [&Key; 7] = [
     &QUEUE_URL,
     &ENDPOINT_URL,
     &REGION,
@@ -96,6 +96,23 @@ const KEYS: [&Key; 7] = [
     &WAIT_TIME_SECONDS,
     &MAX_MESSAGES,
 ];
+
+impl Key {
+    /// For a flag's help: `[env: A, B] [default: D]`, the default only
+    /// where it is a value.
+    pub(crate) fn help_suffix(&self) -> String {
+        let env = format!("[env: {}]", self.env.join(", "));
+        match self.default {
+            Some(default) => format!("{env} [default: {default}]"),
+            None => env,
+        }
+    }
+}
+
+/// The setting a flag sets, if any.
+pub(crate) fn key_for_flag(flag: &str) -> Option<&'static Key> {
+    KEYS.iter().copied().find(|key| key.flag == flag)
+}
 
 /// Values given as flags, by setting.
 pub(crate) type Flags = Vec<(&'static Key, String)>;
