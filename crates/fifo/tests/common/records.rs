@@ -23,11 +23,16 @@ use super::{TempDir, fifo_command};
 /// really ended. A record is `EVENT RUNNER GROUP NANOS RECEIVE_COUNT SEQ`,
 /// `SEQ` taken from the body that `fifo send` generated.
 ///
+/// An empty body (SQS refuses those) means fifo died while handing the
+/// message over (`kill -9`): the program got no message, so it records
+/// nothing.
+///
 /// Nothing is written to stdout or stderr: fifo closes the program's pipes
 /// when it cancels a run, and dash reports the sleep killed by the same
 /// SIGTERM ("Terminated") on stderr, which would then end the shell with
 /// SIGPIPE before its trap records anything.
 const SCRIPT: &str = r#"body=$(cat)
+[ -n "$body" ] || exit 0
 seq=${body#*\"seq\":}
 seq=${seq%%[!0-9]*}
 record() {
