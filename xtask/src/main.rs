@@ -394,16 +394,7 @@ fn step(title: &str, program: &Path, args: &[String]) -> Result<()> {
 /// Runs cargo (the one that started us, as `CARGO` says) in the project root.
 fn cargo(args: &[&str]) -> Result<()> {
     println!("$ cargo {}", args.join(" "));
-    let status = cargo_command()
-        .args(args)
-        .current_dir(project_root())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo {} failed ({status})", args.join(" ")))
-    }
+    run(cargo_command().args(args).current_dir(project_root()))
 }
 
 /// `cargo`, finding the tools installed into the project too.
@@ -462,14 +453,21 @@ fn ensure_nextest() -> Result<()> {
     })
 }
 
+/// Runs `command`; an error names it by its program and arguments (not
+/// its environment, which holds the whole PATH for cargo).
 fn run(command: &mut Command) -> Result<()> {
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = command
         .status()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{command:?} failed ({status})"))
+        Err(format!("{shown} failed ({status})"))
     }
 }
 
