@@ -51,6 +51,10 @@ pub(crate) struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per process, parsed once"
+)]
 pub(crate) enum Command {
     /// Create a FIFO queue with content-based de-duplication; prints its URL
     CreateQueue(CreateQueueArgs),
@@ -89,59 +93,58 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Handlers running at once, each on a different group (1 to 10000)
+    // Setting flags take text: `settings::load` checks them against their
+    // row of `settings::KEYS`, as it does the file and the environment.
+    /// Handlers running at once, each on a different group
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<String>,
 
-    /// Messages per receive, 1 to 10
+    /// Messages per receive
     #[arg(long, value_name = "N")]
     pub(crate) max_messages: Option<String>,
 
-    /// Long-poll wait, 0 to 20 seconds
+    /// Long-poll wait in seconds
     #[arg(long, value_name = "SECS")]
     pub(crate) wait_time: Option<String>,
 
-    /// Visibility timeout of received messages, 1 to 43200 seconds; held
-    /// messages are extended before it runs out
+    /// Visibility timeout of received messages in seconds (at least 1 for
+    /// fifo run); held messages are extended before it runs out
     #[arg(long, value_name = "SECS")]
     pub(crate) visibility_timeout: Option<String>,
 
     /// Receives under way at once, fixed [default: adapts from 1 to 16: more
     /// while workers wait for groups and SQS keeps pace, fewer when the
     /// queue runs dry]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
-    pub(crate) pollers: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub(crate) pollers: Option<String>,
 
     /// Messages held at most (queued or running); polling pauses at this
     /// many [default: 20 × workers, at least 1000]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=120_000))]
-    pub(crate) max_in_flight: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub(crate) max_in_flight: Option<String>,
 
     /// Retries in process after a failure, with exponential backoff and full
     /// jitter; then the message and the rest of its group go back to the queue
-    #[arg(long, value_name = "N", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub(crate) retries: u32,
+    #[arg(long, value_name = "N")]
+    pub(crate) retries: Option<String>,
 
     /// First backoff step in milliseconds; each retry doubles it
-    #[arg(long, value_name = "MS", default_value_t = 100,
-          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
-    pub(crate) backoff_base_ms: u64,
+    #[arg(long, value_name = "MS")]
+    pub(crate) backoff_base_ms: Option<String>,
 
     /// Longest backoff step in milliseconds (also caps how long a failed
     /// message stays invisible after it is handed back)
-    #[arg(long, value_name = "MS", default_value_t = 20_000,
-          value_parser = clap::value_parser!(u64).range(1..=43_200_000))]
-    pub(crate) backoff_max_ms: u64,
+    #[arg(long, value_name = "MS")]
+    pub(crate) backoff_max_ms: Option<String>,
 
     /// A handler running longer than this many seconds has failed (and an
     /// exec handler's process is killed) [default: no limit]
     #[arg(long, value_name = "SECS")]
-    pub(crate) handler_timeout: Option<f64>,
+    pub(crate) handler_timeout: Option<String>,
 
     /// Seconds running handlers get to finish after Ctrl-C or SIGTERM
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub(crate) shutdown_timeout: f64,
+    #[arg(long, value_name = "SECS")]
+    pub(crate) shutdown_timeout: Option<String>,
 
     /// Exit once the queue is empty and nothing is held (polls wait at most
     /// 1 s so the end is noticed promptly); exit status 1 if any message
@@ -154,17 +157,15 @@ pub(crate) struct RunArgs {
     pub(crate) limit: Option<u64>,
 
     /// Give the handler up to N consecutive held messages of one group at
-    /// once, 1 to 100. CMD then runs once per batch, even of one message,
-    /// with a JSON array of the messages on stdin (id, group_id, body,
-    /// receive_count, sequence_number, sent_timestamp_ms, attributes) and
-    /// FIFO_GROUP_ID, FIFO_BATCH_SIZE and FIFO_BATCH_DONE in its
-    /// environment. Exit 0 means all succeeded; otherwise it may write how
+    /// once. CMD then runs once per batch, even of one message, with a JSON
+    /// array of the messages on stdin (id, group_id, body, receive_count,
+    /// sequence_number, sent_timestamp_ms, attributes) and FIFO_GROUP_ID,
+    /// FIFO_BATCH_SIZE and FIFO_BATCH_DONE in its environment. Exit 0 means all succeeded; otherwise it may write how
     /// many did, from the first, to the file named by $FIFO_BATCH_DONE
     /// (nothing there: none). The next message failed and is retried alone;
     /// the ones after it run after it. --handler-timeout applies per call
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub(crate) batch: u32,
+    #[arg(long, value_name = "N")]
+    pub(crate) batch: Option<String>,
 
     /// log handler: simulated work per message, in milliseconds
     #[arg(
@@ -200,7 +201,7 @@ pub(crate) struct CreateQueueArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) max_receive_count: u32,
 
-    /// The queue's default visibility timeout in seconds, 0 to 43200
+    /// The queue's default visibility timeout in seconds
     #[arg(long, value_name = "SECS")]
     pub(crate) visibility_timeout: Option<String>,
 
@@ -311,6 +312,14 @@ impl Cli {
                 add(&settings::MAX_MESSAGES, &args.max_messages);
                 add(&settings::WAIT_TIME_SECONDS, &args.wait_time);
                 add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
+                add(&settings::POLLERS, &args.pollers);
+                add(&settings::MAX_IN_FLIGHT, &args.max_in_flight);
+                add(&settings::RETRIES, &args.retries);
+                add(&settings::BACKOFF_BASE_MS, &args.backoff_base_ms);
+                add(&settings::BACKOFF_MAX_MS, &args.backoff_max_ms);
+                add(&settings::HANDLER_TIMEOUT, &args.handler_timeout);
+                add(&settings::SHUTDOWN_TIMEOUT, &args.shutdown_timeout);
+                add(&settings::BATCH, &args.batch);
             }
             Command::Send(_) | Command::ListQueues(_) => {}
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use color_eyre::eyre::{Result, WrapErr};
 use fifo_handler::{ExecHandler, LogHandler, Output};
 use fifo_sqs_client::Client;
-use fifo_worker_pool::{Counters, PoolConfig, SqsQueue, Stats};
+use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
@@ -22,17 +22,13 @@ use crate::settings::Settings;
 /// when stderr is not a terminal.
 const REDRAW: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
-/// How long a program gets between SIGTERM and SIGKILL when fifo ends it
-/// (at most a twelfth of the visibility timeout, see `PoolConfig::kill_grace`).
-const KILL_GRACE: Duration = Duration::from_secs(5);
-
 pub(crate) async fn run(
     client: Client,
     settings: &Settings,
     args: &RunArgs,
     progress: bool,
 ) -> Result<ExitCode> {
-    let config = pool_config(settings, args)?;
+    let config = settings.pool_config(args.until_empty, args.limit)?;
     let queue_url = settings.queue_url.clone();
     let queue = SqsQueue::open(client, &queue_url).await?;
 
@@ -121,56 +117,6 @@ async fn stop_when_closed(output: Output, shutdown: CancellationToken) {
         );
         shutdown.cancel();
     }
-}
-
-fn pool_config(settings: &Settings, args: &RunArgs) -> Result<PoolConfig, UserError> {
-    if settings.visibility_timeout == 0 {
-        return Err(UserError::new(
-            "fifo run needs a visibility timeout of at least 1 s",
-            Some(
-                "set VISIBILITY_TIMEOUT or --visibility-timeout to 1..43200 (default 30)"
-                    .to_owned(),
-            ),
-        ));
-    }
-    let seconds = |flag: &str, value: f64| {
-        if value.is_finite() && value > 0.0 && value <= 86_400.0 {
-            Ok(Duration::from_secs_f64(value))
-        } else {
-            Err(UserError::new(
-                format!("{flag} {value} is out of range"),
-                Some(format!(
-                    "give {flag} a number of seconds above 0 and at most 86400"
-                )),
-            ))
-        }
-    };
-    let workers = settings.max_workers as usize;
-    let max_messages = settings.max_messages;
-    let max_in_flight = args
-        .max_in_flight
-        .map_or((workers * 20).max(1000), |n| n as usize)
-        .max(max_messages as usize);
-    Ok(PoolConfig {
-        workers,
-        batch: args.batch as usize,
-        pollers: args.pollers.map(|n| n as usize),
-        max_in_flight,
-        max_messages,
-        wait_time_seconds: settings.wait_time_seconds,
-        visibility_timeout: settings.visibility_timeout,
-        retries: args.retries,
-        backoff_base: Duration::from_millis(args.backoff_base_ms),
-        backoff_max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_base_ms)),
-        handler_timeout: args
-            .handler_timeout
-            .map(|s| seconds("--handler-timeout", s))
-            .transpose()?,
-        shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
-        cancel_grace: KILL_GRACE,
-        until_empty: args.until_empty,
-        limit: args.limit,
-    })
 }
 
 /// The first SIGINT or SIGTERM begins a graceful shutdown; a second one

@@ -1,12 +1,19 @@
 //! The one settings type every subcommand runs on, merged from four layers,
 //! low to high: defaults < `fifo.toml` (or `--config FILE`) < environment <
-//! flags. Every value is checked against SQS's ranges, and an error names
-//! the layer it came from; nothing falls back to a default silently.
+//! flags. Every setting is one row of [`KEYS`]: its file key, environment
+//! variables, flag, default and range. Each value is checked here, against
+//! its row, and an error names the layer it came from; nothing falls back to
+//! a default silently. The checked values are then read into [`Settings`]
+//! by serde, which refuses any key the struct lacks, so the table and the
+//! struct cannot drift apart.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use config::{Config, File, FileFormat, Source};
 use fifo_sqs_client::QueueUrl;
+use fifo_worker_pool::PoolConfig;
+use serde::Deserialize;
 
 use crate::error::UserError;
 
@@ -14,8 +21,10 @@ pub(crate) const DEFAULT_QUEUE_URL: &str =
     "http://localhost:4566/000000000000/test-fifo-queue.fifo";
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "fifo.toml";
 
-/// What the program runs on, after layering and checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the program runs on, after layering and checks. Field names are
+/// the keys of [`KEYS`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Settings {
     pub(crate) queue_url: String,
     pub(crate) endpoint_url: Option<String>,
@@ -24,17 +33,38 @@ pub(crate) struct Settings {
     pub(crate) visibility_timeout: u32,
     pub(crate) wait_time_seconds: u32,
     pub(crate) max_messages: u32,
+    pub(crate) pollers: Option<u32>,
+    pub(crate) max_in_flight: Option<u32>,
+    pub(crate) retries: u32,
+    pub(crate) backoff_base_ms: u64,
+    pub(crate) backoff_max_ms: u64,
+    pub(crate) handler_timeout: Option<f64>,
+    pub(crate) shutdown_timeout: f64,
+    pub(crate) batch: u32,
 }
 
 /// One setting: its key in `fifo.toml`, the environment variables that set
-/// it (first found wins), the flag, the default and the allowed range.
-/// Environment variable names live here and nowhere else.
+/// it (first found wins), the flag, the default and what values it takes.
+/// Environment variable names and ranges live here and nowhere else.
 pub(crate) struct Key {
     pub(crate) name: &'static str,
     pub(crate) env: &'static [&'static str],
     pub(crate) flag: &'static str,
     default: Option<&'static str>,
-    range: Option<(u32, u32)>,
+    kind: Kind,
+}
+
+/// What values a setting takes.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Text, not empty.
+    Text,
+    /// An SQS queue URL.
+    QueueUrl,
+    /// A whole number from `low` to `high`.
+    Whole { low: u64, high: u64 },
+    /// A number of seconds above 0 and at most `high`, fractions allowed.
+    Seconds { high: f64 },
 }
 
 pub(crate) const QUEUE_URL: Key = Key {
@@ -42,52 +72,126 @@ pub(crate) const QUEUE_URL: Key = Key {
     env: &["SQS_QUEUE_URL"],
     flag: "--queue-url",
     default: Some(DEFAULT_QUEUE_URL),
-    range: None,
+    kind: Kind::QueueUrl,
 };
 pub(crate) const ENDPOINT_URL: Key = Key {
     name: "endpoint_url",
     env: &["ENDPOINT_URL"],
     flag: "--endpoint-url",
     default: None,
-    range: None,
+    kind: Kind::Text,
 };
 pub(crate) const REGION: Key = Key {
     name: "region",
     env: &["AWS_REGION", "AWS_DEFAULT_REGION"],
     flag: "--region",
     default: None,
-    range: None,
+    kind: Kind::Text,
 };
 pub(crate) const MAX_WORKERS: Key = Key {
     name: "max_workers",
     env: &["MAX_WORKERS"],
     flag: "--workers",
     default: Some("5"),
-    range: Some((1, 10_000)),
+    kind: Kind::Whole {
+        low: 1,
+        high: 10_000,
+    },
 };
 pub(crate) const VISIBILITY_TIMEOUT: Key = Key {
     name: "visibility_timeout",
     env: &["VISIBILITY_TIMEOUT"],
     flag: "--visibility-timeout",
     default: Some("30"),
-    range: Some((0, 43_200)),
+    kind: Kind::Whole {
+        low: 0,
+        high: 43_200,
+    },
 };
 pub(crate) const WAIT_TIME_SECONDS: Key = Key {
     name: "wait_time_seconds",
     env: &["WAIT_TIME_SECONDS"],
     flag: "--wait-time",
     default: Some("20"),
-    range: Some((0, 20)),
+    kind: Kind::Whole { low: 0, high: 20 },
 };
 pub(crate) const MAX_MESSAGES: Key = Key {
     name: "max_messages",
     env: &["MAX_MESSAGES"],
     flag: "--max-messages",
     default: Some("10"),
-    range: Some((1, 10)),
+    kind: Kind::Whole { low: 1, high: 10 },
+};
+pub(crate) const POLLERS: Key = Key {
+    name: "pollers",
+    env: &["FIFO_POLLERS"],
+    flag: "--pollers",
+    default: None,
+    kind: Kind::Whole {
+        low: 1,
+        high: fifo_worker_pool::MAX_POLLERS as u64,
+    },
+};
+pub(crate) const MAX_IN_FLIGHT: Key = Key {
+    name: "max_in_flight",
+    env: &["FIFO_MAX_IN_FLIGHT"],
+    flag: "--max-in-flight",
+    default: None,
+    kind: Kind::Whole {
+        low: 10,
+        high: 120_000,
+    },
+};
+pub(crate) const RETRIES: Key = Key {
+    name: "retries",
+    env: &["FIFO_RETRIES"],
+    flag: "--retries",
+    default: Some("3"),
+    kind: Kind::Whole { low: 0, high: 100 },
+};
+pub(crate) const BACKOFF_BASE_MS: Key = Key {
+    name: "backoff_base_ms",
+    env: &["FIFO_BACKOFF_BASE_MS"],
+    flag: "--backoff-base-ms",
+    default: Some("100"),
+    kind: Kind::Whole {
+        low: 1,
+        high: 3_600_000,
+    },
+};
+pub(crate) const BACKOFF_MAX_MS: Key = Key {
+    name: "backoff_max_ms",
+    env: &["FIFO_BACKOFF_MAX_MS"],
+    flag: "--backoff-max-ms",
+    default: Some("20000"),
+    kind: Kind::Whole {
+        low: 1,
+        high: 43_200_000,
+    },
+};
+pub(crate) const HANDLER_TIMEOUT: Key = Key {
+    name: "handler_timeout",
+    env: &["FIFO_HANDLER_TIMEOUT"],
+    flag: "--handler-timeout",
+    default: None,
+    kind: Kind::Seconds { high: 86_400.0 },
+};
+pub(crate) const SHUTDOWN_TIMEOUT: Key = Key {
+    name: "shutdown_timeout",
+    env: &["FIFO_SHUTDOWN_TIMEOUT"],
+    flag: "--shutdown-timeout",
+    default: Some("30"),
+    kind: Kind::Seconds { high: 86_400.0 },
+};
+pub(crate) const BATCH: Key = Key {
+    name: "batch",
+    env: &["FIFO_BATCH"],
+    flag: "--batch",
+    default: Some("1"),
+    kind: Kind::Whole { low: 1, high: 100 },
 };
 
-pub(crate) const KEYS: [&Key; 7] = [
+pub(crate) const KEYS: &[&Key] = &[
     &QUEUE_URL,
     &ENDPOINT_URL,
     &REGION,
@@ -95,16 +199,42 @@ pub(crate) const KEYS: [&Key; 7] = [
     &VISIBILITY_TIMEOUT,
     &WAIT_TIME_SECONDS,
     &MAX_MESSAGES,
+    &POLLERS,
+    &MAX_IN_FLIGHT,
+    &RETRIES,
+    &BACKOFF_BASE_MS,
+    &BACKOFF_MAX_MS,
+    &HANDLER_TIMEOUT,
+    &SHUTDOWN_TIMEOUT,
+    &BATCH,
 ];
 
 impl Key {
-    /// For a flag's help: `[env: A, B] [default: D]`, the default only
-    /// where it is a value.
+    /// For a flag's help: `[range: …] [env: A, B] [default: D]`, the
+    /// default only where it is a value.
     pub(crate) fn help_suffix(&self) -> String {
-        let env = format!("[env: {}]", self.env.join(", "));
-        match self.default {
-            Some(default) => format!("{env} [default: {default}]"),
-            None => env,
+        let mut suffix = match self.kind {
+            Kind::Text | Kind::QueueUrl => String::new(),
+            Kind::Whole { .. } | Kind::Seconds { .. } => {
+                format!("[range: {}] ", self.kind.range())
+            }
+        };
+        suffix += &format!("[env: {}]", self.env.join(", "));
+        if let Some(default) = self.default {
+            suffix += &format!(" [default: {default}]");
+        }
+        suffix
+    }
+}
+
+impl Kind {
+    /// `1 to 10`, `above 0, at most 86400`.
+    fn range(self) -> String {
+        match self {
+            Kind::Text => "text".to_owned(),
+            Kind::QueueUrl => "a queue URL".to_owned(),
+            Kind::Whole { low, high } => format!("{low} to {high}"),
+            Kind::Seconds { high } => format!("above 0, at most {high}"),
         }
     }
 }
@@ -138,23 +268,65 @@ pub(crate) fn load(
         env: &env,
         file: file.as_ref(),
     };
-    let queue_url = layers.text(&QUEUE_URL)?.expect("queue_url has a default");
-    QueueUrl::parse(&queue_url.value).map_err(|e| {
-        UserError::new(
-            format!("{}: {e}", queue_url.origin.describe(&QUEUE_URL)),
-            crate::error::sqs_hint(&e),
-        )
-    })?;
-    Ok(Settings {
-        queue_url: queue_url.value,
-        endpoint_url: layers.text(&ENDPOINT_URL)?.map(|given| given.value),
-        region: layers.text(&REGION)?.map(|given| given.value),
-        max_workers: layers.number(&MAX_WORKERS)?,
-        visibility_timeout: layers.number(&VISIBILITY_TIMEOUT)?,
-        wait_time_seconds: layers.number(&WAIT_TIME_SECONDS)?,
-        max_messages: layers.number(&MAX_MESSAGES)?,
-    })
+    let mut checked = Config::builder();
+    for key in KEYS {
+        if let Some(value) = layers.checked(key)? {
+            checked = checked
+                .set_override(key.name, value)
+                .expect("a settings key is a plain name");
+        }
+    }
+    Ok(checked
+        .build()
+        .and_then(Config::try_deserialize)
+        .expect("every row of KEYS is a field of Settings, with a value of its kind"))
 }
+
+impl Settings {
+    /// The engine's configuration for `fifo run`, which also needs a
+    /// visibility timeout of at least 1 s (a queue may default to 0).
+    pub(crate) fn pool_config(
+        &self,
+        until_empty: bool,
+        limit: Option<u64>,
+    ) -> Result<PoolConfig, UserError> {
+        if self.visibility_timeout == 0 {
+            return Err(UserError::new(
+                "fifo run needs a visibility timeout of at least 1 s",
+                Some(
+                    "set VISIBILITY_TIMEOUT or --visibility-timeout to 1..43200 (default 30)"
+                        .to_owned(),
+                ),
+            ));
+        }
+        let workers = self.max_workers as usize;
+        let max_in_flight = self
+            .max_in_flight
+            .map_or((workers * 20).max(1000), |n| n as usize)
+            .max(self.max_messages as usize);
+        Ok(PoolConfig {
+            workers,
+            batch: self.batch as usize,
+            pollers: self.pollers.map(|n| n as usize),
+            max_in_flight,
+            max_messages: self.max_messages,
+            wait_time_seconds: self.wait_time_seconds,
+            visibility_timeout: self.visibility_timeout,
+            retries: self.retries,
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
+            handler_timeout: self.handler_timeout.map(Duration::from_secs_f64),
+            shutdown_timeout: Duration::from_secs_f64(self.shutdown_timeout),
+            cancel_grace: KILL_GRACE,
+            until_empty,
+            limit,
+        })
+    }
+}
+
+/// How long a program gets between SIGTERM and SIGKILL when fifo ends it
+/// (at most a twelfth of the visibility timeout, see `PoolConfig::kill_grace`).
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The layers above the defaults, highest first: flags, environment, file.
 struct Layers<'a, E> {
@@ -182,6 +354,19 @@ impl Origin {
             Origin::File(path) => format!("`{}` in {}", key.name, path.display()),
             Origin::Default => format!("the default {}", key.name),
         }
+    }
+
+    /// `MAX_WORKERS=0 is out of range: max_workers must be …`, with where
+    /// to put a good value as the hint.
+    fn error(&self, key: &Key, problem: &str, wanted: &str) -> UserError {
+        UserError::new(
+            format!(
+                "{} {problem}: {} must be {wanted}",
+                self.describe(key),
+                key.name
+            ),
+            Some(self.fix(key, wanted)),
+        )
     }
 
     /// Where to put a value `wanted`: only where the user gave one.
@@ -278,22 +463,38 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
         }))
     }
 
-    /// A whole number within the key's range: a number in the file, digits
+    /// The highest layer's value, checked against the key's kind, as a
+    /// value serde reads into [`Settings`].
+    fn checked(&self, key: &Key) -> Result<Option<config::Value>, UserError> {
+        Ok(match key.kind {
+            Kind::Text => self.text(key)?.map(|given| given.value.into()),
+            Kind::QueueUrl => match self.text(key)? {
+                Some(Given { value, origin }) => {
+                    QueueUrl::parse(&value).map_err(|e| {
+                        UserError::new(
+                            format!("{}: {e}", origin.describe(key)),
+                            crate::error::sqs_hint(&e),
+                        )
+                    })?;
+                    Some(value.into())
+                }
+                None => None,
+            },
+            Kind::Whole { low, high } => self
+                .number(key, low, high)?
+                .map(|n| i64::try_from(n).expect("ranges fit in i64").into()),
+            Kind::Seconds { high } => self.seconds(key, high)?.map(Into::into),
+        })
+    }
+
+    /// A whole number from `low` to `high`: a number in the file, digits
     /// in a flag or variable.
-    fn number(&self, key: &Key) -> Result<u32, UserError> {
-        let (low, high) = key.range.expect("numeric settings have a range");
-        let Given { value, origin } = self.raw(key)?.expect("numeric settings have a default");
-        let wanted = format!("a whole number from {low} to {high}");
-        let error = |problem: String| {
-            UserError::new(
-                format!(
-                    "{} {problem}: {} must be {wanted}",
-                    origin.describe(key),
-                    key.name
-                ),
-                Some(origin.fix(key, &wanted)),
-            )
+    fn number(&self, key: &Key, low: u64, high: u64) -> Result<Option<u64>, UserError> {
+        let Some(Given { value, origin }) = self.raw(key)? else {
+            return Ok(None);
         };
+        let wanted = format!("a whole number from {low} to {high}");
+        let error = |problem: String| origin.error(key, &problem, &wanted);
         let number: i128 = match value.kind {
             config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
                 return Err(error(format!(
@@ -315,12 +516,50 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
             config::ValueKind::I128(n) => n,
             config::ValueKind::U128(n) => i128::try_from(n).unwrap_or(i128::MAX),
             config::ValueKind::Float(_) => return Err(error("is not a whole number".to_owned())),
+            config::ValueKind::Nil => return Ok(None),
             _ => return Err(error(format!("is {value}, not a number"))),
         };
-        u32::try_from(number)
+        u64::try_from(number)
             .ok()
             .filter(|n| (low..=high).contains(n))
+            .map(Some)
             .ok_or_else(|| error("is out of range".to_owned()))
+    }
+
+    /// A number of seconds above 0 and at most `high`: a number in the
+    /// file (whole or not), digits in a flag or variable.
+    fn seconds(&self, key: &Key, high: f64) -> Result<Option<f64>, UserError> {
+        let Some(Given { value, origin }) = self.raw(key)? else {
+            return Ok(None);
+        };
+        let wanted = format!("a number of seconds above 0 and at most {high}");
+        let error = |problem: String| origin.error(key, &problem, &wanted);
+        let seconds = match value.kind {
+            config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
+                return Err(error(format!(
+                    "is text in quotes (\"{text}\"), not a number; write it without quotes"
+                )));
+            }
+            config::ValueKind::String(text) if text.trim().is_empty() => {
+                return Err(error("is empty".to_owned()));
+            }
+            config::ValueKind::String(text) => match text.trim().parse::<f64>() {
+                Ok(n) => n,
+                Err(_) => return Err(error("is not a number".to_owned())),
+            },
+            config::ValueKind::I64(n) => n as f64,
+            config::ValueKind::U64(n) => n as f64,
+            config::ValueKind::I128(n) => n as f64,
+            config::ValueKind::U128(n) => n as f64,
+            config::ValueKind::Float(n) => n,
+            config::ValueKind::Nil => return Ok(None),
+            _ => return Err(error(format!("is {value}, not a number"))),
+        };
+        if seconds.is_finite() && seconds > 0.0 && seconds <= high {
+            Ok(Some(seconds))
+        } else {
+            Err(error("is out of range".to_owned()))
+        }
     }
 }
 
@@ -452,8 +691,102 @@ mod tests {
                 visibility_timeout: 30,
                 wait_time_seconds: 20,
                 max_messages: 10,
+                pollers: None,
+                max_in_flight: None,
+                retries: 3,
+                backoff_base_ms: 100,
+                backoff_max_ms: 20_000,
+                handler_timeout: None,
+                shutdown_timeout: 30.0,
+                batch: 1,
             }
         );
+    }
+
+    #[test]
+    fn run_settings_come_from_every_layer_too() {
+        let (_dir, path) =
+            write_config("retries = 7\nshutdown_timeout = 2\nhandler_timeout = 0.5\npollers = 4\n");
+        let env = env_of(&[("FIFO_RETRIES", "8"), ("FIFO_BATCH", "10")]);
+        let flags: Flags = vec![(&MAX_IN_FLIGHT, "50".to_owned())];
+        let settings = load(Some(&path), &flags, env).unwrap();
+        assert_eq!(settings.retries, 8, "env beats file");
+        assert_eq!(settings.batch, 10);
+        assert_eq!(settings.shutdown_timeout, 2.0, "a whole number of seconds");
+        assert_eq!(settings.handler_timeout, Some(0.5));
+        assert_eq!(settings.pollers, Some(4));
+        assert_eq!(settings.max_in_flight, Some(50));
+
+        let config = settings.pool_config(true, Some(9)).unwrap();
+        assert_eq!(config.retries, 8);
+        assert_eq!(config.batch, 10);
+        assert_eq!(config.max_in_flight, 50);
+        assert_eq!(config.handler_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(2));
+        assert!(config.until_empty);
+        assert_eq!(config.limit, Some(9));
+    }
+
+    #[test]
+    fn seconds_are_above_zero_and_finite() {
+        let (_empty_dir, empty) = write_config("");
+        for bad in ["0", "-1", "inf", "NaN", "86401"] {
+            let flags: Flags = vec![(&SHUTDOWN_TIMEOUT, bad.to_owned())];
+            let err = load(Some(&empty), &flags, env_of(&[])).unwrap_err();
+            assert!(
+                err.message
+                    .starts_with(&format!("--shutdown-timeout {bad} is out of range")),
+                "{err}"
+            );
+            assert!(err.message.contains("above 0 and at most 86400"), "{err}");
+        }
+        let err = load(
+            Some(&empty),
+            &vec![],
+            env_of(&[("FIFO_HANDLER_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("FIFO_HANDLER_TIMEOUT=soon is not a number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn run_needs_a_visibility_timeout() {
+        let (_empty_dir, empty) = write_config("");
+        let settings = load(
+            Some(&empty),
+            &vec![],
+            env_of(&[("VISIBILITY_TIMEOUT", "0")]),
+        )
+        .unwrap();
+        let err = settings.pool_config(false, None).unwrap_err();
+        assert!(err.message.contains("at least 1 s"), "{err}");
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_as_the_table_has_it() {
+        let readme = include_str!("../../../README.md");
+        for key in KEYS {
+            let env: Vec<String> = key.env.iter().map(|name| format!("`{name}`")).collect();
+            let row = format!("| `{}` | {} | `{}` |", key.name, env.join(", "), key.flag);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn every_setting_has_one_row_one_env_name_and_one_flag() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        let mut envs: Vec<&str> = KEYS.iter().flat_map(|k| k.env.iter().copied()).collect();
+        let mut flags: Vec<&str> = KEYS.iter().map(|k| k.flag).collect();
+        for list in [&mut names, &mut envs, &mut flags] {
+            let count = list.len();
+            list.sort_unstable();
+            list.dedup();
+            assert_eq!(list.len(), count, "a name is used twice: {list:?}");
+        }
     }
 
     #[test]
@@ -656,6 +989,10 @@ mod tests {
                     proptest::prop_assert!(settings.wait_time_seconds <= 20);
                     proptest::prop_assert!((1..=10).contains(&settings.max_messages));
                     proptest::prop_assert!(settings.visibility_timeout <= 43_200);
+                    proptest::prop_assert!(settings.retries <= 100);
+                    proptest::prop_assert!((1..=100).contains(&settings.batch));
+                    proptest::prop_assert!(settings.shutdown_timeout > 0.0 && settings.shutdown_timeout <= 86_400.0);
+                    proptest::prop_assert!(settings.pollers.is_none_or(|n| (1..=16).contains(&n)));
                 }
                 Err(err) => {
                     proptest::prop_assert!(!err.message.is_empty() && !err.message.contains('\n'), "{}", err.message);
