@@ -6,6 +6,15 @@
 #![allow(clippy::print_stdout)]
 
 mod localstack;
+// The log handler's line format, read back exactly as fifo writes it. The
+// file is std only, so xtask shares it without depending on our crates.
+#[path = "../../crates/handler/src/log_line.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "xtask only reads lines (the writers are fifo's), and within xtask `pub` is the crate"
+)]
+mod log_line;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -288,42 +297,30 @@ struct Span {
 /// Draws the log handler's output as a timeline, one row per message, and
 /// says whether group `same` ran in order, one at a time.
 fn timeline(log: &str) -> Result<String> {
-    let time = |line: &str| -> Option<f64> {
-        // "HH:MM:SS.mmm " at the start of the line.
-        let mut parts = line.get(..12)?.split(':');
-        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(
-            h.parse::<f64>().ok()? * 3600.0
-                + m.parse::<f64>().ok()? * 60.0
-                + s.parse::<f64>().ok()?,
-        )
-    };
-    let field = |line: &str, name: &str| -> Option<String> {
-        let rest = &line[line.find(&format!(" {name}="))? + name.len() + 2..];
-        Some(rest.split(' ').next()?.to_owned())
-    };
     let mut spans: Vec<Span> = Vec::new();
     let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for line in log.lines() {
-        let (Some(at), Some(sqs_seq)) = (time(line), field(line, "seq")) else {
-            continue;
-        };
-        if line.contains(" start ") {
-            let body = &line[line.find(" body=").map_or(line.len(), |i| i + 6)..];
-            let seq = body
-                .split("\"seq\":")
-                .nth(1)
-                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-                .unwrap_or(0);
-            open.insert(sqs_seq, spans.len());
-            spans.push(Span {
-                group: field(line, "group").unwrap_or_default(),
-                seq,
-                start: at,
-                end: at,
-            });
-        } else if let Some(&index) = open.get(&sqs_seq) {
-            spans[index].end = at;
+    for line in log.lines().filter_map(log_line::parse) {
+        match line.event {
+            log_line::LogEvent::Start => {
+                // The demo's bodies carry the order they were sent in.
+                let seq = line
+                    .body
+                    .and_then(|body| body.split("\"seq\":").nth(1))
+                    .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+                    .unwrap_or(0);
+                open.insert(line.sequence_number.to_owned(), spans.len());
+                spans.push(Span {
+                    group: line.group.to_owned(),
+                    seq,
+                    start: line.at,
+                    end: line.at,
+                });
+            }
+            log_line::LogEvent::Done => {
+                if let Some(&index) = open.get(line.sequence_number) {
+                    spans[index].end = line.at;
+                }
+            }
         }
     }
     if spans.is_empty() {

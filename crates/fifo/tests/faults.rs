@@ -16,6 +16,7 @@ use common::records::{
     wait_for,
 };
 use common::*;
+use fifo_handler::log_line;
 use xtask::proxy::{Fault, Proxy};
 
 const TROUBLE_STARTS: &str = "SQS calls are failing";
@@ -604,15 +605,10 @@ fn a_stdout_blocked_past_the_visibility_timeout_prints_each_message_once_in_orde
 
     let mut printed: Vec<(String, u64)> = Vec::new();
     for line in output.lines() {
-        let group = line
-            .split_once(" group=")
-            .and_then(|(_, rest)| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("no group in {:.100}", line));
-        let (_, body) = line
-            .split_once(" body=")
-            .unwrap_or_else(|| panic!("no body in {:.100}", line));
+        let line = log_line::parse(line).unwrap_or_else(|| panic!("not a log line: {:.100}", line));
+        let body = line.body.unwrap_or_else(|| panic!("no body in {line:?}"));
         let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
-        printed.push((group.to_owned(), body["seq"].as_u64().expect("a seq")));
+        printed.push((line.group.to_owned(), body["seq"].as_u64().expect("a seq")));
     }
     assert_eq!(
         printed.len() as u64,

@@ -15,11 +15,13 @@
 //! writes on threads of its own and makes a handler wait, not the thread,
 //! when the reader of our output is slow; its failure never fails a message.
 //!
-//! Layout: `log.rs` and `exec.rs` are the built-in handlers, `output.rs`
-//! the writer threads.
+//! Layout: `log.rs` and `exec.rs` are the built-in handlers, `log_line.rs`
+//! the log handler's line format (written and read back), `output.rs` the
+//! writer threads.
 
 mod exec;
 mod log;
+pub mod log_line;
 mod output;
 #[cfg(test)]
 mod testing;

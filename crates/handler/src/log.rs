@@ -1,22 +1,13 @@
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::{Handler, Message, Outcome, Output};
+use crate::{Handler, Message, Outcome, Output, log_line};
 
 /// Prints each message's group, sequence number and body to stdout when it
 /// starts, waits `work` to simulate processing, and with work prints `done`
-/// when it ends. Lines begin with the UTC time of day, so the output of
-/// several processes reads as one timeline:
-///
-/// ```text
-/// 12:34:56.004 start group=same seq=18889… receive=1 body={"group":"same","seq":1,…}
-/// 12:34:56.506 done  group=same seq=18889…
-/// ```
-///
-/// Control characters in the group and body are escaped (a newline prints
-/// as `\n`), so that a body cannot forge a line; everything else, quotes
-/// included, prints as it is. Printing never fails a message: once stdout is
-/// closed the lines are dropped.
+/// when it ends, in the format of [`log_line`]: lines begin with the UTC
+/// time of day, so the output of several processes reads as one timeline.
+/// Printing never fails a message: once stdout is closed the lines are
+/// dropped.
 #[derive(Debug, Clone)]
 pub struct LogHandler {
     work: Duration,
@@ -34,64 +25,36 @@ impl LogHandler {
         }
     }
 
-    async fn print(&self, line: String) {
+    async fn print(&self, mut line: String) {
         if self.quiet {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (secs, millis) = (now.as_secs() % 86_400, now.subsec_millis());
-        let line = format!(
-            "{:02}:{:02}:{:02}.{millis:03} {line}\n",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        );
+        line.push('\n');
         self.output.stdout(line.into_bytes()).await;
     }
 }
 
 impl Handler for LogHandler {
     async fn handle(&self, message: &Message) -> Outcome {
-        self.print(format!(
-            "start group={} seq={} receive={} body={}",
-            escape_controls(&message.group_id),
-            message.sequence_number,
+        self.print(log_line::start_line(
+            SystemTime::now(),
+            &message.group_id,
+            &message.sequence_number,
             message.receive_count,
-            escape_controls(&message.body)
+            &message.body,
         ))
         .await;
         if !self.work.is_zero() {
             tokio::time::sleep(self.work).await;
-            self.print(format!(
-                "done  group={} seq={}",
-                escape_controls(&message.group_id),
-                message.sequence_number
+            self.print(log_line::done_line(
+                SystemTime::now(),
+                &message.group_id,
+                &message.sequence_number,
             ))
             .await;
         }
         Ok(())
     }
-}
-
-/// `text` with each control character written as an escape: `\n`, `\r`,
-/// `\t`, or `\u{…}`. Backslashes stay as they are, so a JSON body prints
-/// unchanged.
-fn escape_controls(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => escaped.push_str("\\n"),
-            '\r' => escaped.push_str("\\r"),
-            '\t' => escaped.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]
@@ -188,14 +151,7 @@ mod tests {
         };
         let seqs: Vec<&str> = written
             .lines()
-            .map(|line| {
-                line.split(" seq=")
-                    .nth(1)
-                    .unwrap()
-                    .split(' ')
-                    .next()
-                    .unwrap()
-            })
+            .map(|line| log_line::parse(line).unwrap().sequence_number)
             .collect();
         let expected: Vec<String> = (0..20).map(|seq| seq.to_string()).collect();
         assert_eq!(seqs, expected, "{written}");
