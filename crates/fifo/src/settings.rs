@@ -4,8 +4,9 @@
 //! variables, flag, default and range. Each value is checked here, against
 //! its row, and an error names the layer it came from; nothing falls back to
 //! a default silently. The checked values are then read into [`Settings`]
-//! by serde, which refuses any key the struct lacks, so the table and the
-//! struct cannot drift apart.
+//! by serde, which refuses any key the struct lacks: a row without a field
+//! fails every load (and so every test), and a field without a row has no
+//! value to read (a required one fails the same way).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub(crate) struct Settings {
     pub(crate) handler_timeout: Option<f64>,
     pub(crate) shutdown_timeout: f64,
     pub(crate) batch: u32,
+    /// Where the visibility timeout came from, for `fifo run`'s own check.
+    #[serde(skip)]
+    visibility_timeout_origin: Origin,
 }
 
 /// One setting: its key in `fifo.toml`, the environment variables that set
@@ -213,11 +217,9 @@ impl Key {
     /// For a flag's help: `[range: …] [env: A, B] [default: D]`, the
     /// default only where it is a value.
     pub(crate) fn help_suffix(&self) -> String {
-        let mut suffix = match self.kind {
-            Kind::Text | Kind::QueueUrl => String::new(),
-            Kind::Whole { .. } | Kind::Seconds { .. } => {
-                format!("[range: {}] ", self.kind.range())
-            }
+        let mut suffix = match self.kind.range() {
+            Some(range) => format!("[range: {range}] "),
+            None => String::new(),
         };
         suffix += &format!("[env: {}]", self.env.join(", "));
         if let Some(default) = self.default {
@@ -228,13 +230,12 @@ impl Key {
 }
 
 impl Kind {
-    /// `1 to 10`, `above 0, at most 86400`.
-    fn range(self) -> String {
+    /// A number's range: `1 to 10`, `above 0, at most 86400`.
+    fn range(self) -> Option<String> {
         match self {
-            Kind::Text => "text".to_owned(),
-            Kind::QueueUrl => "a queue URL".to_owned(),
-            Kind::Whole { low, high } => format!("{low} to {high}"),
-            Kind::Seconds { high } => format!("above 0, at most {high}"),
+            Kind::Text | Kind::QueueUrl => None,
+            Kind::Whole { low, high } => Some(format!("{low} to {high}")),
+            Kind::Seconds { high } => Some(format!("above 0, at most {high}")),
         }
     }
 }
@@ -276,10 +277,14 @@ pub(crate) fn load(
                 .expect("a settings key is a plain name");
         }
     }
-    Ok(checked
+    let mut settings: Settings = checked
         .build()
         .and_then(Config::try_deserialize)
-        .expect("every row of KEYS is a field of Settings, with a value of its kind"))
+        .expect("every row of KEYS is a field of Settings, with a value of its kind");
+    settings.visibility_timeout_origin = layers
+        .raw(&VISIBILITY_TIMEOUT)?
+        .map_or(Origin::Default, |given| given.origin);
+    Ok(settings)
 }
 
 impl Settings {
@@ -291,12 +296,19 @@ impl Settings {
         limit: Option<u64>,
     ) -> Result<PoolConfig, UserError> {
         if self.visibility_timeout == 0 {
+            let origin = &self.visibility_timeout_origin;
+            let Kind::Whole { high, .. } = VISIBILITY_TIMEOUT.kind else {
+                unreachable!("the visibility timeout is a whole number")
+            };
             return Err(UserError::new(
-                "fifo run needs a visibility timeout of at least 1 s",
-                Some(
-                    "set VISIBILITY_TIMEOUT or --visibility-timeout to 1..43200 (default 30)"
-                        .to_owned(),
+                format!(
+                    "{}: fifo run needs a visibility timeout of at least 1 s",
+                    origin.describe(&VISIBILITY_TIMEOUT)
                 ),
+                Some(origin.fix(
+                    &VISIBILITY_TIMEOUT,
+                    &format!("a whole number from 1 to {high}"),
+                )),
             ));
         }
         let workers = self.max_workers as usize;
@@ -337,10 +349,12 @@ struct Layers<'a, E> {
 
 /// Where a setting's value came from, to name it in an error and to say
 /// where to fix it.
+#[derive(Debug, Clone, PartialEq, Default)]
 enum Origin {
     Flag(String),
     Env(&'static str, String),
     File(PathBuf),
+    #[default]
     Default,
 }
 
@@ -506,6 +520,9 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
             }
             config::ValueKind::String(text) => match text.trim().parse::<i128>() {
                 Ok(n) => n,
+                Err(_) if is_digits(text.trim()) => {
+                    return Err(error("is out of range".to_owned()));
+                }
                 Err(_) if text.trim().parse::<f64>().is_ok() => {
                     return Err(error("is not a whole number".to_owned()));
                 }
@@ -561,6 +578,13 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
             Err(error("is out of range".to_owned()))
         }
     }
+}
+
+/// Whole-number digits, perhaps with a sign: too many for `i128` is out of
+/// range, not "not a whole number".
+fn is_digits(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A TOML error on one line: its position and its explanation, without
@@ -699,6 +723,7 @@ mod tests {
                 handler_timeout: None,
                 shutdown_timeout: 30.0,
                 batch: 1,
+                visibility_timeout_origin: Origin::Default,
             }
         );
     }
@@ -763,7 +788,28 @@ mod tests {
         )
         .unwrap();
         let err = settings.pool_config(false, None).unwrap_err();
-        assert!(err.message.contains("at least 1 s"), "{err}");
+        assert_eq!(
+            err.message,
+            "VISIBILITY_TIMEOUT=0: fifo run needs a visibility timeout of at least 1 s"
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some(
+                "set VISIBILITY_TIMEOUT to a whole number from 1 to 43200, or unset it for the default"
+            )
+        );
+        let (_dir, path) = write_config("visibility_timeout = 0\n");
+        let settings = load(Some(&path), &vec![], env_of(&[])).unwrap();
+        let err = settings.pool_config(false, None).unwrap_err();
+        assert!(err.message.starts_with("`visibility_timeout` in "), "{err}");
+        assert!(err.hint.unwrap().contains("fifo.toml"));
+    }
+
+    #[test]
+    fn too_many_digits_are_out_of_range_not_a_fraction() {
+        let flags: Flags = vec![(&RETRIES, "9".repeat(50))];
+        let err = load(None, &flags, env_of(&[])).unwrap_err();
+        assert!(err.message.contains("is out of range"), "{err}");
     }
 
     #[test]
@@ -771,8 +817,24 @@ mod tests {
         let readme = include_str!("../../../README.md");
         for key in KEYS {
             let env: Vec<String> = key.env.iter().map(|name| format!("`{name}`")).collect();
-            let row = format!("| `{}` | {} | `{}` |", key.name, env.join(", "), key.flag);
-            assert!(readme.contains(&row), "README.md lacks the row {row}");
+            let start = format!("| `{}` | {} | `{}` |", key.name, env.join(", "), key.flag);
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&start))
+                .unwrap_or_else(|| panic!("README.md lacks the row {start}"));
+            let columns: Vec<&str> = row
+                .split(" | ")
+                .map(|c| c.trim_matches('|').trim())
+                .collect();
+            if let Some(default) = key.default.filter(|_| key.kind.range().is_some()) {
+                assert_eq!(columns[3], default, "the default in {row}");
+            }
+            let range = match key.kind {
+                Kind::Whole { low, high } => format!("{low}–{high}"),
+                Kind::Seconds { high } => format!("seconds, above 0, ≤ {high}"),
+                Kind::Text | Kind::QueueUrl => continue,
+            };
+            assert_eq!(columns[4], range, "the range in {row}");
         }
     }
 
