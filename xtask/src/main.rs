@@ -33,8 +33,11 @@ Commands:
   localstack-logs    print LocalStack's log
   test [ARGS..]      fmt check, clippy, the examples, then every test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
-  bench [--quick]    measure fifo against LocalStack's own limit; writes BENCHMARKS.md
+  bench [--quick]    the criterion benchmarks, then fifo against LocalStack's own limit; writes BENCHMARKS.md
   bench --rtt MS     only the runs through a proxy adding MS per call; prints them
+  bench --soak-only  only the engine's soak on the in-memory queue; prints it
+  bench --send-memory-only  measure `fifo send`'s memory again, into BENCHMARKS.md
+  bench --from-json  BENCHMARKS.md again from BENCHMARKS.json
   proxy [--listen ADDR] [--upstream ADDR] [--latency-ms N]
                      a TCP proxy (default 127.0.0.1:4567 -> 127.0.0.1:4566) that adds latency,
                      resets, refused connects or silence, switched by commands on stdin
@@ -66,6 +69,14 @@ fn try_main() -> Result<()> {
         "localstack-logs" => localstack::logs(),
         "test" => ensure_nextest().and_then(|()| with_localstack(|| test(&rest))),
         "demo" => with_localstack(demo),
+        // These two touch no queue.
+        "bench"
+            if rest
+                .iter()
+                .any(|a| a == "--from-json" || a == "--soak-only") =>
+        {
+            bench(&rest)
+        }
         "bench" => with_localstack(|| bench(&rest)),
         "proxy" => proxy(&rest),
         "" | "help" | "-h" | "--help" => {
@@ -121,34 +132,83 @@ fn test(nextest_args: &[String]) -> Result<()> {
     cargo(&args)
 }
 
+/// The criterion benchmarks (router, engine), then `fifo-bench`, which
+/// measures fifo against LocalStack and writes BENCHMARKS.md with the
+/// criterion figures. `--rtt`, `--soak-only`, `--send-memory-only` and
+/// `--from-json` go to `fifo-bench` alone.
 fn bench(args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut end_to_end = vec!["bench", "--package", "fifo", "--bench", "end_to_end", "--"];
-    if quick {
-        end_to_end.push("--quick");
+    let known = [
+        "--quick",
+        "--rtt",
+        "--soak-only",
+        "--send-memory-only",
+        "--from-json",
+    ];
+    let mut given = args.iter();
+    while let Some(arg) = given.next() {
+        if !known.contains(&arg.as_str()) {
+            return Err(format!(
+                "unknown bench argument {arg}: expected {}",
+                known.join(", ")
+            ));
+        }
+        if arg == "--rtt" {
+            given
+                .next()
+                .filter(|ms| ms.parse::<u64>().is_ok())
+                .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
+        }
     }
-    if let Some(at) = args.iter().position(|a| a == "--rtt") {
-        let rtt = args
-            .get(at + 1)
-            .filter(|ms| ms.parse::<u64>().is_ok())
-            .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
-        end_to_end.extend(["--rtt", rtt]);
-        return cargo(&end_to_end);
+    let whole_run = !args.iter().any(|a| {
+        ["--rtt", "--soak-only", "--send-memory-only", "--from-json"].contains(&a.as_str())
+    });
+    if whole_run {
+        let seconds = if args.iter().any(|a| a == "--quick") {
+            "1"
+        } else {
+            "3"
+        };
+        let criterion = ["--", "--warm-up-time", "1", "--measurement-time", seconds];
+        cargo(
+            &[
+                &[
+                    "bench",
+                    "--package",
+                    "fifo-group-router",
+                    "--bench",
+                    "router",
+                ][..],
+                &criterion,
+            ]
+            .concat(),
+        )?;
+        cargo(
+            &[
+                &[
+                    "bench",
+                    "--package",
+                    "fifo-worker-pool",
+                    "--features",
+                    "testing",
+                    "--bench",
+                    "engine",
+                ][..],
+                &criterion,
+            ]
+            .concat(),
+        )?;
     }
-    let seconds = if quick { "1" } else { "3" };
+    // fifo-bench runs the fifo binary built beside it.
     cargo(&[
-        "bench",
+        "build",
+        "--release",
         "--package",
-        "fifo-group-router",
-        "--bench",
-        "router",
-        "--",
-        "--warm-up-time",
-        "1",
-        "--measurement-time",
-        seconds,
+        "fifo",
+        "--package",
+        "fifo-bench",
     ])?;
-    cargo(&end_to_end)
+    let program = target_dir().join("release/fifo-bench");
+    run(Command::new(program).args(args).current_dir(project_root()))
 }
 
 /// Runs the fault proxy until `quit` or the end of stdin, switching it by
