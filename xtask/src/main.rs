@@ -137,6 +137,8 @@ fn test(nextest_args: &[String]) -> Result<()> {
 /// criterion figures. `--rtt`, `--soak-only`, `--send-memory-only` and
 /// `--from-json` go to `fifo-bench` alone.
 fn bench(args: &[String]) -> Result<()> {
+    // fifo-bench's flags (checked again there): a typo is refused here,
+    // before minutes of criterion.
     let known = [
         "--quick",
         "--rtt",
@@ -159,9 +161,16 @@ fn bench(args: &[String]) -> Result<()> {
                 .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
         }
     }
-    let whole_run = !args.iter().any(|a| {
-        ["--rtt", "--soak-only", "--send-memory-only", "--from-json"].contains(&a.as_str())
-    });
+    let modes = ["--rtt", "--soak-only", "--send-memory-only", "--from-json"];
+    if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
+        return Err(format!("give at most one of {}", modes.join(", ")));
+    }
+    // Built first, so that a build error costs no benchmark time, and apart:
+    // built together, features would unify and the measured fifo would not
+    // be the one users get.
+    cargo(&["build", "--release", "--package", "fifo-bench"])?;
+    cargo(&["build", "--release", "--package", "fifo"])?;
+    let whole_run = !args.iter().any(|a| modes.contains(&a.as_str()));
     if whole_run {
         let seconds = if args.iter().any(|a| a == "--quick") {
             "1"
@@ -169,46 +178,37 @@ fn bench(args: &[String]) -> Result<()> {
             "3"
         };
         let criterion = ["--", "--warm-up-time", "1", "--measurement-time", seconds];
-        cargo(
-            &[
-                &[
-                    "bench",
-                    "--package",
-                    "fifo-group-router",
-                    "--bench",
-                    "router",
-                ][..],
-                &criterion,
-            ]
-            .concat(),
-        )?;
-        cargo(
-            &[
-                &[
-                    "bench",
-                    "--package",
-                    "fifo-worker-pool",
-                    "--features",
-                    "testing",
-                    "--bench",
-                    "engine",
-                ][..],
-                &criterion,
-            ]
-            .concat(),
-        )?;
+        let router = [
+            "bench",
+            "--package",
+            "fifo-group-router",
+            "--bench",
+            "router",
+        ];
+        cargo(&[&router[..], &criterion].concat())?;
+        let engine = [
+            "bench",
+            "--package",
+            "fifo-worker-pool",
+            "--features",
+            "testing",
+            "--bench",
+            "engine",
+        ];
+        cargo(&[&engine[..], &criterion].concat())?;
     }
-    // fifo-bench runs the fifo binary built beside it.
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "fifo",
-        "--package",
-        "fifo-bench",
-    ])?;
-    let program = target_dir().join("release/fifo-bench");
-    run(Command::new(program).args(args).current_dir(project_root()))
+    // fifo-bench runs the fifo binary built beside it. Nothing from this
+    // environment reaches it but PATH: the bare SDK loops it compares fifo
+    // with must see what fifo sees (no AWS_* settings).
+    let mut fifo_bench = Command::new(target_dir().join("release/fifo-bench"));
+    fifo_bench
+        .args(args)
+        .current_dir(project_root())
+        .env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        fifo_bench.env("PATH", path);
+    }
+    run(&mut fifo_bench)
 }
 
 /// Runs the fault proxy until `quit` or the end of stdin, switching it by

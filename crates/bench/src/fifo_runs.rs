@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fifo_handler::log_line::{self, LogEvent};
@@ -18,7 +19,7 @@ use crate::{PER_GROUP, Plan, WORK};
 use fifo_worker_pool::testing::localstack;
 
 /// The `fifo` binary built next to this program.
-fn fifo_binary() -> PathBuf {
+pub(crate) fn fifo_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the path of this program");
     let fifo = exe.with_file_name("fifo");
     assert!(
@@ -30,12 +31,23 @@ fn fifo_binary() -> PathBuf {
 }
 
 /// `fifo`, with no setting but the flags given: no environment (its
-/// variables could change any setting) and no `fifo.toml` in the working
-/// directory.
+/// variables could change any setting) and an empty working directory of
+/// its own (no `fifo.toml`).
 fn fifo() -> Command {
     let mut command = Command::new(fifo_binary());
-    command.env_clear().current_dir(std::env::temp_dir());
+    command.env_clear().current_dir(empty_dir());
     command
+}
+
+/// A directory of this process's own, created empty.
+fn empty_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fifo-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        dir
+    })
 }
 
 /// Spawns `fifo run` whose log lines are collected by a reader thread.

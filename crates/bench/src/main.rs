@@ -99,6 +99,7 @@ fifo-bench --from-json      the report again from BENCHMARKS.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo xtask bench` checks the same list before running criterion.
     let known = [
         "--quick",
         "--rtt",
@@ -106,19 +107,25 @@ fn main() -> ExitCode {
         "--send-memory-only",
         "--from-json",
     ];
-    let rtt = match args.iter().position(|a| a == "--rtt") {
+    let rtt_at = args.iter().position(|a| a == "--rtt");
+    let rtt = match rtt_at {
         Some(at) => match args.get(at + 1).map(|ms| ms.parse::<u64>()) {
             Some(Ok(ms)) => Some(ms),
             _ => return usage("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`"),
         },
         None => None,
     };
-    let rtt_value = rtt.map(|ms| ms.to_string());
-    if let Some(unknown) = args
+    let rtt_value_at = rtt_at.map(|at| at + 1);
+    if let Some((_, unknown)) = args
         .iter()
-        .find(|a| !known.contains(&a.as_str()) && Some(*a) != rtt_value.as_ref())
+        .enumerate()
+        .find(|(i, a)| !known.contains(&a.as_str()) && Some(*i) != rtt_value_at)
     {
         return usage(&format!("unknown argument {unknown}"));
+    }
+    let modes = ["--rtt", "--soak-only", "--send-memory-only", "--from-json"];
+    if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
+        return usage("give at most one of --rtt, --soak-only, --send-memory-only, --from-json");
     }
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let plan = Plan::new(has("--quick"));
@@ -147,8 +154,9 @@ fn main() -> ExitCode {
     } else if has("--from-json") {
         read_report(&root)
     } else {
-        // Read first: a missing or stale result stops the run before its
-        // minutes against LocalStack, not after.
+        // Checked first: a missing binary or a missing or stale result stops
+        // the run before its minutes against LocalStack, not after.
+        fifo_runs::fifo_binary();
         let criterion = measure::criterion_results(&criterion_dir());
         runtime().block_on(emulator::run_all(&plan, criterion))
     };

@@ -482,8 +482,8 @@ pub(crate) fn markdown(report: &Report, plan: &Plan) -> String {
     );
 
     md += &format!(
-        "## 5. The engine alone\n\nThe in-memory queue (SQS FIFO rules, no network). No-op: the criterion benchmarks of `crates/worker-pool/benches/engine.rs`, {} messages over 200 groups, W = 16, on a one-thread tokio runtime as in `fifo`; criterion's mean wall time of a run divided by its messages (on one thread, CPU time is at most that).\n\n",
-        engine.messages
+        "## 5. The engine alone\n\nThe in-memory queue (SQS FIFO rules, no network). No-op: the criterion benchmarks of `crates/worker-pool/benches/engine.rs`, {} messages over {} groups, W = {}, on a one-thread tokio runtime as in `fifo`; criterion's mean wall time of a run divided by its messages (on one thread, CPU time is at most that).\n\n",
+        engine.messages, engine.groups, engine.workers
     );
     md += &format!(
         "| what | figure |\n|---|---|\n| no-op throughput | {:.0} msgs/s |\n| time per message (engine + in-memory queue) | {:.2} µs |\n| no-op throughput, batches of {} | {:.0} msgs/s |\n| time per message, batches of {} | {:.2} µs |\n",

@@ -121,11 +121,14 @@ const CRITERION: [&str; 5] = [
     ENGINE_NO_OP,
     ENGINE_NO_OP_BATCHES,
 ];
-/// The engine's criterion benchmarks (`crates/worker-pool/benches/engine.rs`),
-/// with the messages of one run and the batch size of the second.
+/// The engine's criterion benchmarks (`crates/worker-pool/benches/engine.rs`,
+/// whose constants these repeat): the messages, groups and workers of a
+/// run, and the batch size of the second.
 const ENGINE_NO_OP: &str = "engine_no_op_100000";
 const ENGINE_NO_OP_BATCHES: &str = "engine_no_op_100000_batch_10";
 const ENGINE_MESSAGES: usize = 100_000;
+const ENGINE_GROUPS: usize = 200;
+const ENGINE_WORKERS: usize = 16;
 const ENGINE_BATCH: usize = 10;
 
 /// Mean ns per iteration of each criterion benchmark, from the
@@ -136,15 +139,19 @@ pub(crate) fn criterion_results(dir: &Path) -> BTreeMap<String, f64> {
     let mut results = BTreeMap::new();
     for name in CRITERION {
         let path = dir.join(name).join("new/estimates.json");
+        // An error means a time in the future: not this run's either.
         let age = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .ok()
-            .and_then(|modified| modified.elapsed().ok());
-        if let Some(age) = age.filter(|age| age.as_secs() > 3600) {
+            .map(|modified| modified.elapsed().map_err(drop));
+        if let Some(age) = age.filter(|age| age.is_err() || age.is_ok_and(|a| a.as_secs() > 3600)) {
             panic!(
-                "the criterion result at {} is {} minutes old: run `cargo xtask bench`, which runs the criterion benchmarks first",
+                "the criterion result at {} is not from the last hour ({}): run `cargo xtask bench`, which runs the criterion benchmarks first",
                 path.display(),
-                age.as_secs() / 60
+                age.map_or_else(
+                    |()| "its time is in the future".to_owned(),
+                    |a| format!("{} minutes old", a.as_secs() / 60)
+                )
             );
         }
         let mean = std::fs::read_to_string(&path)
@@ -169,6 +176,8 @@ pub(crate) fn engine(criterion: &BTreeMap<String, f64>, latency: Vec<EngineLaten
     let per_message_ns = |name: &str| criterion[name] / ENGINE_MESSAGES as f64;
     Engine {
         messages: ENGINE_MESSAGES,
+        groups: ENGINE_GROUPS,
+        workers: ENGINE_WORKERS,
         no_op_msgs_per_s: 1e9 / per_message_ns(ENGINE_NO_OP),
         us_per_msg: per_message_ns(ENGINE_NO_OP) / 1e3,
         batch: ENGINE_BATCH,

@@ -37,6 +37,7 @@ pub(crate) struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Machine {
     pub(crate) cores: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) memory_gib: f64,
     pub(crate) cpu: String,
     pub(crate) rustc: String,
@@ -47,10 +48,13 @@ pub(crate) struct Machine {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Limit {
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) send_msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) receive_delete_msgs_per_s: f64,
     pub(crate) all_send: Vec<f64>,
     pub(crate) all_receive_delete: Vec<f64>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) sdk_cpu_us_per_msg: f64,
 }
 
@@ -58,12 +62,19 @@ pub(crate) struct Limit {
 pub(crate) struct NoOp {
     pub(crate) messages: usize,
     pub(crate) groups: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) run_msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) run_ratio: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) send_msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) send_ratio: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) fifo_cpu_us_per_msg: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) fifo_cpu_s_per_10k: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) fifo_peak_rss_mib: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub(crate) localstack_cpu_share: f64,
@@ -74,9 +85,13 @@ pub(crate) struct NoOp {
 /// One end-to-end `fifo run` (one or more processes on one queue).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunResult {
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) drain_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cpu_us_per_msg: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) peak_rss_mib: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub(crate) localstack_cpu_share: f64,
@@ -88,8 +103,11 @@ pub(crate) struct RunResult {
 pub(crate) struct Latency {
     pub(crate) workers: usize,
     pub(crate) messages: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) makespan_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) bound_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) ratio: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub(crate) localstack_cpu_share: f64,
@@ -105,7 +123,9 @@ pub(crate) struct Skew {
     pub(crate) messages: usize,
     pub(crate) with_hot: SkewRun,
     pub(crate) cold_only: SkewRun,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cold_p50_ratio: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cold_p99_ratio: f64,
 }
 
@@ -125,13 +145,20 @@ pub(crate) struct SkewRun {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Engine {
-    /// Messages per iteration of the engine's criterion benchmarks.
+    /// Messages, groups and workers of one run of the engine's criterion
+    /// benchmarks.
     pub(crate) messages: usize,
+    pub(crate) groups: usize,
+    pub(crate) workers: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) no_op_msgs_per_s: f64,
     /// Wall time on one thread: its CPU time is at most this.
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) us_per_msg: f64,
     pub(crate) batch: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) batch_msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) batch_us_per_msg: f64,
     /// In paused time on the in-memory queue.
     pub(crate) latency: Vec<EngineLatency>,
@@ -140,8 +167,11 @@ pub(crate) struct Engine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct EngineLatency {
     pub(crate) workers: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) makespan_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) bound_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) ratio: f64,
 }
 
@@ -150,10 +180,14 @@ pub(crate) struct Soak {
     pub(crate) messages: usize,
     pub(crate) groups: usize,
     pub(crate) backlog: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) failure_rate: f64,
     pub(crate) faults: SoakFaults,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) queue_time_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) wall_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cpu_us_per_msg: f64,
     pub(crate) handler_runs: u64,
     pub(crate) received: u64,
@@ -169,10 +203,14 @@ pub(crate) struct Soak {
     pub(crate) queue_left: u64,
     pub(crate) queue_dead_letters: u64,
     pub(crate) held_max: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) held_mean: f64,
     pub(crate) max_in_flight: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) rss_after_warm_up_mib: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) rss_max_after_warm_up_mib: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) rss_end_mib: f64,
     pub(crate) order_violations: u64,
     pub(crate) samples: Vec<SoakSample>,
@@ -196,31 +234,43 @@ impl Soak {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SoakFaults {
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) lost_requests: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) lost_answers: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) throttled_share: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) delayed: f64,
     pub(crate) max_delay_ms: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) stale_handles: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SoakSample {
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) queue_time_s: f64,
     pub(crate) succeeded: u64,
     pub(crate) held: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) rss_mib: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ScaleOut {
     pub(crate) processes: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) no_op_msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) no_op_ratio_to_limit: f64,
     pub(crate) order_violations: u64,
     pub(crate) latency_workers_total: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) latency_makespan_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) latency_bound_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) latency_ratio: f64,
 }
 
@@ -233,8 +283,11 @@ pub(crate) struct SendMemory {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SendMemoryRun {
     pub(crate) messages: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) peak_rss_mib: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cpu_us_per_msg: f64,
     pub(crate) stored: u64,
 }
@@ -243,10 +296,13 @@ pub(crate) struct SendMemoryRun {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AtRtt {
     pub(crate) rtt_ms: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) limit_msgs_per_s: f64,
     pub(crate) limits: Vec<ByConcurrency>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) ordered_limit_msgs_per_s: f64,
     pub(crate) ordered_limits: Vec<ByLoops>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) sdk_cpu_us_per_msg: f64,
     pub(crate) no_op: RttNoOp,
     pub(crate) latency: Vec<RttLatency>,
@@ -255,12 +311,14 @@ pub(crate) struct AtRtt {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ByConcurrency {
     pub(crate) concurrency: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) msgs_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ByLoops {
     pub(crate) loops: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) msgs_per_s: f64,
 }
 
@@ -268,8 +326,11 @@ pub(crate) struct ByLoops {
 pub(crate) struct RttNoOp {
     pub(crate) messages: usize,
     pub(crate) groups: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) msgs_per_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) ratio: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) cpu_us_per_msg: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub(crate) localstack_cpu_share: f64,
@@ -279,14 +340,18 @@ pub(crate) struct RttNoOp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RttLatency {
     pub(crate) workers: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) makespan_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) bound_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub(crate) ratio: f64,
     pub(crate) all_makespans: Vec<f64>,
 }
 
 /// JSON has no NaN: serde_json writes a figure that could not be measured
-/// (NaN) as null, and this reads it back.
+/// (NaN) as null, and this reads it back, so that every file this program
+/// writes, it can read (`--from-json`).
 fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 const MESSAGES: usize = 100_000;
 const GROUPS: usize = 200;
+const WORKERS: usize = 16;
 
 struct NoOp;
 
@@ -37,17 +38,17 @@ fn no_op(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     for (name, batch) in [
-        ("engine_no_op_100000", 1),
-        ("engine_no_op_100000_batch_10", 10),
+        (format!("engine_no_op_{MESSAGES}"), 1),
+        (format!("engine_no_op_{MESSAGES}_batch_10"), 10),
     ] {
         let config = PoolConfig {
-            workers: 16,
+            workers: WORKERS,
             batch,
             max_in_flight: 4_000,
             limit: Some(MESSAGES as u64),
             ..PoolConfig::default()
         };
-        c.bench_function(name, |b| {
+        c.bench_function(&name, |b| {
             b.iter_batched(
                 filled_queue,
                 |queue| {

@@ -46,13 +46,16 @@ pub fn fifo_in(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// The command `fifo ARGS` in `dir`, with only `env` of fifo's settings:
 /// nothing else from the environment reaches it but `PATH` (for the
-/// programs an exec handler runs), so a variable in the developer's shell
-/// (`MAX_WORKERS`, `FIFO_RETRIES`, `AWS_PROFILE`…) changes no test.
+/// programs an exec handler runs) and `TMPDIR` (for the files of `--batch`),
+/// so a variable in the developer's shell (`MAX_WORKERS`, `FIFO_RETRIES`,
+/// `AWS_PROFILE`…) changes no test.
 pub fn fifo_command(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fifo"));
     command.env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
+    for kept in ["PATH", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(kept) {
+            command.env(kept, value);
+        }
     }
     command
         .args(args)
