@@ -31,7 +31,8 @@ Commands:
   localstack-down    stop the LocalStack this command started
   localstack-status  say what runs where
   localstack-logs    print LocalStack's log
-  test [ARGS..]      fmt check, clippy, the examples, then every test against LocalStack (ARGS go to nextest)
+  test [ARGS..]      fmt check, clippy, the examples, `cargo install` into a temp root, then every
+                     test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
   bench [--quick]    the criterion benchmarks, then fifo against LocalStack's own limit; writes BENCHMARKS.md
   bench --rtt MS     only the runs through a proxy adding MS per call; prints them
@@ -124,12 +125,51 @@ fn test(nextest_args: &[String]) -> Result<()> {
         "--features",
         "testing",
     ])?;
+    install_check()?;
     let mut args = vec!["nextest", "run", "--workspace"];
     if std::env::var_os("CI").is_some() {
         args.extend(["--profile", "ci"]);
     }
     args.extend(nextest_args.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// `cargo install --path crates/fifo --locked`, as the README tells users,
+/// into a temporary root; the installed `fifo --version` must answer. The
+/// dev profile and the shared target directory keep it to a link.
+fn install_check() -> Result<()> {
+    let root = std::env::temp_dir().join(format!("fifo-install-{}", std::process::id()));
+    let root_arg = root.to_string_lossy().into_owned();
+    let target_arg = target_dir().to_string_lossy().into_owned();
+    let installed = cargo(&[
+        "install",
+        "--path",
+        "crates/fifo",
+        "--locked",
+        "--debug",
+        "--quiet",
+        "--root",
+        &root_arg,
+        "--target-dir",
+        &target_arg,
+    ])
+    .and_then(|()| {
+        let output = Command::new(root.join("bin/fifo"))
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("the installed fifo does not run: {e}"))?;
+        let version = String::from_utf8_lossy(&output.stdout);
+        if output.status.success() && version.starts_with("fifo ") {
+            println!("installed and ran {}", version.trim());
+            Ok(())
+        } else {
+            Err(format!(
+                "the installed `fifo --version` answered {version:?}"
+            ))
+        }
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    installed
 }
 
 /// The criterion benchmarks (router, engine), then `fifo-bench`, which

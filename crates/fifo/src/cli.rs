@@ -89,6 +89,35 @@ pub(crate) enum Command {
     /// at once, and exits 0. A second signal kills the running programs and
     /// exits at once.
     Run(RunArgs),
+    /// Print a shell completion script to stdout
+    ///
+    /// For example `fifo completions bash > ~/.local/share/bash-completion/completions/fifo`,
+    /// `fifo completions zsh > ~/.zfunc/_fifo` (with ~/.zfunc in fpath), or
+    /// `fifo completions fish > ~/.config/fish/completions/fifo.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells `fifo completions` writes scripts for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Cli {
+    /// Writes the completion script for `shell` to `out`.
+    pub(crate) fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+        let generator = match shell {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(generator, &mut Cli::command(), "fifo", out);
+    }
 }
 
 #[derive(Debug, Args)]
@@ -321,7 +350,7 @@ impl Cli {
                 add(&settings::SHUTDOWN_TIMEOUT, &args.shutdown_timeout);
                 add(&settings::BATCH, &args.batch);
             }
-            Command::Send(_) | Command::ListQueues(_) => {}
+            Command::Send(_) | Command::ListQueues(_) | Command::Completions { .. } => {}
         }
         flags
     }

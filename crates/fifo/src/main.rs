@@ -40,6 +40,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        // Needs no settings and no SQS.
+        Cli::completions(shell, &mut std::io::stdout().lock());
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = settings::load(cli.global.config.as_deref(), &cli.setting_flags(), |name| {
         std::env::var(name).ok()
     })?;
@@ -56,6 +61,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Send(args) => send::run(&client, &settings, args, progress).await,
         Command::ListQueues(args) => list_queues::run(&client, args).await,
         Command::Run(args) => run::run(client, &settings, args, progress).await,
+        Command::Completions { .. } => unreachable!("answered before the settings"),
     }
 }
 
