@@ -29,12 +29,15 @@
 //! The engine reads the consequences from [`Router::pop_delete`] and
 //! [`Router::pop_hand_back`]; [`Router::take_next`] serves ready lanes
 //! round-robin, so every ready lane is eventually served.
+#![warn(missing_docs)]
 
 use std::collections::{HashMap, VecDeque};
 
 /// Where one held message stands in its lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Waiting to be handed out: just received, or put back from a batch
+    /// that did not reach it.
     Queued,
     /// Handed out: its handler runs, or backs off before a retry.
     Out,
@@ -135,6 +138,7 @@ impl<K> Default for Router<K> {
 }
 
 impl<K: Copy + Eq> Router<K> {
+    /// An empty router: no lanes, and not stopped.
     pub fn new() -> Self {
         Self::default()
     }

@@ -95,27 +95,48 @@ impl ExecHandler {
 /// Why [`ExecHandler::new`] cannot run a program.
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramError {
+    /// The program was given as an empty string.
     #[error("the program name is empty")]
     EmptyName,
+    /// A program given as a path (its name contains a slash) that cannot run.
     #[error("program `{}` {why}", program.display())]
-    Refused { program: PathBuf, why: Refusal },
-    #[error("program `{}` found in PATH as {} {why}", program.display(), found.display())]
-    RefusedInPath {
+    Refused {
+        /// The path as given.
         program: PathBuf,
-        found: PathBuf,
+        /// Why it cannot run.
         why: Refusal,
     },
+    /// A name found in `PATH` only as files that cannot run; the first one
+    /// found is reported.
+    #[error("program `{}` found in PATH as {} {why}", program.display(), found.display())]
+    RefusedInPath {
+        /// The name as given.
+        program: PathBuf,
+        /// The first match: a directory of `PATH` joined with the name.
+        found: PathBuf,
+        /// Why `found` cannot run.
+        why: Refusal,
+    },
+    /// No directory of `PATH` holds anything of that name.
     #[error("program `{}` not found in PATH", program.display())]
-    NotInPath { program: PathBuf },
+    NotInPath {
+        /// The name as given.
+        program: PathBuf,
+    },
 }
 
 /// Why a file cannot be run.
 #[derive(Debug)]
 pub enum Refusal {
+    /// Nothing exists at the path, or a part of it is not a directory.
     Missing,
+    /// The path is a directory.
     Directory,
+    /// Neither a regular file nor a directory: a device, a socket or a FIFO.
     NotAFile,
+    /// The kernel refuses this user (root included) execute access to it.
     NotExecutable,
+    /// Its metadata cannot be read, for a reason other than it being missing.
     Unreadable(io::Error),
     /// A script whose `#!` line names an interpreter that cannot run.
     Interpreter(String, Box<Refusal>),

@@ -18,6 +18,7 @@
 //! Layout: `log.rs` and `exec.rs` are the built-in handlers, `log_line.rs`
 //! the log handler's line format (written and read back), `output.rs` the
 //! writer threads.
+#![warn(missing_docs)]
 
 mod exec;
 mod log;
@@ -36,13 +37,18 @@ pub use output::Output;
 /// One message as a handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// SQS's message ID: the same on every delivery of the message.
     pub id: String,
+    /// SQS's message group ID: the group's messages are handled in order.
     pub group_id: String,
+    /// The body as sent.
     pub body: String,
     /// How many times SQS has delivered it, this delivery included.
     pub receive_count: u32,
     /// SQS's sequence number: increases with send order within the queue.
     pub sequence_number: String,
+    /// When SQS accepted it from its sender (`SentTimestamp`), in
+    /// milliseconds since the Unix epoch.
     pub sent_timestamp_ms: u64,
     /// Message attributes with string values.
     pub attributes: BTreeMap<String, String>,
@@ -59,6 +65,7 @@ pub type Outcome = Result<(), HandlerError>;
 /// not handled: they run again after it, with its retries.
 #[derive(Debug)]
 pub struct BatchOutcome {
+    /// How many of the batch's messages, counted from the first, succeeded.
     pub succeeded: usize,
     /// Why message `succeeded` failed; `None` when all succeeded.
     pub error: Option<HandlerError>,
@@ -84,6 +91,8 @@ impl BatchOutcome {
 
 /// Handles one message, or a few consecutive ones of one group at once.
 pub trait Handler: Send + Sync + 'static {
+    /// Handles one message: `Ok` deletes it, `Err` (or a panic) retries it.
+    /// It may be called again for a message already handled.
     fn handle(&self, message: &Message) -> impl Future<Output = Outcome> + Send;
 
     /// Handles consecutive messages of one group, in order, at once (when

@@ -34,7 +34,9 @@ pub enum LogEvent {
 pub struct LogLine<'a> {
     /// Seconds since UTC midnight.
     pub at: f64,
+    /// Whether it is a start or a done line.
     pub event: LogEvent,
+    /// The message's group ID.
     pub group: &'a str,
     /// SQS's sequence number: per group, later messages have larger ones.
     pub sequence_number: &'a str,

@@ -20,8 +20,14 @@ use crate::{DEFAULT_MAX_MESSAGE_BYTES, Error, MAX_BATCH_ENTRIES, QueueUrl, is_aw
 /// LocalStack default.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions<'a> {
+    /// The queue to work on; an AWS queue URL also gives the region, any
+    /// other its host as the endpoint.
     pub queue_url: &'a str,
+    /// `http(s)://HOST[:PORT]` to send every request to instead (LocalStack,
+    /// a proxy).
     pub endpoint_url: Option<&'a str>,
+    /// The AWS region; without it, the one in an AWS queue URL's host,
+    /// `us-east-1` for a non-AWS endpoint, or else the SDK's configured one.
     pub region: Option<&'a str>,
 }
 
@@ -106,7 +112,10 @@ fn credentials_configured() -> bool {
 /// are always on.
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
+    /// The queue's name, ending in `.fifo`.
     pub name: String,
+    /// How long a received message stays hidden from other receivers, in
+    /// seconds (SQS allows 0 to 43 200).
     pub visibility_timeout: u32,
     /// `DeduplicationScope=messageGroup`, `FifoThroughputLimit=perMessageGroupId`.
     pub high_throughput: bool,
@@ -118,17 +127,33 @@ pub struct QueueSpec {
 /// The queue's attributes that fifo uses, read in one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueAttributes {
+    /// The queue's ARN, as another queue's redrive policy names it; empty
+    /// when the response lacks it.
     pub arn: String,
+    /// `FifoQueue=true`: SQS treats it as a FIFO queue.
     pub fifo: bool,
+    /// `ContentBasedDeduplication=true`: a message sent without a
+    /// de-duplication id gets the SHA-256 of its body as one.
     pub content_based_deduplication: bool,
+    /// `FifoThroughputLimit=perMessageGroupId`: the throughput quota applies
+    /// to each group rather than to the whole queue.
     pub high_throughput: bool,
     /// `DeduplicationScope=messageGroup`: de-duplication ids and content
     /// repeat only within a group (otherwise across the whole queue).
     pub dedup_per_group: bool,
+    /// The largest message, and batch payload, the queue accepts, in bytes
+    /// (`MaximumMessageSize`; [`DEFAULT_MAX_MESSAGE_BYTES`] when not given).
     pub max_message_bytes: usize,
+    /// The queue's default visibility timeout, in seconds.
     pub visibility_timeout: u32,
+    /// About how many messages are ready to be received
+    /// (`ApproximateNumberOfMessages`).
     pub visible: u64,
+    /// About how many messages were received and are neither deleted nor
+    /// visible again yet (`ApproximateNumberOfMessagesNotVisible`).
     pub in_flight: u64,
+    /// About how many messages wait out a delivery delay before they can be
+    /// received (`ApproximateNumberOfMessagesDelayed`).
     pub delayed: u64,
     /// Name of the dead-letter queue and the max receive count, from the
     /// redrive policy.
@@ -138,7 +163,10 @@ pub struct QueueAttributes {
 /// One message to send.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutgoingMessage {
+    /// The message body: UTF-8, at most the queue's `max_message_bytes`.
     pub body: String,
+    /// The `MessageGroupId`: SQS stores and delivers the messages of one
+    /// group in the order they were sent.
     pub group_id: String,
     /// None on a queue with content-based de-duplication lets the queue
     /// derive it from the body.
@@ -151,14 +179,19 @@ pub struct OutgoingMessage {
 /// optionally with a custom suffix such as `Number.int`) and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageAttribute {
+    /// The data type as SQS gives it, e.g. `String`, `Number.int`, `Binary`.
     pub data_type: String,
+    /// Text for a String or Number type, bytes for a Binary one.
     pub value: AttributeValue,
 }
 
 /// String and Number attributes carry text; Binary ones bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttributeValue {
+    /// The value of a String or Number attribute (SQS sends numbers as
+    /// text).
     Text(String),
+    /// The value of a Binary attribute.
     Binary(Vec<u8>),
 }
 
@@ -178,11 +211,17 @@ impl MessageAttribute {
 /// response does not say clearly that the entry succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryFailure {
+    /// Position of the entry in the slice given to the batch call.
     pub index: usize,
+    /// SQS's error code for the entry (e.g. `InvalidParameterValue`), or
+    /// [`MALFORMED_RESPONSE`].
     pub code: String,
+    /// SQS's explanation (empty when it gave none), or what was wrong with
+    /// the response.
     pub message: String,
 }
 
+/// What one [`Client::receive`] asks SQS for.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveOptions {
     /// 1..=10.
@@ -199,12 +238,23 @@ pub struct ReceiveOptions {
 /// A received message with the system attributes fifo relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
+    /// The id SQS gave the message when it was sent.
     pub message_id: String,
+    /// What deleting the message or changing its visibility takes; each
+    /// receive of a message gets a new one.
     pub receipt_handle: String,
+    /// The message body, as sent.
     pub body: String,
+    /// The `MessageGroupId` it was sent with.
     pub group_id: String,
+    /// SQS's `SequenceNumber` as a decimal string: large, not consecutive,
+    /// and increasing within a group.
     pub sequence_number: String,
+    /// `ApproximateReceiveCount`: how many times the message has been
+    /// received, this time included.
     pub receive_count: u32,
+    /// When SQS accepted the message, in milliseconds since the Unix epoch
+    /// (`SentTimestamp`).
     pub sent_timestamp_ms: u64,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, MessageAttribute>,
@@ -215,7 +265,9 @@ pub struct ReceivedMessage {
 /// back after their visibility timeout).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceiveOutput {
+    /// The usable messages, in the order SQS returned them.
     pub messages: Vec<ReceivedMessage>,
+    /// The messages left alone, each with the reason.
     pub malformed: Vec<MalformedMessage>,
 }
 
@@ -224,7 +276,9 @@ pub struct ReceiveOutput {
 pub struct MalformedMessage {
     /// As much as the response said about it.
     pub message_id: Option<String>,
+    /// Its `MessageGroupId`, when the response gave one.
     pub group_id: Option<String>,
+    /// What was missing or did not parse, e.g. `the response has no Body`.
     pub reason: String,
 }
 
@@ -326,6 +380,7 @@ impl Client {
         })
     }
 
+    /// The URL of the queue named `name`, or [`Error::QueueDoesNotExist`].
     pub async fn queue_url_by_name(&self, name: &str) -> Result<String, Error> {
         let output = self
             .sqs
@@ -339,6 +394,8 @@ impl Client {
         })
     }
 
+    /// Reads the queue's attributes in one `GetQueueAttributes` call, without
+    /// checking that it is a FIFO queue (see [`Client::fifo_queue`]).
     pub async fn queue_attributes(&self, queue_url: &str) -> Result<QueueAttributes, Error> {
         let output = self
             .sqs

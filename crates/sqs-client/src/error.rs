@@ -7,35 +7,95 @@ use crate::deadline::{CONNECT_TIMEOUT, Deadline, seconds};
 /// fix it and know what is worth retrying (see [`Error::is_transient`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// SQS knows no queue by that URL or name.
     #[error("queue {queue} does not exist")]
-    QueueDoesNotExist { queue: String },
+    QueueDoesNotExist {
+        /// The queue URL or name the call was about.
+        queue: String,
+    },
+    /// The queue is not a FIFO queue: its name lacks `.fifo`, or its
+    /// `FifoQueue` attribute is not true.
     #[error("queue {queue} is not a FIFO queue ({reason})")]
-    NotFifo { queue: String, reason: String },
+    NotFifo {
+        /// The queue URL.
+        queue: String,
+        /// Which of the two shows it.
+        reason: String,
+    },
+    /// A queue URL is not `http(s)://HOST[:PORT]/ACCOUNT/NAME`.
     #[error("malformed queue URL `{url}`: {reason}")]
-    BadQueueUrl { url: String, reason: String },
+    BadQueueUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The endpoint URL is not `http(s)://HOST[:PORT]`.
     #[error("malformed endpoint URL `{url}`: {reason}")]
-    BadEndpointUrl { url: String, reason: String },
+    BadEndpointUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Neither the options, the queue URL nor the AWS configuration name a
+    /// region, and the endpoint is AWS's.
     #[error("no AWS region is configured")]
     MissingRegion,
+    /// `CreateQueue` refused because a queue of that name exists with other
+    /// attributes.
     #[error("queue {queue} already exists with other settings: {message}")]
-    QueueExistsWithOtherSettings { queue: String, message: String },
+    QueueExistsWithOtherSettings {
+        /// The queue name.
+        queue: String,
+        /// SQS's explanation.
+        message: String,
+    },
     /// No answer, no answer in time, or an answer that is not from SQS
     /// (cut off, or a page from something else at that address).
     #[error("cannot reach SQS at {endpoint}: {detail}")]
-    Unreachable { endpoint: String, detail: String },
+    Unreachable {
+        /// The endpoint URL, or `the AWS endpoint of QUEUE_URL`.
+        endpoint: String,
+        /// What happened, e.g. `Connection refused` or which timeout ran out.
+        detail: String,
+    },
+    /// SQS, or something in front of it, asked to slow down: a throttling
+    /// error code or HTTP 429.
     #[error("SQS throttled the request: {message}")]
-    Throttled { message: String },
+    Throttled {
+        /// SQS's message, or the error code or an excerpt of the answer.
+        message: String,
+    },
     /// SQS answered with a server error (HTTP 5xx, `InternalError`,
     /// `ServiceUnavailable`…): the request may well succeed later.
     #[error("SQS failed to serve the request: {message}")]
-    ServiceUnavailable { message: String },
+    ServiceUnavailable {
+        /// The HTTP status, error code and SQS's message, or an excerpt of
+        /// an answer without a code.
+        message: String,
+    },
+    /// SQS refused a parameter (a bad value, a batch too long, a queue name
+    /// in use), or a batch call got no entries or more than ten.
     #[error("SQS rejected a parameter: {message}")]
-    InvalidParameter { message: String },
+    InvalidParameter {
+        /// SQS's explanation, or ours for a batch of the wrong size.
+        message: String,
+    },
+    /// The SDK found no credentials, or SQS refused the ones it sent or
+    /// denied access (`InvalidClientTokenId`, `AccessDenied`…).
     #[error("AWS credentials are missing or invalid: {message}")]
-    Credentials { message: String },
+    Credentials {
+        /// What SQS or the credential chain said.
+        message: String,
+    },
+    /// Anything else: an error code not told apart above, a request that
+    /// could not be built, or a response without a field it must have.
     #[error("{operation} failed: {message}")]
     Other {
+        /// The SQS operation, e.g. `SendMessageBatch`.
         operation: &'static str,
+        /// What went wrong, starting with SQS's error code when it gave one.
         message: String,
     },
 }

@@ -8,6 +8,7 @@
 //! `message_rules` what SQS accepts in a message, `client` holds
 //! the connection and the operations, `deadline` how long a call may take,
 //! `error` classifies SDK errors by their kind, HTTP status and error code.
+#![warn(missing_docs)]
 
 mod client;
 mod deadline;

@@ -5,29 +5,60 @@
 /// Why SQS would refuse a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidMessage {
+    /// A group id, de-duplication id or body is empty.
     #[error("the {field} is empty")]
-    Empty { field: Field },
+    Empty {
+        /// The part that is empty.
+        field: Field,
+    },
+    /// An id is longer than the 128 characters SQS allows.
     #[error("the {field} is {chars} characters long; SQS allows at most 128")]
-    IdTooLong { field: Field, chars: usize },
+    IdTooLong {
+        /// Which id.
+        field: Field,
+        /// Its length, in characters.
+        chars: usize,
+    },
+    /// An id holds a character other than an ASCII letter, digit or
+    /// punctuation mark.
     #[error(
         "the {field} `{id}` contains {found:?}; SQS allows only ASCII letters, digits and punctuation"
     )]
     IdCharacter {
+        /// Which id.
         field: Field,
+        /// The id, made fit for one line by [`shown`].
         id: String,
+        /// The first character SQS would refuse.
         found: char,
     },
+    /// The body is larger than the queue's maximum message size.
     #[error("the message body is {bytes} bytes; the queue accepts at most {max}")]
-    BodyTooLarge { bytes: usize, max: usize },
+    BodyTooLarge {
+        /// The body's size, in UTF-8 bytes.
+        bytes: usize,
+        /// The queue's limit, in bytes.
+        max: usize,
+    },
+    /// The body holds a character outside the XML ranges SQS accepts, such
+    /// as a control character other than tab, LF and CR.
     #[error("the message body contains {found:?} at byte {offset}, a character SQS refuses")]
-    BodyCharacter { found: char, offset: usize },
+    BodyCharacter {
+        /// The first such character.
+        found: char,
+        /// Where it starts, in bytes from the start of the body.
+        offset: usize,
+    },
 }
 
 /// The part of a message a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    /// The `MessageGroupId`.
     GroupId,
+    /// The `MessageDeduplicationId`.
     DedupId,
+    /// The message body.
     Body,
 }
 

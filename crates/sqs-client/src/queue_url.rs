@@ -7,7 +7,10 @@ pub struct QueueUrl {
     pub url: String,
     /// `scheme://host[:port]`, where the queue's SQS endpoint lives.
     pub endpoint: String,
+    /// The host alone: it tells AWS from LocalStack and names an AWS
+    /// queue's region.
     pub host: String,
+    /// The queue name, the last path segment; it ends in `.fifo`.
     pub name: String,
 }
 
@@ -80,10 +83,14 @@ pub fn is_aws_host(host: &str) -> bool {
 /// A name SQS would refuse for a FIFO queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadQueueName {
+    /// The name does not end in `.fifo`.
     #[error("queue name `{0}` must end in .fifo (try `{0}.fifo`)")]
     NotFifo(String),
+    /// The name is longer than 80 characters, or has nothing before `.fifo`.
     #[error("queue name `{0}` must be 6 to 80 characters long")]
     Length(String),
+    /// The name holds a character other than an ASCII letter, digit, `-` or
+    /// `_`; the second value is the first such character.
     #[error("queue name `{0}` contains {1:?}; use letters, digits, - and _")]
     Character(String, char),
 }

@@ -19,6 +19,7 @@
 //! message's visibility is extended before it expires, and a message whose
 //! lease could not be kept is given up (its handler cancelled), never run or
 //! deleted on a lapsed lease.
+#![warn(missing_docs)]
 
 mod backoff;
 mod calls;
@@ -72,7 +73,12 @@ pub struct PoolConfig {
     pub visibility_timeout: u32,
     /// In-process retries after a failure, before the message is released.
     pub retries: u32,
+    /// Base of the exponential backoff: retry n of a message waits a random
+    /// time up to `backoff_base · 2^n`, and a released message stays hidden
+    /// `backoff_base · 2^receive_count` (whole seconds, at least 1).
     pub backoff_base: Duration,
+    /// Cap on both backoffs: the wait before a retry and how long a released
+    /// message stays hidden.
     pub backoff_max: Duration,
     /// A handler running longer has failed.
     pub handler_timeout: Option<Duration>,
@@ -132,10 +138,16 @@ impl PoolConfig {
 /// Why the engine stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A [`PoolConfig`] value is invalid (the text says which); the queue was
+    /// not touched.
     #[error("invalid pool configuration: {0}")]
     Config(String),
+    /// The queue turned out unusable (gone, not FIFO, no access) or refused a
+    /// receive; the run stopped after handing back what it could.
     #[error("the queue cannot be used")]
     Queue(#[source] QueueError),
+    /// A call to the queue panicked or was cancelled (a bug in the queue
+    /// implementation); the run stopped after handing back what it could.
     #[error("{0}")]
     Internal(String),
 }

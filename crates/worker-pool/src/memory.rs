@@ -43,9 +43,15 @@ struct FaultState {
 /// The calls faults can be limited to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
+    /// Receives; a receive whose answer was lost leaves its messages in flight,
+    /// and a retry with the same attempt id gets them.
     Receive,
+    /// Deletes; once answers can be lost, deleting again with the same handle
+    /// within a minute succeeds, as on SQS.
     Delete,
+    /// Visibility changes: the engine's heartbeats and hand-backs.
     ChangeVisibility,
+    /// Dead-letter moves; `stale_handles` does not apply to them.
     DeadLetter,
 }
 
@@ -64,6 +70,7 @@ pub struct Faults {
     pub throttled: f64,
     /// A call waits up to `max_delay` before it takes effect.
     pub delayed: f64,
+    /// The longest delay; each delayed call waits a random time up to it.
     pub max_delay: Duration,
     /// A delete or visibility entry is refused as if its receipt handle had
     /// expired (the message itself is left as it is).
@@ -254,6 +261,8 @@ impl MemoryQueue {
         self.state.lock().expect("no panics while the lock is held")
     }
 
+    /// Sends `body` to the end of group `group_id`, visible at once (no delay
+    /// and no de-duplication: the same body twice is two messages).
     pub fn send(&self, group_id: &str, body: &str) {
         let mut state = self.lock();
         state.next_sequence += 1;

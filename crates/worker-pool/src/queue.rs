@@ -8,6 +8,9 @@ use std::future::Future;
 /// The few queue operations the engine needs. Implemented for SQS by
 /// `SqsQueue` (feature `sqs`) and in memory by [`crate::memory::MemoryQueue`].
 pub trait Queue: Clone + Send + Sync + 'static {
+    /// Receives up to `request.max_messages` messages, waiting up to
+    /// `request.wait_seconds` for the first (long poll); a group's messages
+    /// come in send order.
     fn receive(
         &self,
         request: &ReceiveRequest,
@@ -67,20 +70,34 @@ pub struct ReceiveRequest {
 /// come back after their visibility timeout).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Received {
+    /// The messages to track and run, in the order the queue gave them.
     pub deliveries: Vec<Delivery>,
+    /// Deliveries the engine leaves alone: counted, logged, and back after
+    /// their visibility timeout.
     pub malformed: Vec<Malformed>,
 }
 
 /// A message as delivered, with the system attributes the engine relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The queue's id of the message, the same on every delivery; the engine
+    /// recognises a redelivery by it and uses it as the dead-letter copy's
+    /// de-duplication id.
     pub message_id: String,
+    /// Names this delivery in deletes and visibility changes; each delivery
+    /// gets a new one.
     pub receipt_handle: String,
+    /// The body as sent.
     pub body: String,
+    /// The message group id: the engine runs and deletes a group's messages one
+    /// at a time, in order.
     pub group_id: String,
+    /// SQS's sequence number, as decimal text: increases with send order.
     pub sequence_number: String,
     /// Deliveries so far, this one included.
     pub receive_count: u32,
+    /// When the queue accepted the message (SQS's `SentTimestamp`), in ms since
+    /// the Unix epoch; 0 from the in-memory queue.
     pub sent_timestamp_ms: u64,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, Attribute>,
@@ -91,7 +108,9 @@ pub struct Delivery {
 pub struct Malformed {
     /// As much as the delivery said about it.
     pub message_id: Option<String>,
+    /// The message group id, if the delivery had one.
     pub group_id: Option<String>,
+    /// What was missing or unreadable, for the log.
     pub reason: String,
 }
 
@@ -99,7 +118,9 @@ pub struct Malformed {
 /// optionally with a custom suffix such as `Number.int`) and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
+    /// `String`, `Number` or `Binary`, with any custom suffix.
     pub data_type: String,
+    /// Text for String and Number types, bytes for Binary.
     pub value: AttributeValue,
 }
 
@@ -116,16 +137,24 @@ impl Attribute {
 /// String and Number attributes carry text; Binary ones bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttributeValue {
+    /// A String or Number value (a number as its decimal text); only these
+    /// reach the handler's `Message`.
     Text(String),
+    /// A Binary value: kept for the dead-letter copy, not given to the handler.
     Binary(Vec<u8>),
 }
 
 /// The copy of a message that goes to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterCopy {
+    /// The original body.
     pub body: String,
+    /// The original group id (a FIFO queue's dead-letter queue is FIFO too).
     pub group_id: String,
+    /// The original message id, so a retried move adds no second copy (SQS
+    /// de-duplicates within five minutes).
     pub dedup_id: String,
+    /// The original message attributes, Binary ones included.
     pub attributes: BTreeMap<String, Attribute>,
 }
 
@@ -133,11 +162,14 @@ pub struct DeadLetterCopy {
 /// given to the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryFailure {
+    /// Position in the slice given to the call (`receipt_handles` or
+    /// `entries`), from 0.
     pub index: usize,
     /// The queue no longer accepts the receipt handle (expired, or the
     /// message was delivered again): the message is not ours any more.
     /// Otherwise the entry is worth trying again.
     pub handle_gone: bool,
+    /// The queue's explanation, for the log.
     pub reason: String,
 }
 
@@ -176,6 +208,8 @@ pub enum QueueErrorKind {
 }
 
 impl QueueError {
+    /// A failure of `kind`; `cause` is the implementation's own error, which
+    /// `Display` shows.
     pub fn new(
         kind: QueueErrorKind,
         cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -186,6 +220,8 @@ impl QueueError {
         }
     }
 
+    /// The kind, which decides whether the engine retries, gives messages up or
+    /// stops the run.
     pub fn kind(&self) -> QueueErrorKind {
         self.kind
     }

@@ -27,15 +27,23 @@ struct DeadLetterQueue {
 /// Why [`SqsQueue::open`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Reading the queue's attributes failed (missing, not FIFO, no access, SQS
+    /// unreachable).
     #[error("opening {url}")]
     Queue {
+        /// The queue URL given to [`SqsQueue::open`].
         url: String,
+        /// What the client reported.
         #[source]
         source: sqs::Error,
     },
+    /// The redrive policy names a dead-letter queue whose URL could not be
+    /// looked up (deleted since, say).
     #[error("finding dead-letter queue {name}")]
     DeadLetterQueue {
+        /// The dead-letter queue's name, from the redrive policy's ARN.
         name: String,
+        /// What the client reported.
         #[source]
         source: sqs::Error,
     },
@@ -76,10 +84,13 @@ impl SqsQueue {
         })
     }
 
+    /// The client the queue was opened with, for calls the engine does not make
+    /// (sending, say).
     pub fn client(&self) -> &Client {
         &self.client
     }
 
+    /// The queue URL given to [`SqsQueue::open`].
     pub fn url(&self) -> &str {
         &self.queue_url
     }

@@ -68,6 +68,8 @@ impl Stats {
 }
 
 impl Counters {
+    /// The counters as they are now, each read on its own (a snapshot taken
+    /// mid-run is not atomic across counters).
     pub fn snapshot(&self) -> Stats {
         Stats {
             received: self.received.load(Relaxed),

@@ -18,11 +18,18 @@ use crate::{Counters, Error, PoolConfig, Queue, Stats};
 /// One handler run.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The message group id.
     pub group: String,
+    /// The message body.
     pub body: String,
+    /// The delivery's receive count: 1 on the first delivery.
     pub receive_count: u32,
+    /// When the run began (tokio time).
     pub start: Instant,
+    /// When the run returned, or was dropped if the engine cut it off.
     pub end: Instant,
+    /// Whether the handler succeeded: false for failures, panics and cut-off
+    /// runs.
     pub ok: bool,
     /// The engine dropped the run before it ended (timeout, lost lease,
     /// shutdown deadline).
@@ -34,6 +41,8 @@ pub struct Record {
 pub enum Fault {
     /// Fail this many times, then succeed.
     FailTimes(u32),
+    /// Panic this many times, then succeed; the engine counts a panic as a
+    /// failure.
     Panic(u32),
     /// Hang (longer than any timeout) this many times.
     Hang(u32),
@@ -77,6 +86,8 @@ impl Recorder {
         .await
     }
 
+    /// A recorder whose runs each take `work` and succeed, until faults are
+    /// added.
     pub fn new(work: Duration) -> Recorder {
         Recorder {
             work,
@@ -93,11 +104,14 @@ impl Recorder {
         }
     }
 
+    /// Applies `fault` to runs of `body`, replacing any fault set for it
+    /// before.
     pub fn fault(self, body: &str, fault: Fault) -> Recorder {
         self.faults.lock().unwrap().insert(body.to_owned(), fault);
         self
     }
 
+    /// Every run recorded so far, in the order the runs ended.
     pub fn records(&self) -> Vec<Record> {
         self.records.lock().unwrap().clone()
     }
@@ -293,6 +307,7 @@ pub mod localstack {
 
     use fifo_sqs_client::{Client, ConnectOptions, ReceiveOptions, ReceivedMessage};
 
+    /// LocalStack's default endpoint.
     pub const ENDPOINT: &str = "http://localhost:4566";
 
     /// LocalStack's address, for a proxy in front of it.
@@ -323,10 +338,12 @@ pub mod localstack {
         )
     }
 
+    /// The URL LocalStack gives queue `name` (its account 000000000000).
     pub fn queue_url(name: &str) -> String {
         format!("{ENDPOINT}/000000000000/{name}")
     }
 
+    /// A client for LocalStack; panics unless LocalStack answers.
     pub async fn client() -> Client {
         require_localstack();
         fifo_sqs_client::connect(&ConnectOptions {
