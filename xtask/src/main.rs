@@ -135,25 +135,32 @@ fn test(nextest_args: &[String]) -> Result<()> {
 }
 
 /// `cargo install --path crates/fifo --locked`, as the README tells users,
-/// into a temporary root; the installed `fifo --version` must answer. The
-/// dev profile and the shared target directory keep it to a link.
+/// into a new root under the target directory; the installed `fifo
+/// --version` must answer. It builds the dev profile (`--debug`) into a
+/// target directory of its own: the release build users get would double
+/// the test's build time, and the shared one would be rebuilt with other
+/// features under the tests' feet.
 fn install_check() -> Result<()> {
-    let root = std::env::temp_dir().join(format!("fifo-install-{}", std::process::id()));
-    let root_arg = root.to_string_lossy().into_owned();
-    let target_arg = target_dir().to_string_lossy().into_owned();
-    let installed = cargo(&[
-        "install",
-        "--path",
-        "crates/fifo",
-        "--locked",
-        "--debug",
-        "--quiet",
-        "--root",
-        &root_arg,
-        "--target-dir",
-        &target_arg,
-    ])
-    .and_then(|()| {
+    let dir = target_dir().join("install-check");
+    let root = dir.join("root");
+    // A root left by an interrupted run is ours to remove.
+    let _ = std::fs::remove_dir_all(&root);
+    let mut install = cargo_command();
+    install
+        .args([
+            "install",
+            "--path",
+            "crates/fifo",
+            "--locked",
+            "--debug",
+            "--quiet",
+        ])
+        .arg("--root")
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(dir.join("target"))
+        .current_dir(project_root());
+    let installed = run(&mut install).and_then(|()| {
         let output = Command::new(root.join("bin/fifo"))
             .arg("--version")
             .output()

@@ -92,8 +92,9 @@ pub(crate) enum Command {
     /// Print a shell completion script to stdout
     ///
     /// For example `fifo completions bash > ~/.local/share/bash-completion/completions/fifo`,
-    /// `fifo completions zsh > ~/.zfunc/_fifo` (with ~/.zfunc in fpath), or
-    /// `fifo completions fish > ~/.config/fish/completions/fifo.fish`.
+    /// `fifo completions zsh > ~/.zfunc/_fifo` (with ~/.zfunc in fpath before
+    /// compinit), or `fifo completions fish > ~/.config/fish/completions/fifo.fish`
+    /// (create the directory first if it does not exist). Other flags are ignored.
     Completions {
         #[arg(value_enum)]
         shell: Shell,
@@ -109,14 +110,18 @@ pub(crate) enum Shell {
 }
 
 impl Cli {
-    /// Writes the completion script for `shell` to `out`.
-    pub(crate) fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+    /// The completion script for `shell`.
+    pub(crate) fn completions(shell: Shell) -> Vec<u8> {
         let generator = match shell {
             Shell::Bash => clap_complete::Shell::Bash,
             Shell::Zsh => clap_complete::Shell::Zsh,
             Shell::Fish => clap_complete::Shell::Fish,
         };
-        clap_complete::generate(generator, &mut Cli::command(), "fifo", out);
+        // Written into memory first: clap_complete panics on a failed write,
+        // and a closed stdout (`fifo completions bash | head`) is no error.
+        let mut script = Vec::new();
+        clap_complete::generate(generator, &mut Cli::command(), "fifo", &mut script);
+        script
     }
 }
 

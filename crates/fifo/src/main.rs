@@ -42,7 +42,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Completions { shell } = cli.command {
         // Needs no settings and no SQS.
-        Cli::completions(shell, &mut std::io::stdout().lock());
+        use std::io::Write;
+        std::io::stdout()
+            .lock()
+            .write_all(&Cli::completions(shell))
+            .wrap_err("writing the completion script")?;
         return Ok(ExitCode::SUCCESS);
     }
     let settings = settings::load(cli.global.config.as_deref(), &cli.setting_flags(), |name| {

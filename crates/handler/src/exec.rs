@@ -134,7 +134,7 @@ pub enum Refusal {
     Directory,
     /// Neither a regular file nor a directory: a device, a socket or a FIFO.
     NotAFile,
-    /// The kernel refuses this user (root included) execute access to it.
+    /// The kernel refuses this user execute access to it (for root: no execute bit is set).
     NotExecutable,
     /// Its metadata cannot be read, for a reason other than it being missing.
     Unreadable(io::Error),

@@ -45,7 +45,7 @@ pub struct Message {
     pub body: String,
     /// How many times SQS has delivered it, this delivery included.
     pub receive_count: u32,
-    /// SQS's sequence number: increases with send order within the queue.
+    /// SQS's sequence number: increases with send order within a group.
     pub sequence_number: String,
     /// When SQS accepted it from its sender (`SentTimestamp`), in
     /// milliseconds since the Unix epoch.

@@ -86,7 +86,7 @@ pub enum BadQueueName {
     /// The name does not end in `.fifo`.
     #[error("queue name `{0}` must end in .fifo (try `{0}.fifo`)")]
     NotFifo(String),
-    /// The name is longer than 80 characters, or has nothing before `.fifo`.
+    /// The name is longer than 80 bytes, or has nothing before `.fifo`.
     #[error("queue name `{0}` must be 6 to 80 characters long")]
     Length(String),
     /// The name holds a character other than an ASCII letter, digit, `-` or

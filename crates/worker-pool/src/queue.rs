@@ -92,7 +92,8 @@ pub struct Delivery {
     /// The message group id: the engine runs and deletes a group's messages one
     /// at a time, in order.
     pub group_id: String,
-    /// SQS's sequence number, as decimal text: increases with send order.
+    /// SQS's sequence number, as decimal text: increases with send order within a
+    /// group.
     pub sequence_number: String,
     /// Deliveries so far, this one included.
     pub receive_count: u32,
