@@ -270,20 +270,22 @@ pub(crate) fn load(
         file: file.as_ref(),
     };
     let mut checked = Config::builder();
+    let mut visibility_timeout_origin = Origin::Default;
     for key in KEYS {
-        if let Some(value) = layers.checked(key)? {
+        if let Some(Given { value, origin }) = layers.checked(key)? {
             checked = checked
                 .set_override(key.name, value)
                 .expect("a settings key is a plain name");
+            if key.name == VISIBILITY_TIMEOUT.name {
+                visibility_timeout_origin = origin;
+            }
         }
     }
     let mut settings: Settings = checked
         .build()
         .and_then(Config::try_deserialize)
         .expect("every row of KEYS is a field of Settings, with a value of its kind");
-    settings.visibility_timeout_origin = layers
-        .raw(&VISIBILITY_TIMEOUT)?
-        .map_or(Origin::Default, |given| given.origin);
+    settings.visibility_timeout_origin = visibility_timeout_origin;
     Ok(settings)
 }
 
@@ -404,6 +406,16 @@ struct Given<V> {
     origin: Origin,
 }
 
+impl<V> Given<V> {
+    /// The same origin with the value turned into another.
+    fn map<W>(self, f: impl FnOnce(V) -> W) -> Given<W> {
+        Given {
+            value: f(self.value),
+            origin: self.origin,
+        }
+    }
+}
+
 impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
     /// The highest layer's value as it was written: text from a flag or the
     /// environment, a typed TOML value from the file.
@@ -478,106 +490,120 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
     }
 
     /// The highest layer's value, checked against the key's kind, as a
-    /// value serde reads into [`Settings`].
-    fn checked(&self, key: &Key) -> Result<Option<config::Value>, UserError> {
-        Ok(match key.kind {
-            Kind::Text => self.text(key)?.map(|given| given.value.into()),
+    /// value serde reads into [`Settings`], with where it came from.
+    fn checked(&self, key: &Key) -> Result<Option<Given<config::Value>>, UserError> {
+        let given = match key.kind {
+            Kind::Text => self.text(key)?.map(|given| given.map(Into::into)),
             Kind::QueueUrl => match self.text(key)? {
-                Some(Given { value, origin }) => {
-                    QueueUrl::parse(&value).map_err(|e| {
+                Some(given) => {
+                    QueueUrl::parse(&given.value).map_err(|e| {
                         UserError::new(
-                            format!("{}: {e}", origin.describe(key)),
+                            format!("{}: {e}", given.origin.describe(key)),
                             crate::error::sqs_hint(&e),
                         )
                     })?;
-                    Some(value.into())
+                    Some(given.map(Into::into))
                 }
                 None => None,
             },
             Kind::Whole { low, high } => self
                 .number(key, low, high)?
-                .map(|n| i64::try_from(n).expect("ranges fit in i64").into()),
-            Kind::Seconds { high } => self.seconds(key, high)?.map(Into::into),
-        })
+                .map(|given| given.map(|n| i64::try_from(n).expect("ranges fit in i64").into())),
+            Kind::Seconds { high } => self.seconds(key, high)?.map(|given| given.map(Into::into)),
+        };
+        Ok(given)
+    }
+
+    /// A numeric setting's value as written, or the error that it is not a
+    /// number at all: text in quotes in the file, empty, or another kind of
+    /// TOML value. `wanted` says what it must be.
+    fn numeral(&self, key: &Key, wanted: &str) -> Result<Option<Given<Numeral>>, UserError> {
+        let Some(Given { value, origin }) = self.raw(key)? else {
+            return Ok(None);
+        };
+        let error = |problem: String| origin.error(key, &problem, wanted);
+        let numeral = match value.kind {
+            config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
+                return Err(error(format!(
+                    "is text in quotes (\"{text}\"), not a number; write it without quotes"
+                )));
+            }
+            config::ValueKind::String(text) if text.trim().is_empty() => {
+                return Err(error("is empty".to_owned()));
+            }
+            config::ValueKind::String(text) => Numeral::Text(text.trim().to_owned()),
+            config::ValueKind::I64(n) => Numeral::Whole(i128::from(n)),
+            config::ValueKind::U64(n) => Numeral::Whole(i128::from(n)),
+            config::ValueKind::I128(n) => Numeral::Whole(n),
+            config::ValueKind::U128(n) => Numeral::Whole(i128::try_from(n).unwrap_or(i128::MAX)),
+            config::ValueKind::Float(n) => Numeral::Fraction(n),
+            config::ValueKind::Nil => return Ok(None),
+            _ => return Err(error(format!("is {value}, not a number"))),
+        };
+        Ok(Some(Given {
+            value: numeral,
+            origin,
+        }))
     }
 
     /// A whole number from `low` to `high`: a number in the file, digits
     /// in a flag or variable.
-    fn number(&self, key: &Key, low: u64, high: u64) -> Result<Option<u64>, UserError> {
-        let Some(Given { value, origin }) = self.raw(key)? else {
+    fn number(&self, key: &Key, low: u64, high: u64) -> Result<Option<Given<u64>>, UserError> {
+        let wanted = format!("a whole number from {low} to {high}");
+        let Some(Given { value, origin }) = self.numeral(key, &wanted)? else {
             return Ok(None);
         };
-        let wanted = format!("a whole number from {low} to {high}");
-        let error = |problem: String| origin.error(key, &problem, &wanted);
-        let number: i128 = match value.kind {
-            config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
-                return Err(error(format!(
-                    "is text in quotes (\"{text}\"), not a number; write it without quotes"
-                )));
-            }
-            config::ValueKind::String(text) if text.trim().is_empty() => {
-                return Err(error("is empty".to_owned()));
-            }
-            config::ValueKind::String(text) => match text.trim().parse::<i128>() {
+        let error = |problem: &str| origin.error(key, problem, &wanted);
+        let number = match value {
+            Numeral::Text(text) => match text.parse::<i128>() {
                 Ok(n) => n,
-                Err(_) if is_digits(text.trim()) => {
-                    return Err(error("is out of range".to_owned()));
+                Err(_) if is_digits(&text) => return Err(error("is out of range")),
+                Err(_) if text.parse::<f64>().is_ok() => {
+                    return Err(error("is not a whole number"));
                 }
-                Err(_) if text.trim().parse::<f64>().is_ok() => {
-                    return Err(error("is not a whole number".to_owned()));
-                }
-                Err(_) => return Err(error("is not a number".to_owned())),
+                Err(_) => return Err(error("is not a number")),
             },
-            config::ValueKind::I64(n) => i128::from(n),
-            config::ValueKind::U64(n) => i128::from(n),
-            config::ValueKind::I128(n) => n,
-            config::ValueKind::U128(n) => i128::try_from(n).unwrap_or(i128::MAX),
-            config::ValueKind::Float(_) => return Err(error("is not a whole number".to_owned())),
-            config::ValueKind::Nil => return Ok(None),
-            _ => return Err(error(format!("is {value}, not a number"))),
+            Numeral::Whole(n) => n,
+            Numeral::Fraction(_) => return Err(error("is not a whole number")),
         };
-        u64::try_from(number)
-            .ok()
-            .filter(|n| (low..=high).contains(n))
-            .map(Some)
-            .ok_or_else(|| error("is out of range".to_owned()))
+        match u64::try_from(number) {
+            Ok(n) if (low..=high).contains(&n) => Ok(Some(Given { value: n, origin })),
+            _ => Err(error("is out of range")),
+        }
     }
 
     /// A number of seconds above 0 and at most `high`: a number in the
     /// file (whole or not), digits in a flag or variable.
-    fn seconds(&self, key: &Key, high: f64) -> Result<Option<f64>, UserError> {
-        let Some(Given { value, origin }) = self.raw(key)? else {
+    fn seconds(&self, key: &Key, high: f64) -> Result<Option<Given<f64>>, UserError> {
+        let wanted = format!("a number of seconds above 0 and at most {high}");
+        let Some(Given { value, origin }) = self.numeral(key, &wanted)? else {
             return Ok(None);
         };
-        let wanted = format!("a number of seconds above 0 and at most {high}");
-        let error = |problem: String| origin.error(key, &problem, &wanted);
-        let seconds = match value.kind {
-            config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
-                return Err(error(format!(
-                    "is text in quotes (\"{text}\"), not a number; write it without quotes"
-                )));
-            }
-            config::ValueKind::String(text) if text.trim().is_empty() => {
-                return Err(error("is empty".to_owned()));
-            }
-            config::ValueKind::String(text) => match text.trim().parse::<f64>() {
-                Ok(n) => n,
-                Err(_) => return Err(error("is not a number".to_owned())),
-            },
-            config::ValueKind::I64(n) => n as f64,
-            config::ValueKind::U64(n) => n as f64,
-            config::ValueKind::I128(n) => n as f64,
-            config::ValueKind::U128(n) => n as f64,
-            config::ValueKind::Float(n) => n,
-            config::ValueKind::Nil => return Ok(None),
-            _ => return Err(error(format!("is {value}, not a number"))),
+        let error = |problem: &str| origin.error(key, problem, &wanted);
+        let seconds = match value {
+            Numeral::Text(text) => text.parse::<f64>().map_err(|_| error("is not a number"))?,
+            Numeral::Whole(n) => n as f64,
+            Numeral::Fraction(n) => n,
         };
         if seconds.is_finite() && seconds > 0.0 && seconds <= high {
-            Ok(Some(seconds))
+            Ok(Some(Given {
+                value: seconds,
+                origin,
+            }))
         } else {
-            Err(error("is out of range".to_owned()))
+            Err(error("is out of range"))
         }
     }
+}
+
+/// A numeric setting as written, before its kind reads it.
+enum Numeral {
+    /// From a flag or variable, trimmed and not empty.
+    Text(String),
+    /// A whole TOML number.
+    Whole(i128),
+    /// A TOML number with a fraction.
+    Fraction(f64),
 }
 
 /// Whole-number digits, perhaps with a sign: too many for `i128` is out of
