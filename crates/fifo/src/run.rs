@@ -100,7 +100,7 @@ pub(crate) async fn run(
     }
     let stats = result.wrap_err_with(|| format!("processing {queue_url}"))?;
     stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
-    let failed = stats.failed > 0 || stats.dead_lettered > 0;
+    let failed = stats.failed > 0 || stats.rejected > 0 || stats.dead_lettered > 0;
     Ok(if until_empty_or_limit && failed {
         ExitCode::FAILURE
     } else {
@@ -227,6 +227,9 @@ fn summary(stats: &Stats, elapsed: Duration) -> String {
         stats.dead_lettered,
         stats.released,
     );
+    if stats.rejected > 0 {
+        text += &format!("; {} rejected by the handler", stats.rejected);
+    }
     if stats.lost > 0 {
         text += &format!(
             "; {} given up when SQS could not keep them ours (they come back after their visibility timeout)",

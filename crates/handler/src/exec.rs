@@ -14,7 +14,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{BatchOutcome, Handler, Message, Outcome, Output};
+use crate::{BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater};
+
+/// The exit status that rejects the message (sysexits' `EX_DATAERR`):
+/// it can never succeed and goes to the dead-letter queue now.
+pub const EXIT_REJECT: i32 = 65;
+
+/// The exit status that asks to run the message again later without
+/// counting a failure (sysexits' `EX_TEMPFAIL`).
+pub const EXIT_RETRY_LATER: i32 = 75;
 
 /// How long output is still forwarded after the program exited: enough for
 /// what it wrote just before, while a background child that inherited the
@@ -30,7 +38,9 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Runs a program once per message, directly (never through a shell): the
 /// body on stdin, the metadata in `FIFO_MESSAGE_ID`, `FIFO_GROUP_ID`,
-/// `FIFO_RECEIVE_COUNT` and `FIFO_SEQUENCE_NUMBER`. Exit status 0 is success.
+/// `FIFO_RECEIVE_COUNT` and `FIFO_SEQUENCE_NUMBER`. Exit status 0 is success,
+/// [`EXIT_REJECT`] (65) rejects the message, [`EXIT_RETRY_LATER`] (75)
+/// asks to run it again later; any other is a failure to retry.
 /// With batches, once per batch instead: see [`ExecHandler::handle_batch`].
 ///
 /// The program runs in a process group of its own. Its output lines (any
@@ -275,7 +285,7 @@ impl Handler for ExecHandler {
         if status.success() {
             Ok(())
         } else {
-            Err(self.exited(status).into())
+            Err(self.failure(status, self.exited(status)))
         }
     }
 
@@ -329,13 +339,11 @@ impl Handler for ExecHandler {
                 ),
             },
         };
-        BatchOutcome::failed_at(
-            succeeded,
-            format!(
-                "{failed}{note}; {succeeded} of the batch's {} messages succeeded",
-                messages.len()
-            ),
-        )
+        let error = format!(
+            "{failed}{note}; {succeeded} of the batch's {} messages succeeded",
+            messages.len()
+        );
+        BatchOutcome::failed_at(succeeded, self.failure(status, error))
     }
 }
 
@@ -363,6 +371,17 @@ fn batch_json(messages: &[&Message]) -> Vec<u8> {
 impl ExecHandler {
     fn exited(&self, status: ExitStatus) -> String {
         format!("{} exited with {status}", self.program.display())
+    }
+
+    /// The failure an exit status means: [`EXIT_REJECT`] rejects the
+    /// message, [`EXIT_RETRY_LATER`] asks to run it again later, any other
+    /// is a failure to retry.
+    fn failure(&self, status: ExitStatus, error: String) -> HandlerError {
+        match status.code() {
+            Some(EXIT_REJECT) => Reject::because(error).into(),
+            Some(EXIT_RETRY_LATER) => RetryLater::because(error).into(),
+            _ => error.into(),
+        }
     }
 
     /// Runs the program once with `env`, `input` on stdin, and its output
@@ -730,6 +749,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::Verdict;
     use crate::testing::Capture;
 
     fn message() -> Message {
@@ -813,6 +833,27 @@ mod tests {
         assert!(sh(check).handle(&message()).await.is_ok());
         let err = sh("exit 3").handle(&message()).await.unwrap_err();
         assert!(err.to_string().contains("exit status: 3"), "{err}");
+        assert_eq!(Verdict::of(&err), Verdict::Retry);
+    }
+
+    #[tokio::test]
+    async fn exit_65_rejects_and_75_asks_to_retry_later_alone_or_in_a_batch() {
+        let rejected = sh("exit 65").handle(&message()).await.unwrap_err();
+        assert_eq!(Verdict::of(&rejected), Verdict::Reject);
+        assert!(
+            rejected.to_string().contains("exit status: 65"),
+            "{rejected}"
+        );
+        let later = sh("exit 75").handle(&message()).await.unwrap_err();
+        assert_eq!(Verdict::of(&later), Verdict::RetryLater(None));
+
+        let (first, second) = (message(), message());
+        let batch = [&first, &second];
+        let outcome = sh(r#"echo 1 > "$FIFO_BATCH_DONE"; exit 65"#)
+            .handle_batch(&batch)
+            .await;
+        assert_eq!(outcome.succeeded, 1);
+        assert_eq!(Verdict::of(&outcome.error.unwrap()), Verdict::Reject);
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@
 mod exec;
 mod log;
 pub mod log_line;
+mod outcome;
 mod output;
 #[cfg(test)]
 mod testing;
@@ -30,8 +31,9 @@ mod testing;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-pub use exec::{ExecHandler, ProgramError, Refusal};
+pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
 pub use log::LogHandler;
+pub use outcome::{Reject, RetryLater, Verdict};
 pub use output::Output;
 
 /// One message as a handler sees it.
@@ -57,7 +59,10 @@ pub struct Message {
 /// Why a handler failed; any error type converts into it with `?`.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What a handler returns: `Ok` deletes the message, `Err` retries it.
+/// What a handler returns: `Ok` deletes the message; `Err` retries it,
+/// unless the error is a [`Reject`] (dead-letter it now) or a
+/// [`RetryLater`] (run it again later without counting a failure). See
+/// [`Verdict`].
 pub type Outcome = Result<(), HandlerError>;
 
 /// What a handler of a batch reports: how many messages, from the first,

@@ -10,6 +10,7 @@ pub struct Counters {
     released: AtomicU64,
     deleted: AtomicU64,
     dead_lettered: AtomicU64,
+    rejected: AtomicU64,
     lost: AtomicU64,
     malformed: AtomicU64,
     in_flight: AtomicU64,
@@ -23,9 +24,11 @@ pub struct Stats {
     pub received: u64,
     /// Handler runs that succeeded.
     pub succeeded: u64,
-    /// Messages whose retries ran out; released to come back later.
+    /// Messages whose retries ran out: released to come back later, or
+    /// moved to the dead-letter queue on their last allowed receive.
     pub failed: u64,
-    /// In-process retries.
+    /// In-process retries, those a handler asked for with
+    /// [`fifo_handler::RetryLater`] included.
     pub retried: u64,
     /// Messages handed back to the queue, confirmed by SQS: a failed
     /// message with the rest of its group, or what was not running at
@@ -33,9 +36,12 @@ pub struct Stats {
     pub released: u64,
     /// Deletes SQS confirmed.
     pub deleted: u64,
-    /// Failed messages that had reached the queue's max receive count and
-    /// were moved to the dead-letter queue.
+    /// Messages moved to the dead-letter queue, confirmed by SQS: rejected
+    /// by their handler, or failed on the queue's max receive count.
     pub dead_lettered: u64,
+    /// Messages their handler rejected ([`fifo_handler::Reject`]) on a
+    /// queue with a dead-letter queue: not retried, moved there.
+    pub rejected: u64,
     /// Messages given up: their lease ran out before SQS confirmed an
     /// extension, or SQS no longer accepted their receipt handle. They come
     /// back when their visibility timeout ends.
@@ -60,6 +66,7 @@ impl Stats {
             released: self.released - before.released,
             deleted: self.deleted - before.deleted,
             dead_lettered: self.dead_lettered - before.dead_lettered,
+            rejected: self.rejected - before.rejected,
             lost: self.lost - before.lost,
             malformed: self.malformed - before.malformed,
             ..*self
@@ -79,6 +86,7 @@ impl Counters {
             released: self.released.load(Relaxed),
             deleted: self.deleted.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
             lost: self.lost.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
@@ -112,6 +120,9 @@ impl Counters {
     }
     pub(crate) fn add_dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
     }
     pub(crate) fn set_gauges(&self, in_flight: usize, busy_groups: usize) {
         self.in_flight.store(in_flight as u64, Relaxed);

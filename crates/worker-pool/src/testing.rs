@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use fifo_handler::{Handler, Message, Outcome};
+use fifo_handler::{Handler, Message, Outcome, Reject, RetryLater};
 use tokio::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,24 @@ pub enum Fault {
     Panic(u32),
     /// Hang (longer than any timeout) this many times.
     Hang(u32),
+    /// Reject ([`fifo_handler::Reject`]) this many times.
+    Reject(u32),
+    /// Ask to run again after the delay ([`fifo_handler::RetryLater`]) this
+    /// many times.
+    RetryLater(u32, Duration),
+}
+
+impl Fault {
+    /// How many more runs it applies to.
+    fn left(&mut self) -> &mut u32 {
+        match self {
+            Fault::FailTimes(n)
+            | Fault::Panic(n)
+            | Fault::Hang(n)
+            | Fault::Reject(n)
+            | Fault::RetryLater(n, _) => n,
+        }
+    }
 }
 
 /// A handler that waits `work`, applies any fault set for the body, and
@@ -138,16 +156,14 @@ impl Handler for Recorder {
         }
         let fault = {
             let mut faults = self.faults.lock().unwrap();
-            match faults.get_mut(&message.body) {
-                Some(Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) if *n == 0 => None,
-                Some(fault) => {
-                    let kind = *fault;
-                    let (Fault::FailTimes(n) | Fault::Panic(n) | Fault::Hang(n)) = fault;
-                    *n -= 1;
-                    Some(kind)
-                }
-                None => None,
-            }
+            faults.get_mut(&message.body).and_then(|fault| {
+                let applies = *fault.left() > 0;
+                applies.then(|| {
+                    let before = *fault;
+                    *fault.left() -= 1;
+                    before
+                })
+            })
         };
         let random_failure = self.failure_rate > 0.0 && {
             let mut runs = self.runs.lock().unwrap();
@@ -181,6 +197,12 @@ impl Handler for Recorder {
         drop(record);
         match fault {
             Some(Fault::Panic(_)) => panic!("the handler panics on {}", message.body),
+            Some(Fault::Reject(_)) => {
+                Err(Reject::because(format!("injected reject of {}", message.body)).into())
+            }
+            Some(Fault::RetryLater(_, delay)) => {
+                Err(RetryLater::after(delay, format!("injected wait for {}", message.body)).into())
+            }
             Some(_) => Err(format!("injected failure of {}", message.body).into()),
             None if random_failure => Err(format!("random failure of {}", message.body).into()),
             None => Ok(()),

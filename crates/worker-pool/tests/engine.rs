@@ -328,6 +328,72 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_its_group_continues(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rejected_message_goes_to_the_dead_letter_queue_at_once_and_its_group_continues() {
+    let queue = MemoryQueue::with_redrive(Some(5));
+    fill(&queue, &["g"], 3);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-2", Fault::Reject(u32::MAX));
+    let stats = run_until_done(&queue, &handler, config()).await;
+
+    assert_eq!(queue.dead_letters(), ["g-2"]);
+    assert_eq!(handler.successes()["g"], ["g-1", "g-3"]);
+    let runs_of_g2 = handler.records().iter().filter(|r| r.body == "g-2").count();
+    assert_eq!(runs_of_g2, 1, "a reject skips the retries left");
+    assert_eq!(
+        (
+            stats.rejected,
+            stats.dead_lettered,
+            stats.failed,
+            stats.retried
+        ),
+        (1, 1, 0, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reject_without_a_dead_letter_queue_is_a_failure_never_a_delete() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 2);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::Reject(2));
+    let config = PoolConfig {
+        retries: 3,
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+
+    assert_eq!(handler.successes()["g"], ["g-1", "g-2"]);
+    assert!(queue.dead_letters().is_empty());
+    assert_eq!((stats.rejected, stats.retried, stats.failed), (0, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_later_waits_as_asked_and_counts_no_failure() {
+    let queue = MemoryQueue::with_redrive(Some(2));
+    fill(&queue, &["g"], 2);
+    let wait = Duration::from_secs(7);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::RetryLater(5, wait));
+    // No retries at all: five requests to wait are not failures.
+    let config = PoolConfig {
+        retries: 0,
+        ..config()
+    };
+    let stats = run_until_done(&queue, &handler, config).await;
+
+    assert_eq!(handler.successes()["g"], ["g-1", "g-2"]);
+    assert!(queue.dead_letters().is_empty());
+    assert_eq!((stats.failed, stats.retried, stats.released), (0, 5, 0));
+    let runs: Vec<_> = handler
+        .records()
+        .into_iter()
+        .filter(|r| r.body == "g-1")
+        .collect();
+    assert_eq!(runs.len(), 6);
+    for pair in runs.windows(2) {
+        assert!(pair[1].start - pair[0].end >= wait, "waited as asked");
+        assert_eq!(pair[1].receive_count, 1, "held, not handed back");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_limit_stops_after_that_many_successes() {
     let queue = MemoryQueue::new();
     fill(&queue, &["a", "b", "c"], 4);

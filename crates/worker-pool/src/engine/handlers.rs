@@ -1,6 +1,8 @@
 //! Running handlers: dispatch in the router's order, outcomes, in-process
 //! retries, and cancelling a handler (waiting out its kill grace).
 
+use fifo_handler::Verdict;
+
 use super::*;
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
@@ -168,10 +170,47 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             Attempt::Failed { error, cut_off } => (error, cut_off),
         };
+        let verdict = Verdict::of(&error);
+        let has_dead_letters = self.queue.max_receive_count().is_some();
         let retries = self.config.retries;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         let id = tracked.message.id.clone();
-        if self.phase == Phase::Running && tracked.attempts < retries {
+        if let Verdict::RetryLater(after) = verdict {
+            // Not a failure: the attempt does not count against its retries.
+            let delay = after
+                .unwrap_or_else(|| {
+                    backoff::jittered(
+                        tracked.attempts + 1,
+                        self.config.backoff_base,
+                        self.config.backoff_max,
+                    )
+                })
+                .min(LONGEST_WAIT);
+            self.counters.add_retried();
+            if self.phase == Phase::Running {
+                tracked.state = State::BackingOff;
+                tracing::info!(
+                    "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure"
+                );
+                self.add_timer(Instant::now() + delay, Timer::Retry(key));
+            } else {
+                // Stopping: it goes back with its group, hidden as long as
+                // it asked.
+                tracked.release_after = delay;
+                tracing::info!(
+                    "message {id} of group {group} asked to run again later ({error}); handing it back with the rest of its group, hidden for {delay:?}"
+                );
+                self.router.failed(&group, key);
+            }
+            return;
+        }
+        let rejected = verdict == Verdict::Reject && has_dead_letters;
+        if verdict == Verdict::Reject && !has_dead_letters {
+            tracing::warn!(
+                "message {id} of group {group} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted"
+            );
+        }
+        if self.phase == Phase::Running && !rejected && tracked.attempts < retries {
             tracked.attempts += 1;
             tracked.state = State::BackingOff;
             let attempt = tracked.attempts;
@@ -190,7 +229,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
 
-        self.counters.add_failed();
+        if rejected {
+            self.counters.add_rejected();
+        } else {
+            self.counters.add_failed();
+        }
         if cut_off {
             tracked.kill_ends = Some(Instant::now() + self.config.kill_grace() + KILL_MARGIN);
         }
@@ -199,10 +242,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             .queue
             .max_receive_count()
             .is_some_and(|max| receive_count >= max);
-        if self.phase == Phase::Running && last_receive {
-            tracing::warn!(
-                "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
-            );
+        if self.phase == Phase::Running && (last_receive || rejected) {
+            if rejected {
+                tracing::warn!(
+                    "message {id} of group {group} was rejected by its handler ({error}); moving it to the dead-letter queue"
+                );
+            } else {
+                tracing::warn!(
+                    "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
+                );
+            }
             tracked.dead_letter = true;
             if let Some(gone) = tracked.kill_ends {
                 // Its program may still be ending: the group goes on (and
@@ -322,6 +371,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 fn fresh(tracked: &Tracked) -> bool {
     tracked.attempts == 0 && tracked.message.receive_count <= 1
 }
+
+/// The longest a handler may ask to wait before its message runs again:
+/// SQS's longest visibility timeout.
+const LONGEST_WAIT: Duration = Duration::from_secs(43_200);
 
 /// Beyond the kill grace, for the killed processes to be gone.
 const KILL_MARGIN: Duration = Duration::from_millis(500);

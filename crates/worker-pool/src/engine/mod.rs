@@ -126,8 +126,8 @@ struct Tracked {
     attempts: u32,
     /// Moved to the dead-letter queue instead of deleted when its turn comes.
     dead_letter: bool,
-    /// After a failure: how long it and its lane stay invisible once
-    /// handed back.
+    /// After a failure (or a handler's request to wait): how long it and
+    /// its lane stay invisible once handed back.
     release_after: Duration,
     /// Its handler was cut off: until then its process may still be ending,
     /// so no one else may get the message before.

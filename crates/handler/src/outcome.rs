@@ -1,0 +1,140 @@
+//! The two failures that say more than "retry": [`Reject`] and
+//! [`RetryLater`]. Any other error is a failure under the retry policy.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::HandlerError;
+
+/// What the engine does with a message, from its handler's result. Every
+/// handler maps onto it: the Rust `Handler` by the error it returns
+/// ([`Verdict::of`]), `exec` by exit status, `http` by response status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `Ok`: deleted, and its group goes on.
+    Succeeded,
+    /// Any error but the two below: retried with backoff; once retries run
+    /// out, handed back to the queue with the rest of its group.
+    Retry,
+    /// [`Reject`]: the message can never succeed. Moved to the dead-letter
+    /// queue now, skipping the retries left, and its group goes on. Without
+    /// a dead-letter queue it is a failure like `Retry`, never deleted.
+    Reject,
+    /// [`RetryLater`]: run it again after the delay (`None`: the retry
+    /// policy's next backoff), without counting a failure.
+    RetryLater(Option<Duration>),
+}
+
+impl Verdict {
+    /// The verdict a handler's error asks for: [`Reject`] or
+    /// [`RetryLater`] at the top of the error, otherwise `Retry`.
+    pub fn of(error: &HandlerError) -> Verdict {
+        if error.is::<Reject>() {
+            Verdict::Reject
+        } else if let Some(later) = error.downcast_ref::<RetryLater>() {
+            Verdict::RetryLater(later.after)
+        } else {
+            Verdict::Retry
+        }
+    }
+}
+
+/// A handler's error for a message that can never succeed (bad data, a
+/// request the service refuses for good): it goes to the dead-letter queue
+/// now instead of being retried. Its text is the dead letter's reason.
+///
+/// ```
+/// # use fifo_handler::{Message, Outcome, Reject};
+/// fn parse(message: &Message) -> Outcome {
+///     let _: u64 = message.body.parse().map_err(Reject::because)?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Reject {
+    reason: HandlerError,
+}
+
+impl Reject {
+    /// Rejects for `reason` (an error or a text).
+    pub fn because(reason: impl Into<HandlerError>) -> Reject {
+        Reject {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rejected: {}", self.reason)
+    }
+}
+
+impl std::error::Error for Reject {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.reason)
+    }
+}
+
+/// A handler's error for a message that cannot run now but is not at
+/// fault (a dependency is busy or down for maintenance): it runs again
+/// after a delay, and the attempt does not count against its retries.
+#[derive(Debug)]
+pub struct RetryLater {
+    after: Option<Duration>,
+    reason: HandlerError,
+}
+
+impl RetryLater {
+    /// Retries after the retry policy's next backoff, for `reason`.
+    pub fn because(reason: impl Into<HandlerError>) -> RetryLater {
+        RetryLater {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Retries after `delay` (for example an HTTP `Retry-After`).
+    pub fn after(delay: Duration, reason: impl Into<HandlerError>) -> RetryLater {
+        RetryLater {
+            after: Some(delay),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for RetryLater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.after {
+            Some(delay) => write!(f, "retry in {delay:?}: {}", self.reason),
+            None => write!(f, "retry later: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for RetryLater {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_comes_from_the_error_type() {
+        let plain: HandlerError = "boom".into();
+        assert_eq!(Verdict::of(&plain), Verdict::Retry);
+        let reject: HandlerError = Reject::because("not JSON").into();
+        assert_eq!(Verdict::of(&reject), Verdict::Reject);
+        assert_eq!(reject.to_string(), "rejected: not JSON");
+        let later: HandlerError = RetryLater::after(Duration::from_secs(3), "busy").into();
+        assert_eq!(
+            Verdict::of(&later),
+            Verdict::RetryLater(Some(Duration::from_secs(3)))
+        );
+        let backoff: HandlerError = RetryLater::because("busy").into();
+        assert_eq!(Verdict::of(&backoff), Verdict::RetryLater(None));
+    }
+}
