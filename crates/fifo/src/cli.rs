@@ -201,6 +201,28 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N")]
     pub(crate) batch: Option<String>,
 
+    /// POST each message's body to URL instead of logging it: one request
+    /// per message, with Elastic Beanstalk worker (sqsd) headers; 2xx
+    /// succeeds, --http-reject-status rejects (dead-letters at once), 429 or
+    /// 503 with Retry-After retries after that delay, anything else fails.
+    /// --handler-timeout defaults to 30 s here
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    pub(crate) http: Option<String>,
+
+    /// Receive nothing until URL answers a GET with 2xx (the service behind
+    /// --http is up)
+    #[arg(long, value_name = "URL")]
+    pub(crate) http_ready: Option<String>,
+
+    /// Content-Type of the requests --http sends
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) http_content_type: Option<String>,
+
+    /// The response status that rejects a message: it goes to the
+    /// dead-letter queue at once, without the retries left
+    #[arg(long, value_name = "STATUS")]
+    pub(crate) http_reject_status: Option<String>,
+
     /// log handler: simulated work per message, in milliseconds
     #[arg(
         long,
@@ -354,6 +376,10 @@ impl Cli {
                 add(&settings::HANDLER_TIMEOUT, &args.handler_timeout);
                 add(&settings::SHUTDOWN_TIMEOUT, &args.shutdown_timeout);
                 add(&settings::BATCH, &args.batch);
+                add(&settings::HTTP_URL, &args.http);
+                add(&settings::HTTP_READY, &args.http_ready);
+                add(&settings::HTTP_CONTENT_TYPE, &args.http_content_type);
+                add(&settings::HTTP_REJECT_STATUS, &args.http_reject_status);
             }
             Command::Send(_) | Command::ListQueues(_) | Command::Completions { .. } => {}
         }

@@ -1,4 +1,4 @@
-//! `fifo run`: the engine on an SQS queue with the log or exec handler, a
+//! `fifo run`: the engine on an SQS queue with the log, exec or HTTP handler, a
 //! live status line, and signals mapped to a graceful shutdown.
 
 use std::io::IsTerminal;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_handler::{ExecHandler, LogHandler, Output};
-use fifo_sqs_client::Client;
+use fifo_handler::{ExecHandler, HttpHandler, HttpOptions, LogHandler, Output};
+use fifo_sqs_client::{Client, QueueUrl};
 use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,36 @@ pub(crate) async fn run(
         })?;
         Some(handler)
     };
+    let http = match &settings.http_url {
+        Some(url) => {
+            let options = HttpOptions {
+                queue_name: QueueUrl::parse(&queue_url)
+                    .map(|parsed| parsed.name)
+                    .unwrap_or_default(),
+                content_type: settings.http_content_type.clone(),
+                reject_status: settings.http_reject_status,
+                connections: config.workers,
+            };
+            let handler = HttpHandler::new(url, options).map_err(|e| {
+                UserError::new(
+                    e.to_string(),
+                    Some("check --http, --http-content-type and --http-reject-status".to_owned()),
+                )
+            })?;
+            if exec.is_some() {
+                return Err(UserError::new(
+                    format!("both a command to run and an HTTP URL ({url}) are given"),
+                    Some(
+                        "give one handler: a command after --, or --http (FIFO_HTTP_URL), not both"
+                            .to_owned(),
+                    ),
+                )
+                .into());
+            }
+            Some(handler)
+        }
+        None => None,
+    };
     tokio::spawn(forward_signals(shutdown.clone(), exec.clone()));
     tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
     let counters = Arc::new(Counters::default());
@@ -63,8 +93,8 @@ pub(crate) async fn run(
     let started = Instant::now();
     let until_empty_or_limit = config.until_empty || config.limit.is_some();
     let shutdown_timeout = config.shutdown_timeout;
-    let result = match exec {
-        None => {
+    let result = match (exec, http) {
+        (None, None) => {
             let handler = LogHandler::new(
                 Duration::from_millis(args.work_ms),
                 args.quiet,
@@ -73,7 +103,21 @@ pub(crate) async fn run(
             fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
                 .await
         }
-        Some(handler) => {
+        (None, Some(handler)) => {
+            if let Some(ready) = &settings.http_ready {
+                let ready = fifo_handler::http_url(ready).expect("checked with the settings");
+                let waited = handler.wait_until_ready(&ready, |answer| {
+                    tracing::info!("waiting for {ready} to answer 2xx before receiving ({answer})");
+                });
+                tokio::select! {
+                    () = waited => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+            fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
+                .await
+        }
+        (Some(handler), _) => {
             let programs = handler.clone();
             let result =
                 fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)

@@ -42,6 +42,10 @@ pub(crate) struct Settings {
     pub(crate) handler_timeout: Option<f64>,
     pub(crate) shutdown_timeout: f64,
     pub(crate) batch: u32,
+    pub(crate) http_url: Option<String>,
+    pub(crate) http_ready: Option<String>,
+    pub(crate) http_content_type: String,
+    pub(crate) http_reject_status: u16,
     /// Where the visibility timeout came from, for `fifo run`'s own check.
     #[serde(skip)]
     visibility_timeout_origin: Origin,
@@ -65,6 +69,8 @@ enum Kind {
     Text,
     /// An SQS queue URL.
     QueueUrl,
+    /// An http:// or https:// URL.
+    HttpUrl,
     /// A whole number from `low` to `high`.
     Whole { low: u64, high: u64 },
     /// A number of seconds above 0 and at most `high`, fractions allowed.
@@ -195,6 +201,38 @@ pub(crate) const BATCH: Key = Key {
     kind: Kind::Whole { low: 1, high: 100 },
 };
 
+pub(crate) const HTTP_URL: Key = Key {
+    name: "http_url",
+    env: &["FIFO_HTTP_URL"],
+    flag: "--http",
+    default: None,
+    kind: Kind::HttpUrl,
+};
+pub(crate) const HTTP_READY: Key = Key {
+    name: "http_ready",
+    env: &["FIFO_HTTP_READY"],
+    flag: "--http-ready",
+    default: None,
+    kind: Kind::HttpUrl,
+};
+pub(crate) const HTTP_CONTENT_TYPE: Key = Key {
+    name: "http_content_type",
+    env: &["FIFO_HTTP_CONTENT_TYPE"],
+    flag: "--http-content-type",
+    default: Some("application/json"),
+    kind: Kind::Text,
+};
+pub(crate) const HTTP_REJECT_STATUS: Key = Key {
+    name: "http_reject_status",
+    env: &["FIFO_HTTP_REJECT_STATUS"],
+    flag: "--http-reject-status",
+    default: Some("422"),
+    kind: Kind::Whole {
+        low: 400,
+        high: 599,
+    },
+};
+
 pub(crate) const KEYS: &[&Key] = &[
     &QUEUE_URL,
     &ENDPOINT_URL,
@@ -211,6 +249,10 @@ pub(crate) const KEYS: &[&Key] = &[
     &HANDLER_TIMEOUT,
     &SHUTDOWN_TIMEOUT,
     &BATCH,
+    &HTTP_URL,
+    &HTTP_READY,
+    &HTTP_CONTENT_TYPE,
+    &HTTP_REJECT_STATUS,
 ];
 
 impl Key {
@@ -233,7 +275,7 @@ impl Kind {
     /// A number's range: `1 to 10`, `above 0, at most 86400`.
     fn range(self) -> Option<String> {
         match self {
-            Kind::Text | Kind::QueueUrl => None,
+            Kind::Text | Kind::QueueUrl | Kind::HttpUrl => None,
             Kind::Whole { low, high } => Some(format!("{low} to {high}")),
             Kind::Seconds { high } => Some(format!("above 0, at most {high}")),
         }
@@ -329,7 +371,10 @@ impl Settings {
             retries: self.retries,
             backoff_base: Duration::from_millis(self.backoff_base_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms)),
-            handler_timeout: self.handler_timeout.map(Duration::from_secs_f64),
+            handler_timeout: self
+                .handler_timeout
+                .or(self.http_url.as_ref().map(|_| HTTP_HANDLER_TIMEOUT))
+                .map(Duration::from_secs_f64),
             shutdown_timeout: Duration::from_secs_f64(self.shutdown_timeout),
             cancel_grace: KILL_GRACE,
             until_empty,
@@ -337,6 +382,10 @@ impl Settings {
         })
     }
 }
+
+/// The handler timeout of the HTTP handler unless one is set: a request
+/// never answered must not hold its group for ever.
+const HTTP_HANDLER_TIMEOUT: f64 = 30.0;
 
 /// How long a program gets between SIGTERM and SIGKILL when fifo ends it
 /// (at most a twelfth of the visibility timeout, see `PoolConfig::kill_grace`).
@@ -500,6 +549,22 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
                         UserError::new(
                             format!("{}: {e}", given.origin.describe(key)),
                             crate::error::sqs_hint(&e),
+                        )
+                    })?;
+                    Some(given.map(Into::into))
+                }
+                None => None,
+            },
+            Kind::HttpUrl => match self.text(key)? {
+                Some(given) => {
+                    fifo_handler::http_url(&given.value).map_err(|e| {
+                        UserError::new(
+                            format!("{}: {e}", given.origin.describe(key)),
+                            Some(
+                                given
+                                    .origin
+                                    .fix(key, "a URL such as http://localhost:8080/work"),
+                            ),
                         )
                     })?;
                     Some(given.map(Into::into))
@@ -749,6 +814,10 @@ mod tests {
                 handler_timeout: None,
                 shutdown_timeout: 30.0,
                 batch: 1,
+                http_url: None,
+                http_ready: None,
+                http_content_type: "application/json".to_owned(),
+                http_reject_status: 422,
                 visibility_timeout_origin: Origin::Default,
             }
         );
@@ -858,7 +927,7 @@ mod tests {
             let range = match key.kind {
                 Kind::Whole { low, high } => format!("{low}–{high}"),
                 Kind::Seconds { high } => format!("seconds, above 0, ≤ {high}"),
-                Kind::Text | Kind::QueueUrl => continue,
+                Kind::Text | Kind::QueueUrl | Kind::HttpUrl => continue,
             };
             assert_eq!(columns[4], range, "the range in {row}");
         }

@@ -14,7 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater};
+use crate::{
+    BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater, trace,
+};
 
 /// The exit status that rejects the message (sysexits' `EX_DATAERR`):
 /// it can never succeed and goes to the dead-letter queue now.
@@ -38,7 +40,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Runs a program once per message, directly (never through a shell): the
 /// body on stdin, the metadata in `FIFO_MESSAGE_ID`, `FIFO_GROUP_ID`,
-/// `FIFO_RECEIVE_COUNT` and `FIFO_SEQUENCE_NUMBER`. Exit status 0 is success,
+/// `FIFO_RECEIVE_COUNT`, `FIFO_SEQUENCE_NUMBER` and `FIFO_ATTEMPT` (and the
+/// sender's trace context in `TRACEPARENT`, when it sent one). Exit status 0 is success,
 /// [`EXIT_REJECT`] (65) rejects the message, [`EXIT_RETRY_LATER`] (75)
 /// asks to run it again later; any other is a failure to retry.
 /// With batches, once per batch instead: see [`ExecHandler::handle_batch`].
@@ -273,12 +276,16 @@ fn check_interpreter(path: &Path) -> Result<(), Refusal> {
 
 impl Handler for ExecHandler {
     async fn handle(&self, message: &Message) -> Outcome {
-        let env = [
+        let mut env = vec![
             ("FIFO_MESSAGE_ID", message.id.clone()),
             ("FIFO_GROUP_ID", message.group_id.clone()),
             ("FIFO_RECEIVE_COUNT", message.receive_count.to_string()),
             ("FIFO_SEQUENCE_NUMBER", message.sequence_number.clone()),
+            ("FIFO_ATTEMPT", message.attempt.to_string()),
         ];
+        if let Some(parent) = trace::traceparent(message) {
+            env.push(("TRACEPARENT", parent));
+        }
         let status = self
             .run(&env, message.body.as_bytes(), &message.group_id)
             .await?;
@@ -306,11 +313,14 @@ impl Handler for ExecHandler {
                 );
             }
         };
-        let env = [
+        let mut env = vec![
             ("FIFO_GROUP_ID", first.group_id.clone()),
             ("FIFO_BATCH_SIZE", messages.len().to_string()),
             ("FIFO_BATCH_DONE", done.path().display().to_string()),
         ];
+        if let Some(parent) = trace::traceparent(first) {
+            env.push(("TRACEPARENT", parent));
+        }
         let status = match self.run(&env, &batch_json(messages), &first.group_id).await {
             Ok(status) => status,
             Err(e) => return BatchOutcome::failed_at(0, e),
@@ -759,8 +769,8 @@ mod tests {
             body: "hello".to_owned(),
             receive_count: 2,
             sequence_number: "42".to_owned(),
-            sent_timestamp_ms: 0,
-            attributes: Default::default(),
+            attempt: 1,
+            ..Message::default()
         }
     }
 
@@ -829,8 +839,15 @@ mod tests {
     #[tokio::test]
     async fn passes_body_and_metadata_and_reads_the_exit_status() {
         let check = r#"test "$(cat)" = hello && test "$FIFO_MESSAGE_ID" = m-1 && test "$FIFO_GROUP_ID" = g \
-            && test "$FIFO_RECEIVE_COUNT" = 2 && test "$FIFO_SEQUENCE_NUMBER" = 42"#;
+            && test "$FIFO_RECEIVE_COUNT" = 2 && test "$FIFO_SEQUENCE_NUMBER" = 42 \
+            && test "$FIFO_ATTEMPT" = 1 && test -z "${TRACEPARENT+set}""#;
         assert!(sh(check).handle(&message()).await.is_ok());
+        let mut traced = message();
+        traced
+            .attributes
+            .insert("traceparent".to_owned(), "00-ab-cd-01".to_owned());
+        let check = r#"test "$TRACEPARENT" = 00-ab-cd-01"#;
+        assert!(sh(check).handle(&traced).await.is_ok());
         let err = sh("exit 3").handle(&message()).await.unwrap_err();
         assert!(err.to_string().contains("exit status: 3"), "{err}");
         assert_eq!(Verdict::of(&err), Verdict::Retry);

@@ -1,7 +1,9 @@
-//! The `Handler` trait that user code implements, the `Message` it gets, the
-//! built-in handlers of the `fifo` command, `log` (print, optionally simulate
-//! work) and `exec` (run a program per message), and `Output`, through which
-//! handlers write to stdout and stderr.
+//! The `Handler` trait that user code implements, the `Message` it gets,
+//! the outcome contract (`Reject`, `RetryLater`, `Verdict`), the built-in
+//! handlers of the `fifo` command, `log` (print, optionally simulate
+//! work), `exec` (run a program per message) and `http` (POST each message
+//! to a service), and `Output`, through which handlers write to stdout and
+//! stderr.
 //!
 //! A handler is called for one message at a time per group (or one batch of
 //! a group's consecutive messages), in the group's order; it may be called
@@ -15,29 +17,33 @@
 //! writes on threads of its own and makes a handler wait, not the thread,
 //! when the reader of our output is slow; its failure never fails a message.
 //!
-//! Layout: `log.rs` and `exec.rs` are the built-in handlers, `log_line.rs`
-//! the log handler's line format (written and read back), `output.rs` the
-//! writer threads.
+//! Layout: `log.rs`, `exec.rs` and `http.rs` are the built-in handlers,
+//! `log_line.rs` the log handler's line format (written and read back),
+//! `outcome.rs` the failures that say more than "retry", `trace.rs` the
+//! trace context passed on, `output.rs` the writer threads.
 #![warn(missing_docs)]
 
 mod exec;
+mod http;
 mod log;
 pub mod log_line;
 mod outcome;
 mod output;
 #[cfg(test)]
 mod testing;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
+pub use http::{HttpError, HttpHandler, HttpOptions, http_url};
 pub use log::LogHandler;
 pub use outcome::{Reject, RetryLater, Verdict};
 pub use output::Output;
 
 /// One message as a handler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// SQS's message ID: the same on every delivery of the message.
     pub id: String,
@@ -52,6 +58,18 @@ pub struct Message {
     /// When SQS accepted it from its sender (`SentTimestamp`), in
     /// milliseconds since the Unix epoch.
     pub sent_timestamp_ms: u64,
+    /// When SQS first delivered it (`ApproximateFirstReceiveTimestamp`), in
+    /// milliseconds since the Unix epoch; 0 when unknown.
+    pub first_received_ms: u64,
+    /// Its `MessageDeduplicationId`, when SQS gave it.
+    pub deduplication_id: Option<String>,
+    /// The sender's trace context from SQS's `AWSTraceHeader` system
+    /// attribute, if any.
+    pub trace_header: Option<String>,
+    /// Which attempt of this delivery it is: 1, then 2 on the retry after
+    /// a failure, and so on; a [`RetryLater`] does not count. A
+    /// redelivery by SQS starts again at 1 (see `receive_count`).
+    pub attempt: u32,
     /// Message attributes with string values.
     pub attributes: BTreeMap<String, String>,
 }

@@ -72,8 +72,8 @@ mod tests {
             body: body.to_owned(),
             receive_count: 1,
             sequence_number: seq.to_string(),
-            sent_timestamp_ms: 0,
-            attributes: Default::default(),
+            attempt: 1,
+            ..Message::default()
         }
     }
 

@@ -256,6 +256,15 @@ pub struct ReceivedMessage {
     /// When SQS accepted the message, in milliseconds since the Unix epoch
     /// (`SentTimestamp`).
     pub sent_timestamp_ms: u64,
+    /// When SQS first handed the message to a receiver, in milliseconds
+    /// since the Unix epoch (`ApproximateFirstReceiveTimestamp`); 0 when
+    /// the response lacks it.
+    pub first_received_ms: u64,
+    /// The `MessageDeduplicationId` it was sent with, or SQS computed.
+    pub deduplication_id: Option<String>,
+    /// The `AWSTraceHeader` system attribute (X-Ray trace context), if the
+    /// sender set one.
+    pub trace_header: Option<String>,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, MessageAttribute>,
 }
@@ -822,6 +831,16 @@ fn received_message(
             ))
         })?,
         sent_timestamp_ms,
+        first_received_ms: system
+            .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0),
+        deduplication_id: system
+            .get(&MessageSystemAttributeName::MessageDeduplicationId)
+            .cloned(),
+        trace_header: system
+            .get(&MessageSystemAttributeName::AwsTraceHeader)
+            .cloned(),
         attributes,
     })
 }

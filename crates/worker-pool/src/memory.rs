@@ -392,6 +392,9 @@ impl MemoryQueue {
                     sequence_number: format!("{:020}", message.sequence),
                     receive_count: message.receive_count,
                     sent_timestamp_ms: 0,
+                    first_received_ms: 0,
+                    deduplication_id: None,
+                    trace_header: None,
                     attributes: Default::default(),
                 });
                 index += 1;

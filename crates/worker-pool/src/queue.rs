@@ -100,6 +100,14 @@ pub struct Delivery {
     /// When the queue accepted the message (SQS's `SentTimestamp`), in ms since
     /// the Unix epoch; 0 from the in-memory queue.
     pub sent_timestamp_ms: u64,
+    /// When the queue first delivered it, in ms since the Unix epoch; 0
+    /// when unknown.
+    pub first_received_ms: u64,
+    /// Its de-duplication id, when the queue says.
+    pub deduplication_id: Option<String>,
+    /// The trace context the sender attached as a system attribute
+    /// (SQS's `AWSTraceHeader`), if any.
+    pub trace_header: Option<String>,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, Attribute>,
 }

@@ -241,6 +241,9 @@ fn received(output: ReceiveOutput) -> Received {
                 sequence_number: m.sequence_number,
                 receive_count: m.receive_count,
                 sent_timestamp_ms: m.sent_timestamp_ms,
+                first_received_ms: m.first_received_ms,
+                deduplication_id: m.deduplication_id,
+                trace_header: m.trace_header,
                 attributes: m
                     .attributes
                     .into_iter()

@@ -68,6 +68,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     .is_some_and(|t| t.expires > safe_until && fresh(t))
             }));
         }
+        for k in &keys {
+            let tracked = self.tracked.get_mut(k).expect("tracked");
+            let attempt = tracked.attempts + 1;
+            if tracked.message.attempt != attempt {
+                Arc::make_mut(&mut tracked.message).attempt = attempt;
+            }
+        }
         let messages = keys
             .iter()
             .map(|k| self.tracked[k].message.clone())

@@ -346,6 +346,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             receive_count: received.receive_count,
             sequence_number: received.sequence_number,
             sent_timestamp_ms: received.sent_timestamp_ms,
+            first_received_ms: received.first_received_ms,
+            deduplication_id: received.deduplication_id,
+            trace_header: received.trace_header,
+            attempt: 1,
             attributes: received
                 .attributes
                 .iter()

@@ -1,0 +1,333 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, trace};
+
+/// How much of a failed response's body goes into the error (and so into a
+/// dead letter's reason).
+const BODY_IN_ERROR: usize = 256;
+
+/// How often [`HttpHandler::wait_until_ready`] asks again.
+const READY_POLL: Duration = Duration::from_millis(500);
+
+/// How an [`HttpHandler`] talks to its service.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The queue's name, sent as `X-Aws-Sqsd-Queue`.
+    pub queue_name: String,
+    /// The `Content-Type` of each request.
+    pub content_type: String,
+    /// The response status that rejects a message (for example 422).
+    pub reject_status: u16,
+    /// Connections kept alive for reuse: as many as requests run at once.
+    pub connections: usize,
+}
+
+/// POSTs each message's body to a URL, one request per message, with the
+/// headers of Elastic Beanstalk's worker daemon (`sqsd`), so a worker app
+/// written for it runs unchanged, plus fifo's own:
+///
+/// | header | value |
+/// |---|---|
+/// | `X-Aws-Sqsd-Msgid` | the message id |
+/// | `X-Aws-Sqsd-Queue` | the queue's name |
+/// | `X-Aws-Sqsd-First-Received-At` | first delivery, ISO 8601 UTC |
+/// | `X-Aws-Sqsd-Receive-Count` | deliveries so far, this one included |
+/// | `X-Aws-Sqsd-Attr-NAME` | each String or Number message attribute |
+/// | `X-Fifo-Group-Id` | the message group id |
+/// | `X-Fifo-Sequence-Number` | SQS's sequence number |
+/// | `X-Fifo-Deduplication-Id` | the de-duplication id, when known |
+/// | `X-Fifo-Attempt` | the attempt in this delivery, from 1 |
+/// | `traceparent` | the sender's trace context, when it sent one |
+///
+/// The answer decides: any 2xx succeeds; the reject status rejects
+/// ([`Reject`]); 429 or 503 with `Retry-After` asks to retry after that
+/// delay ([`RetryLater`]); any other status, a refused connection or a
+/// network error fails under the retry policy. The engine's handler
+/// timeout bounds each request (dropping it closes its connection).
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    queue_name: HeaderValue,
+    content_type: HeaderValue,
+    reject_status: StatusCode,
+}
+
+/// Why an [`HttpHandler`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL does not parse, or is not http or https.
+    #[error("{url:?} is not an http:// or https:// URL{why}")]
+    BadUrl {
+        /// As given.
+        url: String,
+        /// What is wrong with it, after a colon; empty for a scheme
+        /// other than http or https.
+        why: String,
+    },
+    /// A header value given cannot be sent (it has control characters).
+    #[error("{what} {value:?} cannot be sent as an HTTP header")]
+    BadHeader {
+        /// Which option.
+        what: &'static str,
+        /// As given.
+        value: String,
+    },
+    /// The reject status is not a status from 100 to 599.
+    #[error("{0} is not an HTTP status (100 to 599)")]
+    BadStatus(u16),
+    /// The HTTP client could not be set up (no TLS roots, for example).
+    #[error("cannot set up the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Parses `url` as an http or https URL.
+pub fn http_url(url: &str) -> Result<reqwest::Url, HttpError> {
+    let bad = |why: String| HttpError::BadUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!(": {e}")))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
+        _ => Err(bad(String::new())),
+    }
+}
+
+impl HttpHandler {
+    /// A handler POSTing to `url`.
+    pub fn new(url: &str, options: HttpOptions) -> Result<HttpHandler, HttpError> {
+        let header = |what, value: &str| {
+            HeaderValue::from_str(value).map_err(|_| HttpError::BadHeader {
+                what,
+                value: value.to_owned(),
+            })
+        };
+        let reject_status = StatusCode::from_u16(options.reject_status)
+            .map_err(|_| HttpError::BadStatus(options.reject_status))?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(options.connections)
+            // A worker app behind us may be slow to answer, never slow to
+            // accept: a connection that takes longer is a failure.
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(HttpError::Client)?;
+        Ok(HttpHandler {
+            client,
+            url: http_url(url)?,
+            queue_name: header("the queue name", &options.queue_name)?,
+            content_type: header("the content type", &options.content_type)?,
+            reject_status,
+        })
+    }
+
+    /// Waits until `url` answers a GET with 2xx (a sidecar's app is up),
+    /// asking every half second; `waiting` is called once when the first
+    /// answer is not 2xx, with what it was.
+    pub async fn wait_until_ready(&self, url: &reqwest::Url, waiting: impl FnOnce(&str)) {
+        let mut waiting = Some(waiting);
+        loop {
+            let answer = match self.client.get(url.clone()).send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => format!("it answered {}", response.status()),
+                Err(e) => error_chain(&e),
+            };
+            if let Some(waiting) = waiting.take() {
+                waiting(&answer);
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    fn headers(&self, message: &Message) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, self.content_type.clone());
+        headers.insert("x-aws-sqsd-queue", self.queue_name.clone());
+        let mut text = |name: &str, value: &str| {
+            // Values that cannot be a header (control characters) are left
+            // out rather than failing the message: the body is what counts.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        };
+        text("x-aws-sqsd-msgid", &message.id);
+        text(
+            "x-aws-sqsd-receive-count",
+            &message.receive_count.to_string(),
+        );
+        if message.first_received_ms > 0 {
+            text(
+                "x-aws-sqsd-first-received-at",
+                &iso_8601(message.first_received_ms),
+            );
+        }
+        for (name, value) in &message.attributes {
+            text(&format!("x-aws-sqsd-attr-{name}"), value);
+        }
+        text("x-fifo-group-id", &message.group_id);
+        text("x-fifo-sequence-number", &message.sequence_number);
+        if let Some(id) = &message.deduplication_id {
+            text("x-fifo-deduplication-id", id);
+        }
+        text("x-fifo-attempt", &message.attempt.to_string());
+        if let Some(parent) = trace::traceparent(message) {
+            text("traceparent", &parent);
+        }
+        headers
+    }
+}
+
+impl Handler for HttpHandler {
+    async fn handle(&self, message: &Message) -> Outcome {
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers(message))
+            .body(message.body.clone())
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => return Err(format!("POST {}: {}", self.url, error_chain(&e)).into()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| retry_after(value.to_str().ok()?, SystemTime::now()));
+        // Some of the body, for the log and a dead letter's reason.
+        let mut body = Vec::new();
+        while body.len() < BODY_IN_ERROR
+            && let Ok(Some(chunk)) = response.chunk().await
+        {
+            body.extend_from_slice(&chunk);
+        }
+        body.truncate(BODY_IN_ERROR);
+        let body = String::from_utf8_lossy(&body);
+        let mut error = format!("POST {} answered {status}", self.url);
+        if !body.trim().is_empty() {
+            error += &format!(": {}", body.trim());
+        }
+        Err(failure(status, self.reject_status, retry_after, error))
+    }
+}
+
+/// What a status that is not 2xx means.
+fn failure(
+    status: StatusCode,
+    reject_status: StatusCode,
+    retry_after: Option<Duration>,
+    error: String,
+) -> HandlerError {
+    let busy = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    match retry_after {
+        _ if status == reject_status => Reject::because(error).into(),
+        Some(delay) if busy => RetryLater::after(delay, error).into(),
+        _ => error.into(),
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (a date already past
+/// is no wait).
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `2026-11-26T09:30:00Z` from milliseconds since the epoch, as `sqsd`
+/// writes its timestamps.
+fn iso_8601(ms: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from(at)
+        .format(format)
+        .unwrap_or_default()
+}
+
+/// An error with its causes: reqwest's own text hides them ("error sending
+/// request"), and the cause is what tells refused from timed out.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Verdict;
+
+    #[test]
+    fn statuses_map_onto_the_outcome_contract() {
+        let verdict = |status: u16, after: Option<u64>| {
+            let error = failure(
+                StatusCode::from_u16(status).unwrap(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                after.map(Duration::from_secs),
+                "answered".to_owned(),
+            );
+            Verdict::of(&error)
+        };
+        assert_eq!(verdict(422, None), Verdict::Reject);
+        assert_eq!(
+            verdict(429, Some(2)),
+            Verdict::RetryLater(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            verdict(503, Some(0)),
+            Verdict::RetryLater(Some(Duration::ZERO))
+        );
+        assert_eq!(verdict(503, None), Verdict::Retry, "no Retry-After");
+        assert_eq!(
+            verdict(500, Some(2)),
+            Verdict::Retry,
+            "only 429 and 503 wait"
+        );
+        assert_eq!(verdict(404, None), Verdict::Retry);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn first_received_is_iso_8601_utc() {
+        assert_eq!(iso_8601(1_764_149_400_123), "2025-11-26T09:30:00Z");
+    }
+
+    #[test]
+    fn only_http_urls_are_taken() {
+        assert!(http_url("http://localhost:8080/work").is_ok());
+        assert!(http_url("https://example.com").is_ok());
+        let err = http_url("ftp://example.com").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#""ftp://example.com" is not an http:// or https:// URL"#
+        );
+        assert!(http_url("localhost:8080").is_err());
+    }
+}
