@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::records::{Event, Record, assert_order, numbered_groups, runs};
 use common::*;
+use fifo_sqs_client::{AttributeValue, MessageAttribute, OutgoingMessage, ReceivedMessage};
 
 /// What the worker app answers to one request.
 #[derive(Debug, Clone, Copy)]
@@ -274,11 +275,45 @@ async fn a_response_slower_than_the_visibility_timeout_is_processed_once() {
     assert!(all.iter().all(|r| r.receive_count == 1), "{all:?}");
 }
 
+/// A String attribute.
+fn attribute(value: &str) -> MessageAttribute {
+    MessageAttribute {
+        data_type: "String".to_owned(),
+        value: AttributeValue::Text(value.to_owned()),
+    }
+}
+
+fn text_of(message: &ReceivedMessage, name: &str) -> String {
+    match &message.attributes.get(name).map(|a| &a.value) {
+        Some(AttributeValue::Text(text)) => text.clone(),
+        other => panic!("no text attribute {name}: {other:?} in {message:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_message_is_dead_lettered_at_once_and_its_group_goes_on() {
+async fn a_rejected_message_is_dead_lettered_at_once_with_why_and_its_group_goes_on() {
     let name = unique_queue_name("h-reject");
     let url = create_queue(&name, &["--dlq", "--max-receive-count", "5"]);
-    send(&url, &["--groups", "2", "--count", "6"]);
+    // group-1: seq 1, 2 (with attributes and a trace context), 3.
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let messages: Vec<OutgoingMessage> = (1..=3)
+        .map(|seq| OutgoingMessage {
+            body: format!(r#"{{"group":"group-1","seq":{seq}}}"#),
+            group_id: "group-1".to_owned(),
+            dedup_id: Some(format!("{name}-{seq}")),
+            attributes: if seq == 2 {
+                [
+                    ("tenant".to_owned(), attribute("acme")),
+                    ("traceparent".to_owned(), attribute(trace)),
+                ]
+                .into()
+            } else {
+                Default::default()
+            },
+        })
+        .collect();
+    let sent = client().await.send_batch(&url, &messages).await.unwrap();
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
     let (app, addr) = serve(|group, seq, _| match (group, seq) {
         ("group-1", 2) => Answer::Status(422),
         _ => Answer::Ok,
@@ -302,6 +337,11 @@ async fn a_rejected_message_is_dead_lettered_at_once_and_its_group_goes_on() {
         .filter(|s| s.group == "group-1" && s.seq == 2)
         .collect();
     assert_eq!(rejected.len(), 1, "a reject is not retried");
+    assert_eq!(
+        header(&rejected[0].headers, "x-aws-sqsd-attr-tenant"),
+        "acme"
+    );
+    assert_eq!(header(&rejected[0].headers, "traceparent"), trace);
     let group_1: Vec<u64> = seen
         .iter()
         .filter(|s| s.group == "group-1" && s.answered == 200)
@@ -312,6 +352,22 @@ async fn a_rejected_message_is_dead_lettered_at_once_and_its_group_goes_on() {
     let base = name.strip_suffix(".fifo").unwrap();
     let dead = drain(&client().await, &queue_url(&format!("{base}-dlq.fifo"))).await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].group_id, "group-1");
-    assert_eq!(seq(&dead[0]), 2);
+    let dead = &dead[0];
+    assert_eq!(dead.group_id, "group-1");
+    assert_eq!(seq(dead), 2);
+    // The original's attributes, and why, read back from the queue.
+    assert_eq!(text_of(dead, "tenant"), "acme");
+    assert_eq!(text_of(dead, "traceparent"), trace);
+    let reason = text_of(dead, "fifo.reason");
+    assert!(
+        reason.starts_with("rejected: POST http://")
+            && reason.contains("422")
+            && reason.contains("the app says no"),
+        "{reason}"
+    );
+    assert_eq!(text_of(dead, "fifo.status"), "HTTP 422");
+    assert_eq!(text_of(dead, "fifo.attempts"), "1");
+    assert_eq!(text_of(dead, "fifo.receive-count"), "1");
+    assert_eq!(text_of(dead, "fifo.source-queue"), url);
+    assert!(text_of(dead, "fifo.failed-at").ends_with('Z'));
 }

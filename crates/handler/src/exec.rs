@@ -15,7 +15,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::{
-    BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater, trace,
+    BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater, StatusError,
+    trace,
 };
 
 /// The exit status that rejects the message (sysexits' `EX_DATAERR`):
@@ -387,6 +388,7 @@ impl ExecHandler {
     /// message, [`EXIT_RETRY_LATER`] asks to run it again later, any other
     /// is a failure to retry.
     fn failure(&self, status: ExitStatus, error: String) -> HandlerError {
+        let error = StatusError::new(status.to_string(), error);
         match status.code() {
             Some(EXIT_REJECT) => Reject::because(error).into(),
             Some(EXIT_RETRY_LATER) => RetryLater::because(error).into(),

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, trace};
+use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError, trace};
 
 /// How much of a failed response's body goes into the error (and so into a
 /// dead letter's reason).
@@ -217,6 +217,7 @@ impl Handler for HttpHandler {
         if !body.trim().is_empty() {
             error += &format!(": {}", body.trim());
         }
+        let error = StatusError::new(format!("HTTP {}", status.as_u16()), error);
         Err(failure(status, self.reject_status, retry_after, error))
     }
 }
@@ -226,7 +227,7 @@ fn failure(
     status: StatusCode,
     reject_status: StatusCode,
     retry_after: Option<Duration>,
-    error: String,
+    error: StatusError,
 ) -> HandlerError {
     let busy = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
     match retry_after {
@@ -281,7 +282,7 @@ mod tests {
                 StatusCode::from_u16(status).unwrap(),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 after.map(Duration::from_secs),
-                "answered".to_owned(),
+                StatusError::new(format!("HTTP {status}"), "answered"),
             );
             Verdict::of(&error)
         };

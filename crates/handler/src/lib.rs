@@ -39,7 +39,7 @@ use std::future::Future;
 pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
 pub use http::{HttpError, HttpHandler, HttpOptions, http_url};
 pub use log::LogHandler;
-pub use outcome::{Reject, RetryLater, Verdict};
+pub use outcome::{Reject, RetryLater, StatusError, Verdict, status_of};
 pub use output::Output;
 
 /// One message as a handler sees it.

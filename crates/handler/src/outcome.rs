@@ -118,6 +118,46 @@ impl std::error::Error for RetryLater {
     }
 }
 
+/// A failure that carries how the work ended: a program's exit status
+/// (`exit status: 3`) or a service's answer (`HTTP 500`). The engine puts
+/// it in a dead letter's attributes; [`status_of`] finds it under a
+/// [`Reject`] or [`RetryLater`] too.
+#[derive(Debug)]
+pub struct StatusError {
+    status: String,
+    text: String,
+}
+
+impl StatusError {
+    /// A failure whose status is `status` and whose text is `text`.
+    pub fn new(status: impl Into<String>, text: impl Into<String>) -> StatusError {
+        StatusError {
+            status: status.into(),
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// The status of a [`StatusError`] in `error` or its causes, if any.
+pub fn status_of(error: &HandlerError) -> Option<&str> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<StatusError>() {
+            return Some(&found.status);
+        }
+        current = error.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +176,17 @@ mod tests {
         );
         let backoff: HandlerError = RetryLater::because("busy").into();
         assert_eq!(Verdict::of(&backoff), Verdict::RetryLater(None));
+    }
+
+    #[test]
+    fn a_status_is_found_under_a_reject() {
+        let plain: HandlerError = StatusError::new("HTTP 500", "POST answered 500").into();
+        assert_eq!(status_of(&plain), Some("HTTP 500"));
+        assert_eq!(plain.to_string(), "POST answered 500");
+        let rejected: HandlerError =
+            Reject::because(StatusError::new("exit status: 65", "exited with 65")).into();
+        assert_eq!(status_of(&rejected), Some("exit status: 65"));
+        let none: HandlerError = "boom".into();
+        assert_eq!(status_of(&none), None);
     }
 }

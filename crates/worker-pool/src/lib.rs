@@ -36,8 +36,8 @@ use std::time::Duration;
 
 pub use engine::{run, run_observed};
 pub use queue::{
-    Attribute, AttributeValue, DeadLetterCopy, Delivery, EntryFailure, Malformed, Queue,
-    QueueError, QueueErrorKind, ReceiveRequest, Received,
+    Attribute, AttributeValue, DeadLetterCopy, DeadLetterReason, Delivery, EntryFailure, Malformed,
+    Queue, QueueError, QueueErrorKind, ReceiveRequest, Received,
 };
 #[cfg(feature = "sqs")]
 pub use sqs::{OpenError, SqsQueue};

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use crate::queue::{
-    DeadLetterCopy, Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, ReceiveRequest,
-    Received,
+    DeadLetterCopy, DeadLetterReason, Delivery, EntryFailure, Queue, QueueError, QueueErrorKind,
+    ReceiveRequest, Received,
 };
 
 /// One queue; clones share it. [`MemoryQueue::view`] gives another handle
@@ -94,6 +94,8 @@ struct State {
     /// Current receipt handle → (group index, sequence).
     handles: HashMap<String, (usize, u64)>,
     dead_letters: Vec<Stored>,
+    /// The reasons the engine gave for its dead-letter moves, in order.
+    dead_letter_reasons: Vec<DeadLetterReason>,
     /// Bodies deleted, and when (unless `no_history`).
     deletions: Vec<(String, Instant)>,
     deleted: u64,
@@ -305,6 +307,12 @@ impl MemoryQueue {
             .iter()
             .map(|m| m.body.clone())
             .collect()
+    }
+
+    /// Why the engine moved each message it moved to the dead-letter
+    /// queue, in order (the queue's own redrive gives none).
+    pub fn dead_letter_reasons(&self) -> Vec<DeadLetterReason> {
+        self.lock().dead_letter_reasons.clone()
     }
 
     /// Bodies deleted, and when, in the order they were.
@@ -659,7 +667,7 @@ impl Queue for MemoryQueue {
     async fn dead_letter(
         &self,
         receipt_handle: &str,
-        _copy: &DeadLetterCopy,
+        copy: &DeadLetterCopy,
     ) -> Result<(), QueueError> {
         self.faulty(Call::DeadLetter, async || {
             let moved = self
@@ -673,6 +681,7 @@ impl Queue for MemoryQueue {
                 }
                 state.deleted -= 1;
                 state.dead_letters.push(moved);
+                state.dead_letter_reasons.push(copy.why.clone());
             }
             drop(state);
             self.changed.notify_waiters();

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::SystemTime;
 
 /// The few queue operations the engine needs. Implemented for SQS by
 /// `SqsQueue` (feature `sqs`) and in memory by [`crate::memory::MemoryQueue`].
@@ -165,6 +166,118 @@ pub struct DeadLetterCopy {
     pub dedup_id: String,
     /// The original message attributes, Binary ones included.
     pub attributes: BTreeMap<String, Attribute>,
+    /// Why it is dead-lettered, for the attributes fifo adds
+    /// ([`DeadLetterCopy::annotated_attributes`]).
+    pub why: DeadLetterReason,
+}
+
+/// Why the engine moved a message to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterReason {
+    /// The handler's last error, as it reads.
+    pub error: String,
+    /// The program's exit status or the service's HTTP status, when the
+    /// handler gave one ([`fifo_handler::StatusError`]).
+    pub status: Option<String>,
+    /// Handler runs in its last delivery.
+    pub attempts: u32,
+    /// Its receive count on that delivery.
+    pub receive_count: u32,
+    /// When its last run failed.
+    pub failed_at: SystemTime,
+}
+
+/// SQS's limit on message attributes per message.
+const MAX_ATTRIBUTES: usize = 10;
+
+/// How much of the handler's error a dead letter keeps.
+const MAX_REASON: usize = 1024;
+
+impl DeadLetterCopy {
+    /// The attributes the copy goes with: the original ones, and fifo's
+    /// explanation, within SQS's limit of ten:
+    ///
+    /// - `fifo.reason`: the handler's last error (its first 1024 bytes);
+    ///   always there;
+    /// - then every original attribute (when the original has all ten, the
+    ///   last by name is dropped, and the reason says which);
+    /// - then, as room allows, in this order: `fifo.receive-count`,
+    ///   `fifo.attempts`, `fifo.status` (when the handler gave one),
+    ///   `fifo.failed-at` (ISO 8601, UTC) and `fifo.source-queue`.
+    ///
+    /// An original attribute named like one of fifo's (a message
+    /// dead-lettered again after a redrive) is replaced by the new value.
+    pub fn annotated_attributes(&self, source_queue: &str) -> BTreeMap<String, Attribute> {
+        let text = |value: String| Attribute {
+            data_type: "String".to_owned(),
+            value: AttributeValue::Text(value),
+        };
+        let number = |value: u32| Attribute {
+            data_type: "Number".to_owned(),
+            value: AttributeValue::Text(value.to_string()),
+        };
+        let mut ours = vec![
+            ("fifo.receive-count", number(self.why.receive_count)),
+            ("fifo.attempts", number(self.why.attempts)),
+        ];
+        if let Some(status) = &self.why.status {
+            ours.push(("fifo.status", text(status.clone())));
+        }
+        ours.push(("fifo.failed-at", text(iso_8601(self.why.failed_at))));
+        ours.push(("fifo.source-queue", text(source_queue.to_owned())));
+
+        let mut originals: Vec<(&String, &Attribute)> = self
+            .attributes
+            .iter()
+            .filter(|(name, _)| {
+                name.as_str() != "fifo.reason" && !ours.iter().any(|(ours, _)| ours == name)
+            })
+            .collect();
+        let mut reason = truncated(&self.why.error, MAX_REASON);
+        let dropped: Vec<&String> = originals
+            .split_off(originals.len().min(MAX_ATTRIBUTES - 1))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if !dropped.is_empty() {
+            let names: Vec<&str> = dropped.iter().map(|n| n.as_str()).collect();
+            reason += &format!(" (attribute {} dropped for room)", names.join(", "));
+        }
+        let mut attributes: BTreeMap<String, Attribute> = originals
+            .into_iter()
+            .map(|(name, attribute)| (name.clone(), attribute.clone()))
+            .collect();
+        attributes.insert("fifo.reason".to_owned(), text(reason));
+        for (name, attribute) in ours {
+            if attributes.len() == MAX_ATTRIBUTES {
+                break;
+            }
+            attributes.insert(name.to_owned(), attribute);
+        }
+        attributes
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// `2026-11-26T09:30:00.123Z`.
+fn iso_8601(at: SystemTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(at)
+        .format(format)
+        .unwrap_or_default()
 }
 
 /// A failed entry of a batch call; `index` is its position in the slice
@@ -260,5 +373,105 @@ impl std::fmt::Display for QueueError {
 impl std::error::Error for QueueError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause.source()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn copy(originals: usize) -> DeadLetterCopy {
+        DeadLetterCopy {
+            body: "b".to_owned(),
+            group_id: "g".to_owned(),
+            dedup_id: "m".to_owned(),
+            attributes: (0..originals)
+                .map(|n| {
+                    let attribute = Attribute {
+                        data_type: "String".to_owned(),
+                        value: AttributeValue::Text(format!("v{n}")),
+                    };
+                    (format!("a{n}"), attribute)
+                })
+                .collect(),
+            why: DeadLetterReason {
+                error: "rejected: not JSON".to_owned(),
+                status: Some("HTTP 422".to_owned()),
+                attempts: 1,
+                receive_count: 2,
+                failed_at: UNIX_EPOCH + Duration::from_millis(1_764_149_400_123),
+            },
+        }
+    }
+
+    fn text(attributes: &BTreeMap<String, Attribute>, name: &str) -> String {
+        attributes[name].text().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_dead_letter_says_why_with_its_attributes_kept() {
+        let attributes = copy(2).annotated_attributes("https://q/orders.fifo");
+        let names: Vec<&str> = attributes.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "a0",
+                "a1",
+                "fifo.attempts",
+                "fifo.failed-at",
+                "fifo.reason",
+                "fifo.receive-count",
+                "fifo.source-queue",
+                "fifo.status"
+            ]
+        );
+        assert_eq!(text(&attributes, "fifo.reason"), "rejected: not JSON");
+        assert_eq!(text(&attributes, "fifo.status"), "HTTP 422");
+        assert_eq!(text(&attributes, "fifo.receive-count"), "2");
+        assert_eq!(attributes["fifo.attempts"].data_type, "Number");
+        assert_eq!(
+            text(&attributes, "fifo.failed-at"),
+            "2025-11-26T09:30:00.123Z"
+        );
+        assert_eq!(text(&attributes, "a1"), "v1");
+    }
+
+    #[test]
+    fn within_ten_attributes_originals_come_before_the_details() {
+        let six = copy(6).annotated_attributes("q");
+        assert_eq!(six.len(), 10);
+        assert!(six.contains_key("fifo.reason") && six.contains_key("fifo.status"));
+        assert!(!six.contains_key("fifo.failed-at"), "no room left");
+
+        let ten = copy(10).annotated_attributes("q");
+        assert_eq!(ten.len(), 10);
+        assert!(!ten.contains_key("a9"));
+        assert_eq!(
+            text(&ten, "fifo.reason"),
+            "rejected: not JSON (attribute a9 dropped for room)"
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_and_an_old_annotation_replaced() {
+        let mut long = copy(0);
+        long.why.error = "é".repeat(1000);
+        long.attributes.insert(
+            "fifo.reason".to_owned(),
+            Attribute {
+                data_type: "String".to_owned(),
+                value: AttributeValue::Text("the first time".to_owned()),
+            },
+        );
+        let attributes = long.annotated_attributes("q");
+        let reason = text(&attributes, "fifo.reason");
+        assert!(
+            reason.len() <= MAX_REASON + '…'.len_utf8(),
+            "{}",
+            reason.len()
+        );
+        assert!(reason.starts_with('é') && reason.ends_with('…'));
     }
 }

@@ -148,7 +148,7 @@ impl Queue for SqsQueue {
             group_id: copy.group_id.clone(),
             dedup_id: Some(copy.dedup_id.clone()),
             attributes: copy
-                .attributes
+                .annotated_attributes(&self.queue_url)
                 .iter()
                 .map(|(name, attribute)| (name.clone(), sqs_attribute(attribute)))
                 .collect(),

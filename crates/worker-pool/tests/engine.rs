@@ -321,6 +321,9 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_its_group_continues(
     let stats = run_until_done(&queue, &handler, config).await;
 
     assert_eq!(queue.dead_letters(), ["g-1"]);
+    let why = &queue.dead_letter_reasons()[0];
+    assert_eq!(why.error, "injected failure of g-1");
+    assert_eq!((why.attempts, why.receive_count), (2, 2), "retries: 1");
     let successes = handler.successes();
     assert_eq!(successes["g"], ["g-2", "g-3"]);
     assert_eq!(successes["h"], ["h-1", "h-2", "h-3"]);
@@ -335,6 +338,9 @@ async fn a_rejected_message_goes_to_the_dead_letter_queue_at_once_and_its_group_
     let stats = run_until_done(&queue, &handler, config()).await;
 
     assert_eq!(queue.dead_letters(), ["g-2"]);
+    let why = &queue.dead_letter_reasons()[0];
+    assert_eq!(why.error, "rejected: injected reject of g-2");
+    assert_eq!((why.attempts, why.receive_count), (1, 1));
     assert_eq!(handler.successes()["g"], ["g-1", "g-3"]);
     let runs_of_g2 = handler.records().iter().filter(|r| r.body == "g-2").count();
     assert_eq!(runs_of_g2, 1, "a reject skips the retries left");

@@ -181,6 +181,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let has_dead_letters = self.queue.max_receive_count().is_some();
         let retries = self.config.retries;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
+        if !matches!(verdict, Verdict::RetryLater(_)) {
+            tracked.last_failure = Some(LastFailure {
+                error: error.to_string(),
+                status: fifo_handler::status_of(&error).map(str::to_owned),
+                at: std::time::SystemTime::now(),
+            });
+        }
         let id = tracked.message.id.clone();
         if let Verdict::RetryLater(after) = verdict {
             // Not a failure: the attempt does not count against its retries.

@@ -34,7 +34,8 @@ mod shutdown;
 use self::receiving::{Pace, new_attempt_id};
 use crate::calls::{self, Event, Key};
 use crate::queue::{
-    Attribute, DeadLetterCopy, Delivery, EntryFailure, QueueError, QueueErrorKind, ReceiveRequest,
+    Attribute, DeadLetterCopy, DeadLetterReason, Delivery, EntryFailure, QueueError,
+    QueueErrorKind, ReceiveRequest,
 };
 use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 
@@ -126,6 +127,8 @@ struct Tracked {
     attempts: u32,
     /// Moved to the dead-letter queue instead of deleted when its turn comes.
     dead_letter: bool,
+    /// Its last failure in this delivery, for a dead letter's attributes.
+    last_failure: Option<LastFailure>,
     /// After a failure (or a handler's request to wait): how long it and
     /// its lane stay invisible once handed back.
     release_after: Duration,
@@ -133,6 +136,14 @@ struct Tracked {
     /// so no one else may get the message before.
     kill_ends: Option<Instant>,
     state: State,
+}
+
+/// A handler's failure, as a dead letter tells it.
+#[derive(Debug)]
+struct LastFailure {
+    error: String,
+    status: Option<String>,
+    at: std::time::SystemTime,
 }
 
 #[derive(Debug)]

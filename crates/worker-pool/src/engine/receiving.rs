@@ -368,6 +368,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 visibility_call: false,
                 attempts: 0,
                 dead_letter: false,
+                last_failure: None,
                 release_after: Duration::ZERO,
                 kill_ends: None,
                 state: State::InLane,

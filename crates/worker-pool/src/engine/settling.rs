@@ -158,11 +158,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// after `delay` (a backoff when retrying).
     pub(super) fn move_to_dead_letters(&mut self, key: Key, delay: Duration) {
         let tracked = &self.tracked[&key];
+        let failure = tracked.last_failure.as_ref();
         let copy = DeadLetterCopy {
             body: tracked.message.body.clone(),
             group_id: tracked.message.group_id.clone(),
             dedup_id: tracked.message.id.clone(),
             attributes: tracked.attributes.clone(),
+            why: DeadLetterReason {
+                error: failure.map_or_else(String::new, |f| f.error.clone()),
+                status: failure.and_then(|f| f.status.clone()),
+                attempts: tracked.attempts + 1,
+                receive_count: tracked.message.receive_count,
+                failed_at: failure.map_or_else(std::time::SystemTime::now, |f| f.at),
+            },
         };
         let queue = self.queue.clone();
         let receipt_handle = tracked.receipt_handle.clone();
