@@ -89,6 +89,14 @@ pub(crate) enum Command {
     /// at once, and exits 0. A second signal kills the running programs and
     /// exits at once.
     Run(RunArgs),
+    /// Look at a queue's dead letters: why each one died
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Delete every message of a queue (SQS's PurgeQueue)
+    ///
+    /// SQS allows one purge per queue every 60 seconds; messages sent during
+    /// the purge may be deleted too.
+    Purge(PurgeArgs),
     /// Print a shell completion script to stdout
     ///
     /// For example `fifo completions bash > ~/.local/share/bash-completion/completions/fifo`,
@@ -336,6 +344,49 @@ pub(crate) struct ListQueuesArgs {
     pub(crate) json: bool,
 }
 
+/// What to do with dead letters.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DlqCommand {
+    /// Print the dead letters of QUEUE with the reasons fifo recorded,
+    /// without deleting them
+    ///
+    /// The messages are received from QUEUE's dead-letter queue (found from
+    /// its redrive policy) and made visible again at once; while they are
+    /// looked at (a few seconds at most) no one else receives them. A FIFO
+    /// receive brings at most one batch of a group at a time, so with many
+    /// messages in a group only its first ones show.
+    Peek(PeekArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeekArgs {
+    /// The source queue: its URL or its name [default: --queue-url,
+    /// SQS_QUEUE_URL]
+    #[arg(value_name = "QUEUE")]
+    pub(crate) queue: Option<String>,
+
+    /// Show at most N dead letters
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) limit: u32,
+
+    /// Print a JSON array (id, group_id, sequence_number, receive_count,
+    /// body, attributes) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The queue: its URL or its name
+    #[arg(value_name = "QUEUE")]
+    pub(crate) queue: String,
+
+    /// Yes, delete every message in it
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
 impl Cli {
     /// Parses the command line. The help of each flag that sets a setting
     /// ends with its environment variables and default, and `--config`'s
@@ -381,7 +432,11 @@ impl Cli {
                 add(&settings::HTTP_CONTENT_TYPE, &args.http_content_type);
                 add(&settings::HTTP_REJECT_STATUS, &args.http_reject_status);
             }
-            Command::Send(_) | Command::ListQueues(_) | Command::Completions { .. } => {}
+            Command::Send(_)
+            | Command::ListQueues(_)
+            | Command::Dlq(_)
+            | Command::Purge(_)
+            | Command::Completions { .. } => {}
         }
         flags
     }

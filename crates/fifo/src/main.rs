@@ -7,6 +7,7 @@
 
 mod cli;
 mod create_queue;
+mod dlq;
 mod error;
 mod list_queues;
 mod run;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DlqCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -65,6 +66,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Send(args) => send::run(&client, &settings, args, progress).await,
         Command::ListQueues(args) => list_queues::run(&client, args).await,
         Command::Run(args) => run::run(client, &settings, args, progress).await,
+        Command::Dlq(DlqCommand::Peek(args)) => dlq::peek(&client, &settings, args).await,
+        Command::Purge(args) => dlq::purge(&client, args).await,
         Command::Completions { .. } => unreachable!("answered before the settings"),
     }
 }

@@ -431,6 +431,19 @@ impl Client {
         Ok(attributes)
     }
 
+    /// Deletes every message of the queue (`PurgeQueue`; SQS allows one
+    /// every 60 seconds per queue).
+    pub async fn purge(&self, queue_url: &str) -> Result<(), Error> {
+        QueueUrl::parse(queue_url)?;
+        self.sqs
+            .purge_queue()
+            .queue_url(queue_url)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.call("PurgeQueue", queue_url)))?;
+        Ok(())
+    }
+
     /// All queue URLs whose name starts with `prefix`, sorted.
     pub async fn list_queue_urls(&self, prefix: Option<&str>) -> Result<Vec<String>, Error> {
         let mut urls = Vec::new();
