@@ -80,9 +80,12 @@ pub(crate) enum Command {
     /// Without a command, each message is logged (the `log` handler). With
     /// `-- CMD ARGS…`, CMD runs once per message (directly, not through a
     /// shell) with the body on stdin and FIFO_MESSAGE_ID, FIFO_GROUP_ID,
-    /// FIFO_RECEIVE_COUNT and FIFO_SEQUENCE_NUMBER in its environment; exit
-    /// status 0 is success, anything else a failure that is retried. With
-    /// --batch N, CMD runs once per batch instead (see --batch).
+    /// FIFO_RECEIVE_COUNT, FIFO_SEQUENCE_NUMBER, FIFO_ATTEMPT (and TRACEPARENT
+    /// when the sender gave a trace context) in its environment; exit status
+    /// 0 is success, 65 rejects the message (dead-letters it at once), 75
+    /// asks to run it again later without counting a failure, anything else
+    /// is a failure that is retried. With --batch N, CMD runs once per batch
+    /// instead (see --batch). With --http URL, each message is POSTed to URL.
     ///
     /// Ctrl-C or SIGTERM stops polling, lets running handlers finish (up to
     /// --shutdown-timeout), hands every other held message back to the queue
@@ -190,7 +193,7 @@ pub(crate) struct RunArgs {
 
     /// Exit once the queue is empty and nothing is held (polls wait at most
     /// 1 s so the end is noticed promptly); exit status 1 if any message
-    /// failed or was dead-lettered
+    /// failed, was rejected or was dead-lettered
     #[arg(long)]
     pub(crate) until_empty: bool,
 

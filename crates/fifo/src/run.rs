@@ -55,7 +55,26 @@ pub(crate) async fn run(
         })?;
         Some(handler)
     };
+    if settings.http_url.is_none()
+        && let Some(ready) = &settings.http_ready
+    {
+        return Err(UserError::new(
+            format!("--http-ready {ready} is given without --http"),
+            Some(
+                "give --http URL (FIFO_HTTP_URL) too, or drop --http-ready (FIFO_HTTP_READY)"
+                    .to_owned(),
+            ),
+        )
+        .into());
+    }
     let http = match &settings.http_url {
+        Some(_) if config.batch > 1 => {
+            return Err(UserError::new(
+                format!("--batch {} does not apply to the HTTP handler: it sends one request per message", config.batch),
+                Some("drop --batch (FIFO_BATCH) or set it to 1".to_owned()),
+            )
+            .into());
+        }
         Some(url) => {
             let options = HttpOptions {
                 queue_name: QueueUrl::parse(&queue_url)
@@ -106,8 +125,10 @@ pub(crate) async fn run(
         (None, Some(handler)) => {
             if let Some(ready) = &settings.http_ready {
                 let ready = fifo_handler::http_url(ready).expect("checked with the settings");
-                let waited = handler.wait_until_ready(&ready, |answer| {
-                    tracing::info!("waiting for {ready} to answer 2xx before receiving ({answer})");
+                let waited = handler.wait_until_ready(&ready, |shown, answer| {
+                    tracing::warn!(
+                        "waiting for {shown} to answer 2xx before receiving anything ({answer})"
+                    );
                 });
                 tokio::select! {
                     () = waited => {}

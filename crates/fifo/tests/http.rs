@@ -25,6 +25,8 @@ enum Answer {
     TooMany(u64),
     /// 200 after this long.
     Slow(Duration),
+    /// 302 to a page that would answer 200.
+    Redirect,
 }
 
 /// One request as the worker app saw it.
@@ -93,6 +95,10 @@ impl App {
                 let status = StatusCode::from_u16(code).unwrap();
                 (code, (status, "the app says no").into_response())
             }
+            Answer::Redirect => (
+                302,
+                (StatusCode::FOUND, [("location", "/ready")], "").into_response(),
+            ),
             Answer::TooMany(seconds) => (
                 429,
                 (
@@ -182,6 +188,7 @@ async fn groups_keep_their_order_across_failures_and_retry_after_is_honoured() {
     let (app, addr) = serve(|group, seq, before| match (group, seq) {
         ("group-1", 2) if before < 2 => Answer::Status(500),
         ("group-2", 3) if before < 2 => Answer::TooMany(2),
+        ("group-3", 4) if before < 1 => Answer::Redirect,
         _ => Answer::Ok,
     })
     .await;
@@ -237,6 +244,13 @@ async fn groups_keep_their_order_across_failures_and_retry_after_is_honoured() {
             .iter()
             .all(|s| header(&s.headers, "x-fifo-attempt") == "1"),
         "{waiting:?}"
+    );
+
+    // A redirect is a failure, not followed.
+    let redirected = of("group-3", 4);
+    assert_eq!(
+        redirected.iter().map(|s| s.answered).collect::<Vec<_>>(),
+        [302, 200]
     );
 
     // sqsd's headers, and ours.

@@ -9,8 +9,15 @@ use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusE
 /// dead letter's reason).
 const BODY_IN_ERROR: usize = 256;
 
-/// How often [`HttpHandler::wait_until_ready`] asks again.
+/// How often [`HttpHandler::wait_until_ready`] asks again, how long one
+/// GET may take, and how often it says it is still waiting.
 const READY_POLL: Duration = Duration::from_millis(500);
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+const READY_RETOLD: Duration = Duration::from_secs(30);
+
+/// Bytes of a response body read to keep its connection for the next
+/// request; a longer body closes the connection instead.
+const BODY_DRAINED: usize = 1024 * 1024;
 
 /// How an [`HttpHandler`] talks to its service.
 #[derive(Debug, Clone)]
@@ -44,13 +51,15 @@ pub struct HttpOptions {
 ///
 /// The answer decides: any 2xx succeeds; the reject status rejects
 /// ([`Reject`]); 429 or 503 with `Retry-After` asks to retry after that
-/// delay ([`RetryLater`]); any other status, a refused connection or a
-/// network error fails under the retry policy. The engine's handler
+/// delay ([`RetryLater`]); any other status (redirects are not followed),
+/// a refused connection or a network error fails under the retry policy. The engine's handler
 /// timeout bounds each request (dropping it closes its connection).
 #[derive(Debug, Clone)]
 pub struct HttpHandler {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// The URL without its user and password, for errors and logs.
+    shown_url: String,
     queue_name: HeaderValue,
     content_type: HeaderValue,
     reject_status: StatusCode,
@@ -110,14 +119,20 @@ impl HttpHandler {
             .map_err(|_| HttpError::BadStatus(options.reject_status))?;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(options.connections)
+            // A redirect is the app's answer, not a place to resend to:
+            // followed, a POST becomes a GET whose 200 would delete a
+            // message that was never handled.
+            .redirect(reqwest::redirect::Policy::none())
             // A worker app behind us may be slow to answer, never slow to
             // accept: a connection that takes longer is a failure.
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(HttpError::Client)?;
+        let url = http_url(url)?;
         Ok(HttpHandler {
             client,
-            url: http_url(url)?,
+            shown_url: shown(&url),
+            url,
             queue_name: header("the queue name", &options.queue_name)?,
             content_type: header("the content type", &options.content_type)?,
             reject_status,
@@ -125,18 +140,22 @@ impl HttpHandler {
     }
 
     /// Waits until `url` answers a GET with 2xx (a sidecar's app is up),
-    /// asking every half second; `waiting` is called once when the first
-    /// answer is not 2xx, with what it was.
-    pub async fn wait_until_ready(&self, url: &reqwest::Url, waiting: impl FnOnce(&str)) {
-        let mut waiting = Some(waiting);
+    /// asking every half second (a GET unanswered for 5 s counts as a no);
+    /// `waiting` is called when the first answer is not 2xx and every
+    /// 30 s after, with the URL (without credentials) and what the answer was.
+    pub async fn wait_until_ready(&self, url: &reqwest::Url, mut waiting: impl FnMut(&str, &str)) {
+        let shown_url = shown(url);
+        let mut told: Option<tokio::time::Instant> = None;
         loop {
-            let answer = match self.client.get(url.clone()).send().await {
+            let asked = self.client.get(url.clone()).timeout(READY_TIMEOUT).send();
+            let answer = match asked.await {
                 Ok(response) if response.status().is_success() => return,
                 Ok(response) => format!("it answered {}", response.status()),
-                Err(e) => error_chain(&e),
+                Err(e) => error_chain(&e.without_url()),
             };
-            if let Some(waiting) = waiting.take() {
-                waiting(&answer);
+            if told.is_none_or(|at| at.elapsed() >= READY_RETOLD) {
+                waiting(&shown_url, &answer);
+                told = Some(tokio::time::Instant::now());
             }
             tokio::time::sleep(READY_POLL).await;
         }
@@ -194,10 +213,14 @@ impl Handler for HttpHandler {
             .await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(e) => return Err(format!("POST {}: {}", self.url, error_chain(&e)).into()),
+            Err(e) => {
+                let error = error_chain(&e.without_url());
+                return Err(format!("POST {}: {error}", self.shown_url).into());
+            }
         };
         let status = response.status();
         if status.is_success() {
+            drain(&mut response, 0).await;
             return Ok(());
         }
         let retry_after = response
@@ -205,21 +228,39 @@ impl Handler for HttpHandler {
             .get(RETRY_AFTER)
             .and_then(|value| retry_after(value.to_str().ok()?, SystemTime::now()));
         // Some of the body, for the log and a dead letter's reason.
-        let mut body = Vec::new();
-        while body.len() < BODY_IN_ERROR
-            && let Ok(Some(chunk)) = response.chunk().await
-        {
-            body.extend_from_slice(&chunk);
-        }
-        body.truncate(BODY_IN_ERROR);
+        let body = drain(&mut response, BODY_IN_ERROR).await;
         let body = String::from_utf8_lossy(&body);
-        let mut error = format!("POST {} answered {status}", self.url);
+        let mut error = format!("POST {} answered {status}", self.shown_url);
         if !body.trim().is_empty() {
             error += &format!(": {}", body.trim());
         }
         let error = StatusError::new(format!("HTTP {}", status.as_u16()), error);
         Err(failure(status, self.reject_status, retry_after, error))
     }
+}
+
+/// Reads the response body to its end (up to [`BODY_DRAINED`] bytes), so
+/// that its connection can carry the next request; returns its first
+/// `keep` bytes.
+async fn drain(response: &mut reqwest::Response, keep: usize) -> Vec<u8> {
+    let (mut kept, mut read) = (Vec::new(), 0);
+    while read < BODY_DRAINED
+        && let Ok(Some(chunk)) = response.chunk().await
+    {
+        read += chunk.len();
+        let room = keep.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+    kept
+}
+
+/// `url` without a user or password: errors end up in logs and dead
+/// letters.
+fn shown(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
 }
 
 /// What a status that is not 2xx means.
@@ -330,5 +371,11 @@ mod tests {
             r#""ftp://example.com" is not an http:// or https:// URL"#
         );
         assert!(http_url("localhost:8080").is_err());
+    }
+
+    #[test]
+    fn credentials_are_not_shown() {
+        let url = http_url("http://alice:s3cret@localhost:8080/work").unwrap();
+        assert_eq!(shown(&url), "http://localhost:8080/work");
     }
 }

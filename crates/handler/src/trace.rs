@@ -18,7 +18,7 @@ pub(crate) fn traceparent(message: &Message) -> Option<String> {
 
 fn from_xray(header: &str) -> Option<String> {
     let (mut root, mut parent, mut sampled) = (None, None, "00");
-    for field in header.split(';') {
+    for field in header.split(';').filter(|f| !f.trim().is_empty()) {
         match field.trim().split_once('=')? {
             ("Root", value) => root = Some(value),
             ("Parent", value) => parent = Some(value),
@@ -61,5 +61,10 @@ mod tests {
         assert_eq!(from_xray("Root=1-5759e988-bd862e3fe1be46a994272793"), None);
         assert_eq!(from_xray("Parent=53995c3f42cd8ad8"), None);
         assert_eq!(from_xray("garbage"), None);
+        assert_eq!(
+            from_xray("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;"),
+            Some("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00".to_owned()),
+            "a trailing semicolon"
+        );
     }
 }

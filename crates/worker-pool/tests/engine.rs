@@ -400,6 +400,23 @@ async fn retry_later_waits_as_asked_and_counts_no_failure() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_later_now_still_waits_the_first_backoff_step() {
+    let queue = MemoryQueue::new();
+    fill(&queue, &["g"], 1);
+    let handler = Recorder::new(Duration::ZERO).fault("g-1", Fault::RetryLater(20, Duration::ZERO));
+    let stats = run_until_done(&queue, &handler, config()).await;
+
+    assert_eq!((stats.succeeded, stats.retried, stats.failed), (1, 20, 0));
+    let runs = handler.records();
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].start - pair[0].end >= config().backoff_base,
+            "no tight loop"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_limit_stops_after_that_many_successes() {
     let queue = MemoryQueue::new();
     fill(&queue, &["a", "b", "c"], 4);

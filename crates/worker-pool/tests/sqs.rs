@@ -190,10 +190,14 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_and_its_group_goes_on() 
         .map(|m| (m.group_id.as_str(), m.body.as_str()))
         .collect();
     assert_eq!(summary, [("g", "g-2")]);
+    let mut originals = dead[0].attributes.clone();
+    originals.retain(|name, _| !name.starts_with("fifo."));
+    assert_eq!(originals, attributes(2), "the copy keeps its attributes");
+    let reason = &dead[0].attributes["fifo.reason"].value;
     assert_eq!(
-        dead[0].attributes,
-        attributes(2),
-        "the copy keeps its attributes"
+        reason,
+        &fifo_sqs_client::AttributeValue::Text("injected failure of g-2".to_owned()),
+        "and says why"
     );
     assert_eq!((stats.failed, stats.dead_lettered), (2, 1));
     let poison_runs: BTreeMap<u32, usize> = handler

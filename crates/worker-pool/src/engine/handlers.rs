@@ -191,26 +191,35 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let id = tracked.message.id.clone();
         if let Verdict::RetryLater(after) = verdict {
             // Not a failure: the attempt does not count against its retries.
+            // Never sooner than the first backoff step, so that a service
+            // answering "now" is not asked in a tight loop.
+            tracked.waits += 1;
             let delay = after
                 .unwrap_or_else(|| {
                     backoff::jittered(
-                        tracked.attempts + 1,
+                        tracked.waits,
                         self.config.backoff_base,
                         self.config.backoff_max,
                     )
                 })
-                .min(LONGEST_WAIT);
-            self.counters.add_retried();
+                .clamp(self.config.backoff_base, LONGEST_WAIT);
+            // Handed back meanwhile (a shutdown), it stays hidden as long.
+            tracked.release_after = delay;
+            let waits = tracked.waits;
             if self.phase == Phase::Running {
+                self.counters.add_retried();
                 tracked.state = State::BackingOff;
-                tracing::info!(
-                    "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure"
-                );
+                if waits == 1 {
+                    tracing::warn!(
+                        "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure; its group waits"
+                    );
+                } else {
+                    tracing::info!(
+                        "message {id} of group {group} asked to run again later, {waits} times now ({error}); retry in {delay:?}"
+                    );
+                }
                 self.add_timer(Instant::now() + delay, Timer::Retry(key));
             } else {
-                // Stopping: it goes back with its group, hidden as long as
-                // it asked.
-                tracked.release_after = delay;
                 tracing::info!(
                     "message {id} of group {group} asked to run again later ({error}); handing it back with the rest of its group, hidden for {delay:?}"
                 );
@@ -218,7 +227,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             return;
         }
-        let rejected = verdict == Verdict::Reject && has_dead_letters;
+        // While stopping, nothing moves to the dead-letter queue: a reject
+        // then is handed back like a failure and rejected on its next run.
+        let rejected =
+            verdict == Verdict::Reject && has_dead_letters && self.phase == Phase::Running;
         if verdict == Verdict::Reject && !has_dead_letters {
             tracing::warn!(
                 "message {id} of group {group} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted"
@@ -386,9 +398,10 @@ fn fresh(tracked: &Tracked) -> bool {
     tracked.attempts == 0 && tracked.message.receive_count <= 1
 }
 
-/// The longest a handler may ask to wait before its message runs again:
-/// SQS's longest visibility timeout.
-const LONGEST_WAIT: Duration = Duration::from_secs(43_200);
+/// The longest a handler may ask to wait before its message runs again.
+/// Well under SQS's 12 hours from a receive, after which a held message
+/// can no longer be kept (nor handed back hidden that long).
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 
 /// Beyond the kill grace, for the killed processes to be gone.
 const KILL_MARGIN: Duration = Duration::from_millis(500);

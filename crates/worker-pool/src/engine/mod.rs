@@ -123,8 +123,12 @@ struct Tracked {
     /// A visibility change for it is under way: no other may be sent, so
     /// that they apply in the order decided.
     visibility_call: bool,
-    /// Handler runs in this delivery.
+    /// Handler runs in this delivery (failures, not counting requests to
+    /// retry later).
     attempts: u32,
+    /// Requests to retry later in this delivery: the backoff of those
+    /// without a delay of their own grows with them.
+    waits: u32,
     /// Moved to the dead-letter queue instead of deleted when its turn comes.
     dead_letter: bool,
     /// Its last failure in this delivery, for a dead letter's attributes.

@@ -367,6 +367,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 expires,
                 visibility_call: false,
                 attempts: 0,
+                waits: 0,
                 dead_letter: false,
                 last_failure: None,
                 release_after: Duration::ZERO,
