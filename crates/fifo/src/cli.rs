@@ -234,6 +234,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "STATUS")]
     pub(crate) http_reject_status: Option<String>,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics, and health checks on
+    /// /healthz (the engine is alive) and /readyz (it is receiving: not
+    /// while starting, stopping or while SQS is unreachable)
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<String>,
+
     /// log handler: simulated work per message, in milliseconds
     #[arg(
         long,
@@ -434,6 +440,7 @@ impl Cli {
                 add(&settings::HTTP_READY, &args.http_ready);
                 add(&settings::HTTP_CONTENT_TYPE, &args.http_content_type);
                 add(&settings::HTTP_REJECT_STATUS, &args.http_reject_status);
+                add(&settings::METRICS_ADDR, &args.metrics_addr);
             }
             Command::Send(_)
             | Command::ListQueues(_)

@@ -10,6 +10,7 @@ mod create_queue;
 mod dlq;
 mod error;
 mod list_queues;
+mod metrics;
 mod run;
 mod send;
 mod settings;

@@ -107,6 +107,10 @@ pub(crate) async fn run(
     tokio::spawn(forward_signals(shutdown.clone(), exec.clone()));
     tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
     let counters = Arc::new(Counters::default());
+    if let Some(addr) = &settings.metrics_addr {
+        let bound = crate::metrics::serve(addr, counters.clone()).await?;
+        tracing::info!("serving metrics on http://{bound}/metrics, health on /healthz and /readyz");
+    }
     let status = show_status(counters.clone(), progress);
     tracing::info!("processing {queue_url} with {} workers", config.workers);
     let started = Instant::now();

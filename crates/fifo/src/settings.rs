@@ -46,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) http_ready: Option<String>,
     pub(crate) http_content_type: String,
     pub(crate) http_reject_status: u16,
+    pub(crate) metrics_addr: Option<String>,
     /// Where the visibility timeout came from, for `fifo run`'s own check.
     #[serde(skip)]
     visibility_timeout_origin: Origin,
@@ -71,6 +72,8 @@ enum Kind {
     QueueUrl,
     /// An http:// or https:// URL.
     HttpUrl,
+    /// An IP address and port to listen on.
+    ListenAddress,
     /// A whole number from `low` to `high`.
     Whole { low: u64, high: u64 },
     /// A number of seconds above 0 and at most `high`, fractions allowed.
@@ -232,6 +235,13 @@ pub(crate) const HTTP_REJECT_STATUS: Key = Key {
         high: 599,
     },
 };
+pub(crate) const METRICS_ADDR: Key = Key {
+    name: "metrics_addr",
+    env: &["FIFO_METRICS_ADDR"],
+    flag: "--metrics-addr",
+    default: None,
+    kind: Kind::ListenAddress,
+};
 
 pub(crate) const KEYS: &[&Key] = &[
     &QUEUE_URL,
@@ -253,6 +263,7 @@ pub(crate) const KEYS: &[&Key] = &[
     &HTTP_READY,
     &HTTP_CONTENT_TYPE,
     &HTTP_REJECT_STATUS,
+    &METRICS_ADDR,
 ];
 
 impl Key {
@@ -275,7 +286,7 @@ impl Kind {
     /// A number's range: `1 to 10`, `above 0, at most 86400`.
     fn range(self) -> Option<String> {
         match self {
-            Kind::Text | Kind::QueueUrl | Kind::HttpUrl => None,
+            Kind::Text | Kind::QueueUrl | Kind::HttpUrl | Kind::ListenAddress => None,
             Kind::Whole { low, high } => Some(format!("{low} to {high}")),
             Kind::Seconds { high } => Some(format!("above 0, at most {high}")),
         }
@@ -571,6 +582,24 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
                 }
                 None => None,
             },
+            Kind::ListenAddress => match self.text(key)? {
+                Some(given) => {
+                    given.value.parse::<std::net::SocketAddr>().map_err(|_| {
+                        UserError::new(
+                            format!(
+                                "{}: not an address and port to listen on",
+                                given.origin.describe(key)
+                            ),
+                            Some(given.origin.fix(
+                                key,
+                                "an address and port such as 127.0.0.1:9464 or 0.0.0.0:9464",
+                            )),
+                        )
+                    })?;
+                    Some(given.map(Into::into))
+                }
+                None => None,
+            },
             Kind::Whole { low, high } => self
                 .number(key, low, high)?
                 .map(|given| given.map(|n| i64::try_from(n).expect("ranges fit in i64").into())),
@@ -818,6 +847,7 @@ mod tests {
                 http_ready: None,
                 http_content_type: "application/json".to_owned(),
                 http_reject_status: 422,
+                metrics_addr: None,
                 visibility_timeout_origin: Origin::Default,
             }
         );
@@ -927,7 +957,7 @@ mod tests {
             let range = match key.kind {
                 Kind::Whole { low, high } => format!("{low}–{high}"),
                 Kind::Seconds { high } => format!("seconds, above 0, ≤ {high}"),
-                Kind::Text | Kind::QueueUrl | Kind::HttpUrl => continue,
+                Kind::Text | Kind::QueueUrl | Kind::HttpUrl | Kind::ListenAddress => continue,
             };
             assert_eq!(columns[4], range, "the range in {row}");
         }

@@ -5,7 +5,9 @@
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{DeadLetterCopy, EntryFailure, Queue, QueueError, ReceiveRequest, Received};
+use crate::queue::{
+    DeadLetterCopy, EntryFailure, Queue, QueueError, QueueErrorKind, ReceiveRequest, Received,
+};
 
 /// A held message, as the engine names it in calls.
 pub(crate) type Key = u64;
@@ -40,6 +42,25 @@ pub(crate) enum Event {
         result: Result<Vec<EntryFailure>, QueueError>,
     },
     QueueEmpty(Result<bool, QueueError>),
+}
+
+impl Event {
+    /// How the call went, for its duration's metric: `None` for a receive
+    /// cut short at shutdown; a whole batch counts as answered even when
+    /// some of its entries failed.
+    pub(crate) fn outcome(&self) -> Option<Result<(), QueueErrorKind>> {
+        let kind = |error: &QueueError| error.kind();
+        match self {
+            Event::Received { result, .. } => result
+                .as_ref()
+                .map(|r| r.as_ref().map(|_| ()).map_err(kind)),
+            Event::Deleted { result, .. }
+            | Event::Extended { result, .. }
+            | Event::Released { result, .. } => Some(result.as_ref().map(|_| ()).map_err(kind)),
+            Event::DeadLettered { result, .. } => Some(result.as_ref().map(|_| ()).map_err(kind)),
+            Event::QueueEmpty(result) => Some(result.as_ref().map(|_| ()).map_err(kind)),
+        }
+    }
 }
 
 pub(crate) async fn receive<Q: Queue>(

@@ -1,20 +1,85 @@
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
-/// Live counters of a run, shared with the caller (status lines, metrics).
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Live figures of a run, shared with the caller: a status line reads
+/// [`Counters::snapshot`], a metrics endpoint [`Counters::register`]s them
+/// with a Prometheus registry, health checks ask [`Counters::is_alive`] and
+/// [`Counters::is_ready`].
+#[derive(Debug)]
 pub struct Counters {
-    received: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    released: AtomicU64,
-    deleted: AtomicU64,
-    dead_lettered: AtomicU64,
-    rejected: AtomicU64,
-    lost: AtomicU64,
-    malformed: AtomicU64,
-    in_flight: AtomicU64,
-    busy_groups: AtomicU64,
+    received: Counter,
+    succeeded: Counter,
+    failed: Counter,
+    retried: Counter,
+    released: Counter,
+    deleted: Counter,
+    dead_lettered: Counter,
+    rejected: Counter,
+    lost: Counter,
+    malformed: Counter,
+    extended: Counter,
+    extension_failures: Counter,
+    in_flight: Gauge,
+    busy_groups: Gauge,
+    backlogged_groups: Gauge,
+    running: Gauge,
+    oldest_held_age: Gauge<f64, AtomicU64>,
+    process_duration: Histogram,
+    operation_duration: Family<Operation, Histogram, fn() -> Histogram>,
+    /// When the engine loop last turned, in ms since `created`.
+    loop_turned_ms: AtomicU64,
+    receiving: AtomicBool,
+    created: Instant,
+}
+
+/// The labels of an SQS call's duration, after OpenTelemetry's messaging
+/// conventions: the operation and, when it failed, the kind of error.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    messaging_system: &'static str,
+    messaging_operation_name: &'static str,
+    error_type: &'static str,
+}
+
+/// From 5 ms to about 80 s: an SQS call, a long poll, a handler.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            received: Counter::default(),
+            succeeded: Counter::default(),
+            failed: Counter::default(),
+            retried: Counter::default(),
+            released: Counter::default(),
+            deleted: Counter::default(),
+            dead_lettered: Counter::default(),
+            rejected: Counter::default(),
+            lost: Counter::default(),
+            malformed: Counter::default(),
+            extended: Counter::default(),
+            extension_failures: Counter::default(),
+            in_flight: Gauge::default(),
+            busy_groups: Gauge::default(),
+            backlogged_groups: Gauge::default(),
+            running: Gauge::default(),
+            oldest_held_age: Gauge::default(),
+            process_duration: duration_histogram(),
+            operation_duration: Family::new_with_constructor(duration_histogram),
+            loop_turned_ms: AtomicU64::new(0),
+            receiving: AtomicBool::new(false),
+            created: Instant::now(),
+        }
+    }
 }
 
 /// A snapshot of [`Counters`].
@@ -79,53 +144,222 @@ impl Counters {
     /// mid-run is not atomic across counters).
     pub fn snapshot(&self) -> Stats {
         Stats {
-            received: self.received.load(Relaxed),
-            succeeded: self.succeeded.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            retried: self.retried.load(Relaxed),
-            released: self.released.load(Relaxed),
-            deleted: self.deleted.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            lost: self.lost.load(Relaxed),
-            malformed: self.malformed.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            busy_groups: self.busy_groups.load(Relaxed),
+            received: self.received.get(),
+            succeeded: self.succeeded.get(),
+            failed: self.failed.get(),
+            retried: self.retried.get(),
+            released: self.released.get(),
+            deleted: self.deleted.get(),
+            dead_lettered: self.dead_lettered.get(),
+            rejected: self.rejected.get(),
+            lost: self.lost.get(),
+            malformed: self.malformed.get(),
+            in_flight: self.in_flight.get().max(0) as u64,
+            busy_groups: self.busy_groups.get().max(0) as u64,
         }
     }
 
+    /// Adds every figure to `registry`, under OpenTelemetry's messaging
+    /// names where they exist and `fifo_*` otherwise (see the README's
+    /// metrics table). No group id is a label. `queue` is the
+    /// `messaging_destination_name` label of the consumed messages.
+    pub fn register(&self, registry: &mut Registry) {
+        let counters: [(&str, &str, &Counter); 12] = [
+            (
+                "messaging_client_consumed_messages",
+                "Messages received from the queue (redeliveries count again)",
+                &self.received,
+            ),
+            (
+                "fifo_messages_succeeded",
+                "Handler runs that succeeded",
+                &self.succeeded,
+            ),
+            (
+                "fifo_messages_failed",
+                "Messages whose retries ran out (handed back, or dead-lettered on their last receive)",
+                &self.failed,
+            ),
+            (
+                "fifo_messages_retried",
+                "In-process retries, those a handler asked for included",
+                &self.retried,
+            ),
+            (
+                "fifo_messages_released",
+                "Messages handed back to the queue",
+                &self.released,
+            ),
+            (
+                "fifo_messages_deleted",
+                "Deletes SQS confirmed",
+                &self.deleted,
+            ),
+            (
+                "fifo_messages_dead_lettered",
+                "Messages moved to the dead-letter queue",
+                &self.dead_lettered,
+            ),
+            (
+                "fifo_messages_rejected",
+                "Messages their handler rejected",
+                &self.rejected,
+            ),
+            (
+                "fifo_messages_lost",
+                "Messages given up because their lease could not be kept",
+                &self.lost,
+            ),
+            (
+                "fifo_messages_malformed",
+                "Received messages lacking what fifo relies on",
+                &self.malformed,
+            ),
+            (
+                "fifo_heartbeat_extensions",
+                "Visibility extensions of held messages SQS confirmed",
+                &self.extended,
+            ),
+            (
+                "fifo_heartbeat_failures",
+                "Visibility extensions of held messages that failed",
+                &self.extension_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let gauges: [(&str, &str, &Gauge); 4] = [
+            (
+                "fifo_messages_in_flight",
+                "Messages held now: queued, running or backing off",
+                &self.in_flight,
+            ),
+            (
+                "fifo_handlers_running",
+                "Handler calls running now",
+                &self.running,
+            ),
+            (
+                "fifo_groups_busy",
+                "Groups with a message running now",
+                &self.busy_groups,
+            ),
+            (
+                "fifo_groups_backlogged",
+                "Groups with messages held and ready but not running: the figure to scale replicas on",
+                &self.backlogged_groups,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register_with_unit(
+            "fifo_oldest_held_message_age",
+            "Time since the oldest message held was sent (0 when none is)",
+            Unit::Seconds,
+            self.oldest_held_age.clone(),
+        );
+        registry.register_with_unit(
+            "messaging_process_duration",
+            "Handler calls, from start to outcome",
+            Unit::Seconds,
+            self.process_duration.clone(),
+        );
+        registry.register_with_unit(
+            "messaging_client_operation_duration",
+            "SQS calls (a receive includes its long poll), by operation and error type",
+            Unit::Seconds,
+            self.operation_duration.clone(),
+        );
+    }
+
+    /// Whether the engine loop turned within the last `within`, or has not
+    /// started yet (the process is up, waiting to begin).
+    pub fn is_alive(&self, within: Duration) -> bool {
+        let turned = self.loop_turned_ms.load(Relaxed);
+        turned == 0 || self.ms_since_created().saturating_sub(turned) <= within.as_millis() as u64
+    }
+
+    /// Whether the engine is receiving: running, not stopping, and SQS
+    /// answering.
+    pub fn is_ready(&self) -> bool {
+        self.receiving.load(Relaxed)
+    }
+
+    fn ms_since_created(&self) -> u64 {
+        // At least 1, so that 0 means "never turned".
+        (self.created.elapsed().as_millis() as u64).max(1)
+    }
+
+    pub(crate) fn loop_turned(&self, receiving: bool) {
+        self.loop_turned_ms.store(self.ms_since_created(), Relaxed);
+        self.receiving.store(receiving, Relaxed);
+    }
     pub(crate) fn add_received(&self, n: u64) {
-        self.received.fetch_add(n, Relaxed);
+        self.received.inc_by(n);
     }
     pub(crate) fn add_succeeded(&self) {
-        self.succeeded.fetch_add(1, Relaxed);
+        self.succeeded.inc();
     }
     pub(crate) fn add_failed(&self) {
-        self.failed.fetch_add(1, Relaxed);
+        self.failed.inc();
     }
     pub(crate) fn add_retried(&self) {
-        self.retried.fetch_add(1, Relaxed);
+        self.retried.inc();
     }
     pub(crate) fn add_released(&self, n: u64) {
-        self.released.fetch_add(n, Relaxed);
+        self.released.inc_by(n);
     }
     pub(crate) fn add_deleted(&self, n: u64) {
-        self.deleted.fetch_add(n, Relaxed);
+        self.deleted.inc_by(n);
     }
     pub(crate) fn add_lost(&self, n: u64) {
-        self.lost.fetch_add(n, Relaxed);
+        self.lost.inc_by(n);
     }
     pub(crate) fn add_malformed(&self) {
-        self.malformed.fetch_add(1, Relaxed);
+        self.malformed.inc();
     }
     pub(crate) fn add_dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Relaxed);
+        self.dead_lettered.inc();
     }
     pub(crate) fn add_rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+        self.rejected.inc();
     }
-    pub(crate) fn set_gauges(&self, in_flight: usize, busy_groups: usize) {
-        self.in_flight.store(in_flight as u64, Relaxed);
-        self.busy_groups.store(busy_groups as u64, Relaxed);
+    pub(crate) fn add_extended(&self, confirmed: u64, failed: u64) {
+        self.extended.inc_by(confirmed);
+        self.extension_failures.inc_by(failed);
+    }
+    pub(crate) fn observe_handler(&self, took: Duration) {
+        self.process_duration.observe(took.as_secs_f64());
+    }
+    pub(crate) fn observe_call(
+        &self,
+        operation: &'static str,
+        took: Duration,
+        error: Option<&'static str>,
+    ) {
+        self.operation_duration
+            .get_or_create(&Operation {
+                messaging_system: "aws_sqs",
+                messaging_operation_name: operation,
+                error_type: error.unwrap_or(""),
+            })
+            .observe(took.as_secs_f64());
+    }
+    pub(crate) fn set_gauges(
+        &self,
+        in_flight: usize,
+        busy_groups: usize,
+        backlogged_groups: usize,
+        running: usize,
+    ) {
+        self.in_flight.set(in_flight as i64);
+        self.busy_groups.set(busy_groups as i64);
+        self.backlogged_groups.set(backlogged_groups as i64);
+        self.running.set(running as i64);
+    }
+    pub(crate) fn set_oldest_held_age(&self, age: Duration) {
+        self.oldest_held_age.set(age.as_secs_f64());
     }
 }

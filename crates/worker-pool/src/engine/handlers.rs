@@ -79,12 +79,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             .iter()
             .map(|k| self.tracked[k].message.clone())
             .collect();
-        let task = self.workers.spawn(work(
-            self.handler.clone(),
-            messages,
-            self.config.batch > 1,
-            self.config.handler_timeout,
-        ));
+        let handler = self.handler.clone();
+        let (batches, timeout) = (self.config.batch > 1, self.config.handler_timeout);
+        let counters = self.counters.clone();
+        let task = self.workers.spawn(async move {
+            let started = Instant::now();
+            let ran = work(handler, messages, batches, timeout).await;
+            counters.observe_handler(started.elapsed());
+            ran
+        });
         for k in &keys {
             self.tracked.get_mut(k).expect("tracked").state = State::Running(task.clone());
         }

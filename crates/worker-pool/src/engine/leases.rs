@@ -9,6 +9,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// extension, and extends every lane with a message due for it.
     pub(super) fn on_tick(&mut self) {
         self.notice_unanswered_calls();
+        self.measure_oldest_held();
         self.give_up_expiring();
         let now = Instant::now();
         let extend_at = self.visibility() * 2 / 3;
@@ -102,6 +103,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         // Failed entries are tried again on a later tick, while the lease lasts.
         let outcomes = self.sort_result(CallKind::Visibility, &keys, result);
+        self.counters.add_extended(
+            outcomes.done.len() as u64,
+            (outcomes.gone.len() + outcomes.retry.len()) as u64,
+        );
         let expires = sent_at + self.visibility();
         for key in outcomes.done {
             let tracked = self.tracked.get_mut(&key).expect("held");
@@ -110,6 +115,25 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         for (key, reason) in outcomes.gone {
             self.lose(key, &format!("SQS refused to extend it: {reason}"));
         }
+    }
+
+    /// How long ago the oldest message held was sent, for the metrics:
+    /// measured on each tick, not on each event, since it looks at every
+    /// held message.
+    fn measure_oldest_held(&mut self) {
+        let oldest = self
+            .tracked
+            .values()
+            .map(|t| t.message.sent_timestamp_ms)
+            .filter(|&ms| ms > 0)
+            .min();
+        let age = oldest.map_or(Duration::ZERO, |sent| {
+            let sent = std::time::UNIX_EPOCH + Duration::from_millis(sent);
+            std::time::SystemTime::now()
+                .duration_since(sent)
+                .unwrap_or(Duration::ZERO)
+        });
+        self.counters.set_oldest_held_age(age);
     }
 
     /// `key` is no longer ours, nor is anything after it in its lane: a

@@ -101,6 +101,17 @@ fn check(config: &PoolConfig) -> Result<(), Error> {
     Err(Error::Config(problem.to_owned()))
 }
 
+/// A failed call's `error_type` label.
+fn error_type(kind: QueueErrorKind) -> &'static str {
+    match kind {
+        QueueErrorKind::Unreachable => "unreachable",
+        QueueErrorKind::Busy => "busy",
+        QueueErrorKind::Refused => "refused",
+        QueueErrorKind::Unusable => "unusable",
+        _ => "other",
+    }
+}
+
 /// Where the run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -295,6 +306,16 @@ impl CallKind {
         CallKind::DeadLetter,
     ];
 
+    /// The SQS operation, as the metrics name it.
+    fn operation_name(self) -> &'static str {
+        match self {
+            CallKind::Receive => "ReceiveMessage",
+            CallKind::Delete => "DeleteMessageBatch",
+            CallKind::Visibility => "ChangeMessageVisibilityBatch",
+            CallKind::DeadLetter => "MoveToDeadLetterQueue",
+        }
+    }
+
     fn doing(self) -> &'static str {
         match self {
             CallKind::Receive => "receiving",
@@ -430,8 +451,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.flush_deletes();
             self.send_releases();
             self.cut_receives_when_idle();
+            self.counters.set_gauges(
+                self.tracked.len(),
+                self.router.busy_groups(),
+                self.router.ready_groups(),
+                self.running.len(),
+            );
             self.counters
-                .set_gauges(self.tracked.len(), self.router.busy_groups());
+                .loop_turned(self.phase == Phase::Running && self.trouble.since.is_none());
             if self.phase != Phase::Running
                 && self.tracked.is_empty()
                 && self.calls.is_empty()
@@ -444,7 +471,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 Some(joined) = self.calls.join_next_with_id() => match joined {
                     Ok((id, event)) => {
                         self.call_owners.remove(&id);
-                        self.call_started.remove(&id);
+                        if let Some((started, kind)) = self.call_started.remove(&id)
+                            && let Some(outcome) = event.outcome()
+                        {
+                            let error = outcome.err().map(error_type);
+                            let took = started.elapsed();
+                            self.counters.observe_call(kind.operation_name(), took, error);
+                        }
                         self.on_event(event);
                     }
                     Err(err) => self.on_call_failure(&err),
@@ -455,7 +488,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 _ = self.shutdown.cancelled(), if self.phase == Phase::Running => self.begin_drain(),
             }
         }
-        self.counters.set_gauges(0, 0);
+        self.counters.set_gauges(0, 0, 0, 0);
+        self.counters.loop_turned(false);
     }
 
     fn on_event(&mut self, event: Event) {

@@ -1,0 +1,146 @@
+//! `fifo run --metrics-addr` against the real LocalStack: `/metrics`,
+//! `/healthz` and `/readyz` scraped over HTTP during a run, and the figures
+//! checked against what the handlers recorded.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::records::{
+    Script, assert_order, numbered_groups, records, runs, signal, spawn_run, wait_for,
+};
+use common::*;
+
+/// `GET path` on `addr`: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("the metrics server listens");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().expect("a status");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// The samples of a scrape, by their full name with labels.
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("NAME VALUE");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// A free port on this machine (the port is free when this returns; the
+/// run binds it a moment later).
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_scrape_during_a_run_matches_the_run() {
+    let url = create_queue(&unique_queue_name("m-scrape"), &[]);
+    send(&url, &["--groups", "3", "--count", "30"]);
+    let dir = TempDir::new();
+    let addr = free_addr();
+    let mut run = spawn_run(
+        &dir,
+        &url,
+        "metrics",
+        &Script::sleeping("0.1"),
+        &["--workers", "2", "--metrics-addr", &addr],
+    );
+    wait_for(&dir, "five handlers to finish", |r| {
+        runs(r).iter().filter(|r| r.succeeded()).count() >= 5
+    });
+
+    // Mid-run: alive, receiving, and the gauges within what the run allows.
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(get(&addr, "/readyz").0, 200);
+    let mid = scrape(&addr);
+    assert!(mid["fifo_handlers_running"] <= 2.0, "{mid:?}");
+    assert!(mid["fifo_groups_busy"] <= 2.0, "{mid:?}");
+    assert!(
+        mid["fifo_groups_busy"] + mid["fifo_groups_backlogged"] <= 3.0,
+        "{mid:?}"
+    );
+    assert!(mid["fifo_messages_in_flight"] >= 1.0, "{mid:?}");
+    assert!(
+        mid["messaging_client_consumed_messages_total"] >= 5.0,
+        "{mid:?}"
+    );
+
+    // Once every message is deleted, the counters equal the records.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let now = scrape(&addr);
+        if now["fifo_messages_deleted_total"] >= 30.0 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "not all deleted: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let all = records(&dir);
+    let succeeded = runs(&all).iter().filter(|r| r.succeeded()).count() as f64;
+    assert_eq!(succeeded, 30.0);
+    assert_eq!(done["fifo_messages_succeeded_total"], succeeded);
+    assert_eq!(done["messaging_client_consumed_messages_total"], 30.0);
+    assert_eq!(done["messaging_process_duration_seconds_count"], succeeded);
+    assert!(
+        done["messaging_process_duration_seconds_sum"] >= 30.0 * 0.1,
+        "each handler slept 0.1 s: {done:?}"
+    );
+    let receives = r#"messaging_client_operation_duration_seconds_count{messaging_system="aws_sqs",messaging_operation_name="ReceiveMessage",error_type=""}"#;
+    assert!(done[receives] >= 1.0, "{done:?}");
+    assert_eq!(done["fifo_messages_failed_total"], 0.0);
+    assert_eq!(done["fifo_messages_in_flight"], 0.0);
+    assert_eq!(done["fifo_handlers_running"], 0.0);
+    assert!(
+        !done.keys().any(|k| k.contains("group-")),
+        "no group id as a label"
+    );
+    assert_order(&all, &numbered_groups(3, 10));
+
+    signal(run.id(), "-TERM", false);
+    let exit = run.wait(Duration::from_secs(30));
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("processed 30 messages"),
+        "{}",
+        exit.stderr
+    );
+}
+
+#[test]
+fn a_port_in_use_fails_the_start_with_a_hint() {
+    let url = create_queue(&unique_queue_name("m-busy"), &[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = fifo(&[
+        "--queue-url",
+        &url,
+        "run",
+        "--until-empty",
+        "--metrics-addr",
+        &addr,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains(&format!("cannot listen on {addr}")), "{text}");
+    assert!(text.contains("hint: "), "{text}");
+    let bad = fifo(&["--queue-url", &url, "run", "--metrics-addr", "localhost"]);
+    assert!(
+        stderr(&bad).contains("--metrics-addr localhost"),
+        "{}",
+        stderr(&bad)
+    );
+}
