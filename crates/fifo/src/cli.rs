@@ -48,6 +48,27 @@ pub(crate) struct GlobalArgs {
     /// Log more: -v for info, -vv for debug [env: RUST_LOG]
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+
+    /// Log lines as text, or as JSON objects, one per line, which add an
+    /// event per message (received, started, succeeded, failed, retried,
+    /// released, dead-lettered, rejected) with its group, id, sequence
+    /// number, attempt, duration and error
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "FIFO_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,12 +19,15 @@ use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cli::{Cli, Command, DlqCommand};
+use crate::cli::{Cli, Command, DlqCommand, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     // Held until exit, so the last log lines are written.
-    let _log_writer = init_logging(cli.global.verbose);
+    let _log_writer = init_logging(cli.global.verbose, cli.global.log_format);
+    if cli.global.log_format == LogFormat::Json {
+        error::use_json_lines();
+    }
     // One thread: fifo's work is waiting on SQS and on handlers; handing
     // every event between threads cost more CPU than it saved.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -76,29 +79,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// Log lines go to stderr through a thread of their own, dropped rather
 /// than waited for when stderr does not keep up: a stalled or closed stderr
 /// never holds up the engine (whose heartbeats keep held messages ours).
-fn init_logging(verbose: u8) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     // aws-config warns of every credential source it tried and found
     // empty; the error that follows says it once, with the fix.
-    let default = match verbose {
+    let mut default = match verbose {
         0 => "warn,aws_config=error",
         1 => "info",
         _ => "debug",
-    };
+    }
+    .to_owned();
+    if format == LogFormat::Json {
+        // One event per step of each message's life (see
+        // `fifo_worker_pool`'s `message_event`): what JSON logs are for.
+        default += ",fifo::message=debug";
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("fifo-log")
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .with_target(false)
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(
+                std::env::var_os("NO_COLOR").is_none()
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     guard
 }
 

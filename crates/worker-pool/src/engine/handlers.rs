@@ -82,10 +82,21 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let handler = self.handler.clone();
         let (batches, timeout) = (self.config.batch > 1, self.config.handler_timeout);
         let counters = self.counters.clone();
+        for k in &keys {
+            let tracked = &self.tracked[k];
+            message_event(
+                "started",
+                &tracked.message,
+                tracked.message.attempt,
+                None,
+                None,
+            );
+        }
         let task = self.workers.spawn(async move {
             let started = Instant::now();
-            let ran = work(handler, messages, batches, timeout).await;
-            counters.observe_handler(started.elapsed());
+            let mut ran = work(handler, messages, batches, timeout).await;
+            ran.took = started.elapsed();
+            counters.observe_handler(ran.took);
             ran
         });
         for k in &keys {
@@ -125,17 +136,40 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let keys = self.running.remove(&id).expect("running");
         let mut attempts = keys.into_iter();
         for key in attempts.by_ref().take(ran.succeeded) {
+            self.log_run(key, "succeeded", ran.took, None);
             self.end_run(key, Attempt::Succeeded);
         }
         if let Some(failed) = ran.failed
             && let Some(key) = attempts.next()
         {
+            if let Attempt::Failed { error, .. } = &failed {
+                self.log_run(key, "failed", ran.took, Some(error));
+            }
             // The messages after it were not run: back in their place
             // first, so that a failure for good hands them back with it.
             for later in attempts {
                 self.put_back(later);
             }
             self.end_run(key, failed);
+        }
+    }
+
+    /// A handler call's outcome for one of its messages, as a structured event.
+    fn log_run(
+        &self,
+        key: Key,
+        event: &'static str,
+        took: Duration,
+        error: Option<&dyn std::fmt::Display>,
+    ) {
+        if let Some(tracked) = self.tracked.get(&key) {
+            message_event(
+                event,
+                &tracked.message,
+                tracked.message.attempt,
+                Some(took),
+                error,
+            );
         }
     }
 
@@ -211,6 +245,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             let waits = tracked.waits;
             if self.phase == Phase::Running {
                 self.counters.add_retried();
+                message_event(
+                    "retried",
+                    &tracked.message,
+                    tracked.attempts + 1,
+                    None,
+                    Some(&error),
+                );
                 tracked.state = State::BackingOff;
                 if waits == 1 {
                     tracing::warn!(
@@ -244,6 +285,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.state = State::BackingOff;
             let attempt = tracked.attempts;
             self.counters.add_retried();
+            message_event("retried", &tracked.message, attempt + 1, None, Some(&error));
             let mut delay =
                 backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max);
             if cut_off {
@@ -260,6 +302,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
         if rejected {
             self.counters.add_rejected();
+            message_event(
+                "rejected",
+                &tracked.message,
+                tracked.attempts + 1,
+                None,
+                Some(&error),
+            );
         } else {
             self.counters.add_failed();
         }
@@ -453,7 +502,11 @@ pub(super) async fn work<H: Handler>(
                 }),
                 cut_off: false,
             });
-            Ran { succeeded, failed }
+            Ran {
+                succeeded,
+                failed,
+                took: Duration::ZERO,
+            }
         }
         Err(_panic) => Ran::panicked(),
     }
@@ -469,6 +522,7 @@ impl Ran {
                 error: error.into(),
                 cut_off,
             }),
+            took: Duration::ZERO,
         }
     }
 

@@ -239,6 +239,32 @@ enum Pending {
 struct Ran {
     succeeded: usize,
     failed: Option<Attempt>,
+    /// How long the call took.
+    took: Duration,
+}
+
+/// One step of a message's life as a structured log event (target
+/// `fifo::message`, level debug), with the message's group, id, sequence
+/// number and attempt, and the handler call's duration and error where
+/// there is one: what `fifo run --log-format json` prints per message.
+fn message_event(
+    event: &'static str,
+    message: &Message,
+    attempt: u32,
+    took: Option<Duration>,
+    error: Option<&dyn std::fmt::Display>,
+) {
+    tracing::debug!(
+        target: "fifo::message",
+        event,
+        group = %message.group_id,
+        message_id = %message.id,
+        sequence = %message.sequence_number,
+        receive_count = message.receive_count,
+        attempt,
+        duration_ms = took.map(|d| d.as_secs_f64() * 1000.0),
+        error = error.map(tracing::field::display),
+    );
 }
 
 /// One message's result.

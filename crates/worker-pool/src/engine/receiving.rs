@@ -356,6 +356,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 .filter_map(|(name, attribute)| Some((name.clone(), attribute.text()?.to_owned())))
                 .collect(),
         };
+        message_event("received", &message, 0, None, None);
         self.by_message_id.insert(message.id.clone(), key);
         self.router.push(&message.group_id, key);
         self.tracked.insert(

@@ -188,6 +188,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let group = tracked.message.group_id.clone();
         match result {
             Ok(()) => {
+                message_event(
+                    "dead-lettered",
+                    &tracked.message,
+                    tracked.message.attempt,
+                    None,
+                    None,
+                );
                 self.call_succeeded(CallKind::DeadLetter);
                 self.counters.add_dead_lettered();
                 self.untrack(key);
@@ -266,6 +273,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let outcomes = self.sort_result(CallKind::Visibility, &keys, result);
         for key in outcomes.done {
             self.counters.add_released(1);
+            if let Some(tracked) = self.tracked.get(&key) {
+                message_event(
+                    "released",
+                    &tracked.message,
+                    tracked.message.attempt,
+                    None,
+                    None,
+                );
+            }
             self.finish_release(key);
         }
         for (key, reason) in outcomes.gone {
