@@ -386,6 +386,25 @@ pub(crate) enum DlqCommand {
     /// receive brings at most one batch of a group at a time, so with many
     /// messages in a group only its first ones show.
     Peek(PeekArgs),
+    /// Move the dead letters of QUEUE back to QUEUE (SQS's message move
+    /// task), with a progress bar
+    ///
+    /// They join the end of their groups, in the order they were
+    /// dead-lettered. Ctrl-C cancels the task: what was moved stays moved,
+    /// the rest stays in the dead-letter queue.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RedriveArgs {
+    /// The source queue: its URL or its name [default: --queue-url,
+    /// SQS_QUEUE_URL]
+    #[arg(value_name = "QUEUE")]
+    pub(crate) queue: Option<String>,
+
+    /// Move at most N messages per second [default: as fast as SQS goes]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub(crate) rate: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! `fifo dlq peek`: a queue's dead letters with the reasons fifo recorded,
-//! left in place; and `fifo purge`.
+//! left in place; `fifo dlq redrive`: SQS's message move task back to the
+//! source queue; and `fifo purge`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use color_eyre::eyre::{Result, WrapErr};
 use fifo_sqs_client::{AttributeValue, Client, ReceiveOptions, ReceivedMessage};
 use fifo_worker_pool::SqsQueue;
 
-use crate::cli::{PeekArgs, PurgeArgs};
+use crate::cli::{PeekArgs, PurgeArgs, RedriveArgs};
 use crate::error::{UserError, stderr_line};
 use crate::settings::Settings;
 
@@ -24,14 +25,7 @@ pub(crate) async fn peek(
     let source = queue_url(client, args.queue.as_deref().unwrap_or(&settings.queue_url)).await?;
     let queue = SqsQueue::open(client.clone(), &source).await?;
     let Some(dead_letters) = queue.dead_letter_url() else {
-        return Err(UserError::new(
-            format!("{source} has no dead-letter queue (no redrive policy)"),
-            Some(
-                "give the queue whose dead letters you want (the source, not the dead-letter queue itself); create one with a dead-letter queue by `fifo create-queue NAME --dlq`"
-                    .to_owned(),
-            ),
-        )
-        .into());
+        return Err(no_dead_letter_queue(&source).into());
     };
     let peeked = receive_up_to(client, dead_letters, args.limit as usize).await;
     // Visible again at once, whatever the receive found.
@@ -52,6 +46,103 @@ pub(crate) async fn peek(
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn redrive(
+    client: &Client,
+    settings: &Settings,
+    args: &RedriveArgs,
+    progress: bool,
+) -> Result<ExitCode> {
+    let source = queue_url(client, args.queue.as_deref().unwrap_or(&settings.queue_url)).await?;
+    let queue = SqsQueue::open(client.clone(), &source).await?;
+    let Some(dead_letters) = queue.dead_letter_url() else {
+        return Err(no_dead_letter_queue(&source).into());
+    };
+    let source_arn = client.queue_attributes(&source).await?.arn;
+    let waiting = client.queue_attributes(dead_letters).await?;
+    if waiting.visible + waiting.in_flight + waiting.delayed == 0 {
+        stderr_line(format_args!("{dead_letters} is empty: nothing to move"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let handle = client
+        .start_move_task(&waiting.arn, &source_arn, args.rate)
+        .await
+        .wrap_err_with(|| {
+            format!("starting to move the messages of {dead_letters} back to {source}")
+        })?;
+    let bar = move_bar(waiting.visible, progress);
+    let task = loop {
+        let cancelled = tokio::select! {
+            () = tokio::time::sleep(MOVE_POLL) => false,
+            _ = tokio::signal::ctrl_c() => true,
+        };
+        if cancelled {
+            client
+                .cancel_move_task(&handle)
+                .await
+                .wrap_err("cancelling the move")?;
+        }
+        let Some(task) = client.latest_move_task(&waiting.arn).await? else {
+            continue;
+        };
+        if let Some(total) = task.to_move {
+            bar.set_length(total);
+        }
+        bar.set_position(task.moved);
+        if !matches!(task.status.as_str(), "RUNNING" | "CANCELLING") {
+            break task;
+        }
+    };
+    bar.finish_and_clear();
+    let moved = format!(
+        "{} messages moved from {dead_letters} back to {source}",
+        task.moved
+    );
+    match task.status.as_str() {
+        "COMPLETED" => {
+            stderr_line(format_args!("{moved}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        "CANCELLED" => {
+            stderr_line(format_args!("cancelled: {moved}; the rest stays in the dead-letter queue"));
+            Ok(ExitCode::from(130))
+        }
+        other => Err(UserError::new(
+            format!(
+                "the move ended {other}: {moved}; {}",
+                task.failure.as_deref().unwrap_or("SQS gave no reason")
+            ),
+            Some("check that fifo may sqs:StartMessageMoveTask, and both queues' permissions; run it again to move the rest".to_owned()),
+        )
+        .into()),
+    }
+}
+
+/// How often a move task's progress is asked.
+const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn move_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !enabled {
+        return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters moved back, eta {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn no_dead_letter_queue(source: &str) -> UserError {
+    UserError::new(
+        format!("{source} has no dead-letter queue (no redrive policy)"),
+        Some(
+            "give the queue whose dead letters you want (the source, not the dead-letter queue itself); create one with a dead-letter queue by `fifo create-queue NAME --dlq`"
+                .to_owned(),
+        ),
+    )
 }
 
 pub(crate) async fn purge(client: &Client, args: &PurgeArgs) -> Result<ExitCode> {

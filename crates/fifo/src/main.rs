@@ -71,6 +71,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::ListQueues(args) => list_queues::run(&client, args).await,
         Command::Run(args) => run::run(client, &settings, args, progress).await,
         Command::Dlq(DlqCommand::Peek(args)) => dlq::peek(&client, &settings, args).await,
+        Command::Dlq(DlqCommand::Redrive(args)) => {
+            dlq::redrive(&client, &settings, args, progress).await
+        }
         Command::Purge(args) => dlq::purge(&client, args).await,
         Command::Completions { .. } => unreachable!("answered before the settings"),
     }

@@ -91,3 +91,61 @@ fn peek_on_a_queue_without_a_dead_letter_queue_says_so() {
     assert!(text.contains("has no dead-letter queue"), "{text}");
     assert!(text.contains("hint: "), "{text}");
 }
+
+/// Rejects (exit 65) every message whose seq is above 2.
+const REJECT_AFTER_2: &str =
+    r#"body=$(cat); case "$body" in *'"seq":1'*|*'"seq":2'*) exit 0;; esac; exit 65"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_moves_dead_letters_back_in_group_order() {
+    let name = unique_queue_name("d-redrive");
+    let url = create_queue(&name, &["--dlq"]);
+    send(&url, &["--groups", "2", "--count", "10"]);
+    let dir = TempDir::new();
+    let run = fifo_in(
+        &dir,
+        &[
+            "--queue-url",
+            &url,
+            "run",
+            "--until-empty",
+            "--",
+            "sh",
+            "-c",
+            REJECT_AFTER_2,
+        ],
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+
+    let redrive = fifo(&["dlq", "redrive", &name, "--rate", "50"]);
+    assert!(redrive.status.success(), "{}", stderr(&redrive));
+    assert!(
+        stderr(&redrive).contains("6 messages moved"),
+        "{}",
+        stderr(&redrive)
+    );
+    let base = name.strip_suffix(".fifo").unwrap();
+    let dead_letters = format!("{base}-dlq.fifo");
+    assert_eq!(queue_counts(&dead_letters)[&dead_letters].visible, 0);
+
+    // Back in the source queue, each group in its order.
+    let back = drain(&client().await, &url).await;
+    let mut by_group: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for message in &back {
+        by_group
+            .entry(message.group_id.clone())
+            .or_default()
+            .push(seq(message));
+    }
+    assert_eq!(by_group["group-1"], [3, 4, 5]);
+    assert_eq!(by_group["group-2"], [3, 4, 5]);
+
+    let again = fifo(&["dlq", "redrive", &name]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("nothing to move"),
+        "{}",
+        stderr(&again)
+    );
+}

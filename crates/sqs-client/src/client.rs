@@ -269,6 +269,21 @@ pub struct ReceivedMessage {
     pub attributes: BTreeMap<String, MessageAttribute>,
 }
 
+/// A message move task (a redrive), as `ListMessageMoveTasks` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveTask {
+    /// Its handle, while it runs (what cancelling it takes).
+    pub handle: Option<String>,
+    /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
+    pub status: String,
+    /// About how many messages it moved so far.
+    pub moved: u64,
+    /// About how many it had to move when it started.
+    pub to_move: Option<u64>,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+}
+
 /// What one receive returned: the messages fifo can use, and those whose
 /// response lacked something fifo relies on (they are left alone and come
 /// back after their visibility timeout).
@@ -441,6 +456,63 @@ impl Client {
             .send()
             .await
             .map_err(|e| classify(e, &self.call("PurgeQueue", queue_url)))?;
+        Ok(())
+    }
+
+    /// Starts an SQS message move task from the dead-letter queue
+    /// `source_arn` back to `destination_arn` (SQS's redrive), at most
+    /// `rate` messages per second when given; returns its handle.
+    pub async fn start_move_task(
+        &self,
+        source_arn: &str,
+        destination_arn: &str,
+        rate: Option<u32>,
+    ) -> Result<String, Error> {
+        let output = self
+            .sqs
+            .start_message_move_task()
+            .source_arn(source_arn)
+            .destination_arn(destination_arn)
+            .set_max_number_of_messages_per_second(rate.map(|r| r as i32))
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.call("StartMessageMoveTask", source_arn)))?;
+        Ok(output.task_handle.unwrap_or_default())
+    }
+
+    /// The newest message move task from `source_arn`, if any.
+    pub async fn latest_move_task(&self, source_arn: &str) -> Result<Option<MoveTask>, Error> {
+        let output = self
+            .sqs
+            .list_message_move_tasks()
+            .source_arn(source_arn)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.call("ListMessageMoveTasks", source_arn)))?;
+        Ok(output
+            .results
+            .unwrap_or_default()
+            .first()
+            .map(|task| MoveTask {
+                handle: task.task_handle().map(str::to_owned),
+                status: task.status().unwrap_or_default().to_owned(),
+                moved: u64::try_from(task.approximate_number_of_messages_moved()).unwrap_or(0),
+                to_move: task
+                    .approximate_number_of_messages_to_move()
+                    .and_then(|n| u64::try_from(n).ok()),
+                failure: task.failure_reason().map(str::to_owned),
+            }))
+    }
+
+    /// Cancels a running message move task; what it moved stays moved.
+    pub async fn cancel_move_task(&self, handle: &str) -> Result<(), Error> {
+        self.sqs
+            .cancel_message_move_task()
+            .task_handle(handle)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.call("CancelMessageMoveTask", handle)))?;
         Ok(())
     }
 

@@ -18,8 +18,8 @@ mod queue_url;
 
 pub use client::{
     AttributeValue, Client, ConnectOptions, EntryFailure, MALFORMED_RESPONSE, MalformedMessage,
-    MessageAttribute, OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions, ReceiveOutput,
-    ReceivedMessage, batches, connect, payload_bytes,
+    MessageAttribute, MoveTask, OutgoingMessage, QueueAttributes, QueueSpec, ReceiveOptions,
+    ReceiveOutput, ReceivedMessage, batches, connect, payload_bytes,
 };
 pub use error::Error;
 pub use message_rules::{
