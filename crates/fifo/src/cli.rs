@@ -382,9 +382,11 @@ pub(crate) enum DlqCommand {
     ///
     /// The messages are received from QUEUE's dead-letter queue (found from
     /// its redrive policy) and made visible again at once; while they are
-    /// looked at (a few seconds at most) no one else receives them. A FIFO
-    /// receive brings at most one batch of a group at a time, so with many
-    /// messages in a group only its first ones show.
+    /// looked at (a few seconds at most) no one else receives them, and each
+    /// peek adds one to their receive count (so a dead-letter queue with a
+    /// redrive policy of its own is refused). A FIFO receive brings at most
+    /// one batch of a group at a time, so with many messages in a group only
+    /// its first ones show. The id shown is the original message's.
     Peek(PeekArgs),
     /// Move the dead letters of QUEUE back to QUEUE (SQS's message move
     /// task), with a progress bar

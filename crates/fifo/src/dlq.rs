@@ -27,6 +27,15 @@ pub(crate) async fn peek(
     let Some(dead_letters) = queue.dead_letter_url() else {
         return Err(no_dead_letter_queue(&source).into());
     };
+    // A receive counts toward the dead-letter queue's own redrive policy:
+    // peeking could move its messages on.
+    if let Some((next, max)) = client.queue_attributes(dead_letters).await?.dead_letter {
+        return Err(UserError::new(
+            format!("{dead_letters} has a redrive policy of its own (to {next} after {max} receives): peeking would count as receives and could move its messages there"),
+            Some("look at them in the SQS console, or remove that redrive policy first".to_owned()),
+        )
+        .into());
+    }
     let peeked = receive_up_to(client, dead_letters, args.limit as usize).await;
     // Visible again at once, whatever the receive found.
     let released = release(client, dead_letters, &peeked).await;
@@ -219,6 +228,16 @@ async fn release(
     Ok(())
 }
 
+/// The attributes fifo adds to a dead letter, shown on lines of their own.
+const FIFO_ATTRIBUTES: [&str; 6] = [
+    "fifo.reason",
+    "fifo.receive-count",
+    "fifo.attempts",
+    "fifo.status",
+    "fifo.failed-at",
+    "fifo.source-queue",
+];
+
 fn attribute_text(message: &ReceivedMessage, name: &str) -> Option<String> {
     match &message.attributes.get(name)?.value {
         AttributeValue::Text(text) => Some(text.clone()),
@@ -229,9 +248,15 @@ fn attribute_text(message: &ReceivedMessage, name: &str) -> Option<String> {
 /// One dead letter as text: where it stands, why it died, its body.
 fn text(message: &ReceivedMessage) -> String {
     let get = |name| attribute_text(message, name);
+    // The copy has an id of its own; the original's is its
+    // de-duplication id (see the engine's `DeadLetterCopy`).
+    let original = message
+        .deduplication_id
+        .as_deref()
+        .unwrap_or(&message.message_id);
     let mut head = format!(
-        "group {}  sequence {}  id {}",
-        message.group_id, message.sequence_number, message.message_id
+        "group {}  sequence {}  id {original}",
+        message.group_id, message.sequence_number
     );
     if let Some(at) = get("fifo.failed-at") {
         head += &format!("  failed at {at}");
@@ -255,14 +280,15 @@ fn text(message: &ReceivedMessage) -> String {
     }
     lines.push(format!(
         "  reason: {}",
-        get("fifo.reason").unwrap_or_else(|| {
-            "none recorded (moved by SQS's redrive, not by fifo)".to_owned()
-        })
+        get("fifo.reason").map_or_else(
+            || "none recorded (moved by SQS's redrive, not by fifo)".to_owned(),
+            |reason| one_line(&reason)
+        )
     ));
     let others: Vec<String> = message
         .attributes
         .keys()
-        .filter(|name| !name.starts_with("fifo."))
+        .filter(|name| !FIFO_ATTRIBUTES.contains(&name.as_str()))
         .map(|name| format!("{name}={}", get(name).unwrap_or_default()))
         .collect();
     if !others.is_empty() {
@@ -295,7 +321,7 @@ fn json(messages: &[ReceivedMessage]) -> String {
                 .filter_map(|name| Some((name.clone(), attribute_text(m, name)?.into())))
                 .collect();
             serde_json::json!({
-                "id": m.message_id,
+                "id": m.deduplication_id.as_deref().unwrap_or(&m.message_id),
                 "group_id": m.group_id,
                 "sequence_number": m.sequence_number,
                 "receive_count": m.receive_count,

@@ -149,3 +149,19 @@ async fn redrive_moves_dead_letters_back_in_group_order() {
         stderr(&again)
     );
 }
+
+#[test]
+fn peek_refuses_a_dead_letter_queue_that_has_a_redrive_policy_of_its_own() {
+    let name = unique_queue_name("d-chain");
+    let base = name.strip_suffix(".fifo").unwrap();
+    let (first, second) = (format!("{base}-dlq.fifo"), format!("{base}-dlq2.fifo"));
+    create_queue(&first, &["--dlq", &second, "--max-receive-count", "2"]);
+    create_queue(&name, &["--dlq", &first]);
+    let output = fifo(&["dlq", "peek", &name]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("has a redrive policy of its own"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -93,7 +93,8 @@ impl App {
             Answer::Ok | Answer::Slow(_) => (200, StatusCode::OK.into_response()),
             Answer::Status(code) => {
                 let status = StatusCode::from_u16(code).unwrap();
-                (code, (status, "the app says no").into_response())
+                // With an escape sequence, as an error page may have.
+                (code, (status, "the app says no\u{1b}[0m").into_response())
             }
             Answer::Redirect => (
                 302,
@@ -379,6 +380,7 @@ async fn a_rejected_message_is_dead_lettered_at_once_with_why_and_its_group_goes
             && reason.contains("the app says no"),
         "{reason}"
     );
+    assert!(reason.contains(r"\u{1b}[0m"), "escaped for SQS: {reason}");
     assert_eq!(text_of(dead, "fifo.status"), "HTTP 422");
     assert_eq!(text_of(dead, "fifo.attempts"), "1");
     assert_eq!(text_of(dead, "fifo.receive-count"), "1");

@@ -54,7 +54,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counters = Arc::new(Counters::default());
     let mut registry = Registry::default();
     counters.register(&mut registry);
-    let server = serve_metrics(&metrics_addr, Arc::new(registry), shutdown.clone()).await?;
+    // Its own token: the metrics stay up while the engine drains.
+    let stop_server = CancellationToken::new();
+    let server = serve_metrics(&metrics_addr, Arc::new(registry), stop_server.clone()).await?;
     eprintln!("metrics on http://{metrics_addr}/metrics; Ctrl-C to stop");
 
     let config = PoolConfig {
@@ -64,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats =
         fifo_worker_pool::run_observed(queue, Orders, &config, shutdown.clone(), counters).await?;
     // The engine has drained: the rest of the service stops after it.
-    shutdown.cancel();
+    stop_server.cancel();
     server.await??;
     eprintln!("{stats:?}");
     Ok(())

@@ -1,5 +1,7 @@
 //! The engine's [`Queue`] on SQS, through `fifo-sqs-client` (feature `sqs`).
 
+use std::collections::BTreeMap;
+
 use fifo_sqs_client::{
     self as sqs, Client, MessageAttribute, OutgoingMessage, ReceiveOptions, ReceiveOutput,
 };
@@ -143,23 +145,40 @@ impl Queue for SqsQueue {
                 format!("{} has no dead-letter queue", self.queue_url),
             ));
         };
-        let copy = OutgoingMessage {
+        let outgoing = |attributes: &BTreeMap<String, Attribute>| OutgoingMessage {
             body: copy.body.clone(),
             group_id: copy.group_id.clone(),
             dedup_id: Some(copy.dedup_id.clone()),
-            attributes: copy
-                .annotated_attributes(&self.queue_url)
+            attributes: attributes
                 .iter()
                 .map(|(name, attribute)| (name.clone(), sqs_attribute(attribute)))
                 .collect(),
         };
+        let annotated = outgoing(&copy.annotated_attributes(&self.queue_url));
         let sent = self
             .client
-            .send_batch(&dead_letter.url, std::slice::from_ref(&copy))
+            .send_batch(&dead_letter.url, std::slice::from_ref(&annotated))
             .await
             .map_err(queue_error)?;
-        if let Some(Err(failure)) = sent.into_iter().next() {
-            return Err(refusal(&failure.code, &failure.message));
+        if let Some(Err(refused)) = sent.into_iter().next() {
+            // fifo's explanation may be what SQS refuses (it makes the
+            // message too large for the dead-letter queue, say): the
+            // message itself goes, as it came.
+            tracing::warn!(
+                "the dead-letter queue refused message {}'s copy with fifo's explanation ({}: {}); sending it without",
+                copy.dedup_id,
+                refused.code,
+                refused.message
+            );
+            let plain = outgoing(&copy.attributes);
+            let sent = self
+                .client
+                .send_batch(&dead_letter.url, std::slice::from_ref(&plain))
+                .await
+                .map_err(queue_error)?;
+            if let Some(Err(failure)) = sent.into_iter().next() {
+                return Err(refusal(&failure.code, &failure.message));
+            }
         }
         match self.delete(&[receipt_handle]).await?.first() {
             Some(failure) => Err(refusal("the delete was refused", &failure.reason)),

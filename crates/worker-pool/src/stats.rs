@@ -161,8 +161,7 @@ impl Counters {
 
     /// Adds every figure to `registry`, under OpenTelemetry's messaging
     /// names where they exist and `fifo_*` otherwise (see the README's
-    /// metrics table). No group id is a label. `queue` is the
-    /// `messaging_destination_name` label of the consumed messages.
+    /// metrics table). No group id is a label.
     pub fn register(&self, registry: &mut Registry) {
         let counters: [(&str, &str, &Counter); 12] = [
             (
