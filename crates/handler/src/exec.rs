@@ -287,13 +287,13 @@ impl Handler for ExecHandler {
         if let Some(parent) = trace::traceparent(message) {
             env.push(("TRACEPARENT", parent));
         }
-        let status = self
+        let (status, last_line) = self
             .run(&env, message.body.as_bytes(), &message.group_id)
             .await?;
         if status.success() {
             Ok(())
         } else {
-            Err(self.failure(status, self.exited(status)))
+            Err(self.failure(status, self.exited(status, &last_line)))
         }
     }
 
@@ -322,15 +322,16 @@ impl Handler for ExecHandler {
         if let Some(parent) = trace::traceparent(first) {
             env.push(("TRACEPARENT", parent));
         }
-        let status = match self.run(&env, &batch_json(messages), &first.group_id).await {
-            Ok(status) => status,
+        let (status, last_line) = match self.run(&env, &batch_json(messages), &first.group_id).await
+        {
+            Ok(ran) => ran,
             Err(e) => return BatchOutcome::failed_at(0, e),
         };
         if status.success() {
             return BatchOutcome::all(messages.len());
         }
         let written = std::fs::read_to_string(done.path()).unwrap_or_default();
-        let failed = self.exited(status);
+        let failed = self.exited(status, &last_line);
         let (succeeded, note) = match written.trim() {
             "" => (0, String::new()),
             count => match count.parse::<usize>() {
@@ -380,8 +381,14 @@ fn batch_json(messages: &[&Message]) -> Vec<u8> {
 }
 
 impl ExecHandler {
-    fn exited(&self, status: ExitStatus) -> String {
-        format!("{} exited with {status}", self.program.display())
+    /// How the program ended, with the last line it wrote to stderr (what
+    /// a program usually says when it fails).
+    fn exited(&self, status: ExitStatus, last_line: &str) -> String {
+        let mut text = format!("{} exited with {status}", self.program.display());
+        if !last_line.is_empty() {
+            text += &format!(" ({last_line})");
+        }
+        text
     }
 
     /// The failure an exit status means: [`EXIT_REJECT`] rejects the
@@ -397,13 +404,14 @@ impl ExecHandler {
     }
 
     /// Runs the program once with `env`, `input` on stdin, and its output
-    /// forwarded prefixed with `[group] `; returns how it exited.
+    /// forwarded prefixed with `[group] `; returns how it exited and the
+    /// last line it wrote to stderr.
     async fn run(
         &self,
         env: &[(&str, String)],
         input: &[u8],
         group: &str,
-    ) -> Result<ExitStatus, String> {
+    ) -> Result<(ExitStatus, String), String> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .envs(env.iter().map(|(name, value)| (name, value)))
@@ -465,12 +473,14 @@ impl ExecHandler {
             status
         };
         let prefix = format!("[{group}] ");
-        let (status, (), ()) = tokio::join!(
+        let (status, _, last_line) = tokio::join!(
             run,
             forward(stdout, &prefix, &self.output, To::Stdout, exit_seen.clone()),
             forward(stderr, &prefix, &self.output, To::Stderr, exit_seen),
         );
-        status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))
+        let status =
+            status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))?;
+        Ok((status, last_line))
     }
 }
 
@@ -663,12 +673,22 @@ async fn forward(
     output: &Output,
     to: To,
     mut exited: watch::Receiver<bool>,
-) {
-    let Some(mut pipe) = pipe else { return };
-    let write = |bytes: Vec<u8>| async move {
-        match to {
-            To::Stdout => output.stdout(bytes).await,
-            To::Stderr => output.stderr(bytes).await,
+) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let last_line = std::sync::Mutex::new(String::new());
+    let write = |bytes: Vec<u8>| {
+        remember_last_line(
+            &bytes,
+            prefix.len(),
+            &mut last_line.lock().expect("not poisoned"),
+        );
+        async move {
+            match to {
+                To::Stdout => output.stdout(bytes).await,
+                To::Stderr => output.stderr(bytes).await,
+            }
         }
     };
     let mut lines = Lines::new(prefix.as_bytes());
@@ -695,6 +715,27 @@ async fn forward(
         }
     }
     write(lines.finish()).await;
+    last_line.into_inner().unwrap_or_default()
+}
+
+/// The longest last line of stderr kept for the error.
+const LAST_LINE: usize = 300;
+
+/// Keeps in `last` the last non-empty line of `bytes` (prefixed lines, as
+/// forwarded), without its prefix, cut to [`LAST_LINE`] bytes.
+fn remember_last_line(bytes: &[u8], prefix: usize, last: &mut String) {
+    let found = bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.get(prefix..))
+        .rfind(|line| !line.iter().all(u8::is_ascii_whitespace));
+    if let Some(line) = found {
+        let line = String::from_utf8_lossy(line);
+        let mut end = line.trim_end().len().min(LAST_LINE);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        *last = line[..end].to_owned();
+    }
 }
 
 /// Cuts a program's output into prefixed lines.
@@ -857,10 +898,15 @@ mod tests {
 
     #[tokio::test]
     async fn exit_65_rejects_and_75_asks_to_retry_later_alone_or_in_a_batch() {
-        let rejected = sh("exit 65").handle(&message()).await.unwrap_err();
+        let rejected = sh("echo working; echo 'no customer 42' >&2; exit 65")
+            .handle(&message())
+            .await
+            .unwrap_err();
         assert_eq!(Verdict::of(&rejected), Verdict::Reject);
         assert!(
-            rejected.to_string().contains("exit status: 65"),
+            rejected
+                .to_string()
+                .ends_with("exited with exit status: 65 (no customer 42)"),
             "{rejected}"
         );
         let later = sh("exit 75").handle(&message()).await.unwrap_err();
