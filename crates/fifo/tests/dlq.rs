@@ -9,27 +9,32 @@ use common::*;
 const REJECT_SEQ_2: &str =
     r#"body=$(cat); case "$body" in *'"seq":2'*) echo "order 2 is not valid" >&2; exit 65;; esac"#;
 
-#[test]
-fn peek_shows_why_without_deleting_and_purge_needs_yes() {
-    let name = unique_queue_name("d-peek");
-    let url = create_queue(&name, &["--dlq", "--max-receive-count", "3"]);
-    send(&url, &["--groups", "2", "--count", "6"]);
-    let dir = TempDir::new();
+/// `fifo run --until-empty` on `url` with `script` as the handler, which
+/// rejects some messages (so the run exits 1).
+fn run_rejecting(url: &str, script: &str) {
     let run = fifo_in(
-        &dir,
+        &TempDir::new(),
         &[
             "--queue-url",
-            &url,
+            url,
             "run",
             "--until-empty",
             "--",
             "sh",
             "-c",
-            REJECT_SEQ_2,
+            script,
         ],
         &[],
     );
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+}
+
+#[test]
+fn peek_shows_why_without_deleting_and_purge_needs_yes() {
+    let name = unique_queue_name("d-peek");
+    let url = create_queue(&name, &["--dlq", "--max-receive-count", "3"]);
+    send(&url, &["--groups", "2", "--count", "6"]);
+    run_rejecting(&url, REJECT_SEQ_2);
 
     let peek = |extra: &[&str]| {
         let mut args = vec!["--queue-url", &url, "dlq", "peek"];
@@ -101,22 +106,7 @@ async fn redrive_moves_dead_letters_back_in_group_order() {
     let name = unique_queue_name("d-redrive");
     let url = create_queue(&name, &["--dlq"]);
     send(&url, &["--groups", "2", "--count", "10"]);
-    let dir = TempDir::new();
-    let run = fifo_in(
-        &dir,
-        &[
-            "--queue-url",
-            &url,
-            "run",
-            "--until-empty",
-            "--",
-            "sh",
-            "-c",
-            REJECT_AFTER_2,
-        ],
-        &[],
-    );
-    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    run_rejecting(&url, REJECT_AFTER_2);
 
     let redrive = fifo(&["dlq", "redrive", &name, "--rate", "50"]);
     assert!(redrive.status.success(), "{}", stderr(&redrive));
