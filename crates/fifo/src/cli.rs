@@ -59,7 +59,8 @@ pub(crate) struct GlobalArgs {
         value_enum,
         value_name = "FORMAT",
         env = "FIFO_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        ignore_case = true
     )]
     pub(crate) log_format: LogFormat,
 }

@@ -32,7 +32,7 @@ pub(crate) async fn peek(
     if let Some((next, max)) = client.queue_attributes(dead_letters).await?.dead_letter {
         return Err(UserError::new(
             format!("{dead_letters} has a redrive policy of its own (to {next} after {max} receives): peeking would count as receives and could move its messages there"),
-            Some("look at them in the SQS console, or remove that redrive policy first".to_owned()),
+            Some("remove that redrive policy first (any receive counts, the SQS console's included)".to_owned()),
         )
         .into());
     }
@@ -68,12 +68,37 @@ pub(crate) async fn redrive(
     let Some(dead_letters) = queue.dead_letter_url() else {
         return Err(no_dead_letter_queue(&source).into());
     };
-    let source_arn = client.queue_attributes(&source).await?.arn;
+    // Messages fifo moved carry no source SQS knows of: the task needs a
+    // destination, and so would send another queue's dead letters here.
+    let others: Vec<String> = client
+        .dead_letter_sources(dead_letters)
+        .await?
+        .into_iter()
+        .filter(|url| url.rsplit('/').next() != source.rsplit('/').next())
+        .collect();
+    if !others.is_empty() {
+        return Err(UserError::new(
+            format!(
+                "{dead_letters} is the dead-letter queue of other queues too ({}): a redrive to {source} would move their messages there",
+                others.join(", ")
+            ),
+            Some("give each queue a dead-letter queue of its own (`fifo create-queue NAME --dlq`), or move these messages by hand".to_owned()),
+        )
+        .into());
+    }
     let waiting = client.queue_attributes(dead_letters).await?;
-    if waiting.visible + waiting.in_flight + waiting.delayed == 0 {
+    if waiting.visible + waiting.delayed == 0 {
+        if waiting.in_flight > 0 {
+            return Err(UserError::new(
+                format!("the {} messages of {dead_letters} are all in flight (received by someone, not yet visible again): nothing can be moved now", waiting.in_flight),
+                Some("run it again once they are visible (after their visibility timeout)".to_owned()),
+            )
+            .into());
+        }
         stderr_line(format_args!("{dead_letters} is empty: nothing to move"));
         return Ok(ExitCode::SUCCESS);
     }
+    let source_arn = client.queue_attributes(&source).await?.arn;
     let handle = client
         .start_move_task(&waiting.arn, &source_arn, args.rate)
         .await
@@ -81,20 +106,27 @@ pub(crate) async fn redrive(
             format!("starting to move the messages of {dead_letters} back to {source}")
         })?;
     let bar = move_bar(waiting.visible, progress);
+    let mut stop = stop_signal();
+    let mut cancelled = false;
     let task = loop {
-        let cancelled = tokio::select! {
-            () = tokio::time::sleep(MOVE_POLL) => false,
-            _ = tokio::signal::ctrl_c() => true,
-        };
-        if cancelled {
-            client
-                .cancel_move_task(&handle)
-                .await
-                .wrap_err("cancelling the move")?;
+        tokio::select! {
+            () = tokio::time::sleep(MOVE_POLL) => {}
+            () = &mut stop, if !cancelled => {
+                cancelled = true;
+                // A task that finished meanwhile cannot be cancelled: its
+                // status below says so.
+                if let Err(e) = client.cancel_move_task(&handle).await {
+                    tracing::warn!("cancelling the move failed ({e}); waiting for it to end");
+                }
+            }
         }
         let Some(task) = client.latest_move_task(&waiting.arn).await? else {
             continue;
         };
+        // Until ours is listed, the newest may be an earlier task.
+        if task.handle.as_deref().is_some_and(|h| h != handle) {
+            continue;
+        }
         if let Some(total) = task.to_move {
             bar.set_length(total);
         }
@@ -126,6 +158,24 @@ pub(crate) async fn redrive(
         )
         .into()),
     }
+}
+
+/// Resolves at the first Ctrl-C or SIGTERM.
+fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Box::pin(async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
 }
 
 /// How often a move task's progress is asked.
@@ -238,6 +288,16 @@ const FIFO_ATTRIBUTES: [&str; 6] = [
     "fifo.source-queue",
 ];
 
+/// The original message's id: a copy fifo moved has an id of its own and
+/// the original's as its de-duplication id (see the engine's
+/// `DeadLetterCopy`); a message SQS's redrive moved keeps its id.
+fn original_id(message: &ReceivedMessage) -> &str {
+    match &message.deduplication_id {
+        Some(original) if message.attributes.contains_key("fifo.reason") => original,
+        _ => &message.message_id,
+    }
+}
+
 fn attribute_text(message: &ReceivedMessage, name: &str) -> Option<String> {
     match &message.attributes.get(name)?.value {
         AttributeValue::Text(text) => Some(text.clone()),
@@ -248,12 +308,7 @@ fn attribute_text(message: &ReceivedMessage, name: &str) -> Option<String> {
 /// One dead letter as text: where it stands, why it died, its body.
 fn text(message: &ReceivedMessage) -> String {
     let get = |name| attribute_text(message, name);
-    // The copy has an id of its own; the original's is its
-    // de-duplication id (see the engine's `DeadLetterCopy`).
-    let original = message
-        .deduplication_id
-        .as_deref()
-        .unwrap_or(&message.message_id);
+    let original = original_id(message);
     let mut head = format!(
         "group {}  sequence {}  id {original}",
         message.group_id, message.sequence_number
@@ -281,7 +336,8 @@ fn text(message: &ReceivedMessage) -> String {
     lines.push(format!(
         "  reason: {}",
         get("fifo.reason").map_or_else(
-            || "none recorded (moved by SQS's redrive, not by fifo)".to_owned(),
+            || "none recorded (moved by SQS's own redrive, or SQS refused fifo's explanation)"
+                .to_owned(),
             |reason| one_line(&reason)
         )
     ));
@@ -321,7 +377,7 @@ fn json(messages: &[ReceivedMessage]) -> String {
                 .filter_map(|name| Some((name.clone(), attribute_text(m, name)?.into())))
                 .collect();
             serde_json::json!({
-                "id": m.deduplication_id.as_deref().unwrap_or(&m.message_id),
+                "id": original_id(m),
                 "group_id": m.group_id,
                 "sequence_number": m.sequence_number,
                 "receive_count": m.receive_count,

@@ -50,6 +50,11 @@ pub(crate) fn report(report: &color_eyre::Report) {
 /// Set once at start by `--log-format json`.
 static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether stderr is JSON lines (`--log-format json`).
+pub(crate) fn json_lines() -> bool {
+    JSON_LINES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// From now on [`stderr_line`] writes JSON objects, as the log does, so
 /// that stderr stays one JSON object per line.
 pub(crate) fn use_json_lines() {

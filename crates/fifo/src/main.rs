@@ -85,19 +85,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 fn init_logging(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     // aws-config warns of every credential source it tried and found
     // empty; the error that follows says it once, with the fix.
-    let mut default = match verbose {
+    let default = match verbose {
         0 => "warn,aws_config=error",
         1 => "info",
         _ => "debug",
     }
     .to_owned();
-    if format == LogFormat::Json {
-        // One event per step of each message's life (see
-        // `fifo_worker_pool`'s `message_event`): what JSON logs are for.
-        default += ",fifo::message=debug";
+    // One event per step of each message's life (see `fifo_worker_pool`'s
+    // `message_event`): what JSON logs are for, whatever RUST_LOG says of
+    // other targets, unless it names this one.
+    const MESSAGE_EVENTS: &str = "fifo::message=debug";
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let mut directives = from_env.clone().unwrap_or(default);
+    if format == LogFormat::Json && !directives.contains("fifo::message") {
+        directives += &format!(",{MESSAGE_EVENTS}");
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("fifo-log")

@@ -37,7 +37,11 @@ pub(crate) async fn run(
     // makes handlers wait, never the engine (whose heartbeats keep every
     // held message ours), and a closed stdout (`fifo run | head`) fails
     // nothing: it ends the run gracefully.
-    let output = Output::stdio();
+    let output = if crate::error::json_lines() {
+        Output::stdio().with_json_stderr()
+    } else {
+        Output::stdio()
+    };
     let exec = if args.command.is_empty() {
         None
     } else {

@@ -155,3 +155,24 @@ fn peek_refuses_a_dead_letter_queue_that_has_a_redrive_policy_of_its_own() {
         stderr(&output)
     );
 }
+
+#[test]
+fn redrive_refuses_a_dead_letter_queue_shared_with_another_queue() {
+    let name = unique_queue_name("d-shared");
+    let base = name.strip_suffix(".fifo").unwrap();
+    let url = create_queue(&name, &["--dlq"]);
+    create_queue(
+        &format!("{base}-other.fifo"),
+        &["--dlq", &format!("{base}-dlq.fifo")],
+    );
+    send(&url, &["--group", "g", "--count", "2"]);
+    run_rejecting(&url, REJECT_SEQ_2);
+    let output = fifo(&["dlq", "redrive", &name]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("is the dead-letter queue of other queues too"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{base}-other.fifo")), "{text}");
+}

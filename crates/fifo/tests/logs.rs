@@ -9,7 +9,7 @@ use common::*;
 const HANDLER: &str = r#"body=$(cat)
 case "$body" in
   *'"seq":2'*) exit 65 ;;
-  *'"seq":3'*) [ "$FIFO_ATTEMPT" = 1 ] && exit 1 ;;
+  *'"seq":3'*) [ "$FIFO_ATTEMPT" = 1 ] && echo "db busy" >&2 && exit 1 ;;
 esac
 exit 0"#;
 
@@ -97,6 +97,18 @@ fn json_logs_give_each_message_its_events() {
             .filter(|l| l["event"] == "succeeded")
             .all(|l| l["duration_ms"].as_f64().is_some()),
         "durations"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|(_, attempt, error)| *attempt == 1 && error.ends_with("exit status: 1 (db busy)")),
+        "the program's last stderr line: {failed:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["target"] == "fifo::handler"
+            && l["group"] == "g"
+            && l["message"] == "db busy"),
+        "the program's stderr as JSON"
     );
     let last = lines.last().unwrap();
     assert!(

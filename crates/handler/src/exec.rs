@@ -687,6 +687,9 @@ async fn forward(
         async move {
             match to {
                 To::Stdout => output.stdout(bytes).await,
+                To::Stderr if output.json_stderr() => {
+                    output.stderr(json_lines(&bytes, prefix)).await;
+                }
                 To::Stderr => output.stderr(bytes).await,
             }
         }
@@ -716,6 +719,32 @@ async fn forward(
     }
     write(lines.finish()).await;
     last_line.into_inner().unwrap_or_default()
+}
+
+/// Prefixed lines (`[group] text`, as forwarded) as JSON objects, one per
+/// line: for JSON logs.
+fn json_lines(bytes: &[u8], prefix: &str) -> Vec<u8> {
+    let group = prefix
+        .strip_prefix('[')
+        .and_then(|p| p.strip_suffix("] "))
+        .unwrap_or(prefix);
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let text = line.strip_prefix(prefix.as_bytes()).unwrap_or(line);
+        let object = serde_json::json!({
+            "timestamp": timestamp,
+            "level": "INFO",
+            "target": "fifo::handler",
+            "group": group,
+            "message": String::from_utf8_lossy(text),
+        });
+        out.extend_from_slice(object.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 /// The longest last line of stderr kept for the error.

@@ -23,6 +23,8 @@ const BUDGET: usize = 4 * 1024 * 1024;
 pub struct Output {
     stdout: Stream,
     stderr: Stream,
+    /// Handler programs' stderr lines go out as JSON objects.
+    json_stderr: bool,
 }
 
 impl Output {
@@ -44,7 +46,23 @@ impl Output {
         Output {
             stdout: Stream::spawn("fifo-stdout", stdout, budget),
             stderr: Stream::spawn("fifo-stderr", stderr, budget),
+            json_stderr: false,
         }
+    }
+
+    /// The lines an exec handler's program writes to stderr are written as
+    /// JSON objects (`timestamp`, `level`, `target: "fifo::handler"`,
+    /// `group`, `message`), so that stderr stays one JSON object per line
+    /// alongside JSON logs. Stdout is left as the program wrote it.
+    pub fn with_json_stderr(mut self) -> Output {
+        self.json_stderr = true;
+        self
+    }
+
+    /// Whether stderr lines are written as JSON (see
+    /// [`Output::with_json_stderr`]).
+    pub fn json_stderr(&self) -> bool {
+        self.json_stderr
     }
 
     /// Queues `bytes` for stdout, waiting while the queue is full.

@@ -460,8 +460,8 @@ impl Client {
     }
 
     /// Starts an SQS message move task from the dead-letter queue
-    /// `source_arn` back to `destination_arn` (SQS's redrive), at most
-    /// `rate` messages per second when given; returns its handle.
+    /// `source_arn` to `destination_arn` (SQS's redrive), at most `rate`
+    /// messages per second when given; returns the task's handle.
     pub async fn start_move_task(
         &self,
         source_arn: &str,
@@ -478,6 +478,24 @@ impl Client {
             .await
             .map_err(|e| classify(e, &self.call("StartMessageMoveTask", source_arn)))?;
         Ok(output.task_handle.unwrap_or_default())
+    }
+
+    /// The URLs of the queues whose redrive policy names `dead_letter_url`.
+    pub async fn dead_letter_sources(&self, dead_letter_url: &str) -> Result<Vec<String>, Error> {
+        let mut urls = Vec::new();
+        let mut pages = self
+            .sqs
+            .list_dead_letter_source_queues()
+            .queue_url(dead_letter_url)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                classify(e, &self.call("ListDeadLetterSourceQueues", dead_letter_url))
+            })?;
+            urls.extend(page.queue_urls);
+        }
+        Ok(urls)
     }
 
     /// The newest message move task from `source_arn`, if any.

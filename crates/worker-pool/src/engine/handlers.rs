@@ -142,7 +142,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if let Some(failed) = ran.failed
             && let Some(key) = attempts.next()
         {
-            if let Attempt::Failed { error, .. } = &failed {
+            // A request to wait is not a failure: its event is `retried`.
+            if let Attempt::Failed { error, .. } = &failed
+                && !matches!(Verdict::of(error), Verdict::RetryLater(_))
+            {
                 self.log_run(key, "failed", ran.took, Some(error));
             }
             // The messages after it were not run: back in their place
