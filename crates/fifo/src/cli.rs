@@ -52,13 +52,14 @@ pub(crate) struct GlobalArgs {
     /// Log lines as text, or as JSON objects, one per line, which add an
     /// event per message (received, started, succeeded, failed, retried,
     /// released, dead-lettered, rejected) with its group, id, sequence
-    /// number, attempt, duration and error
+    /// number, attempt, duration and error [env: FIFO_LOG_FORMAT]
     #[arg(
         long,
         global = true,
         value_enum,
         value_name = "FORMAT",
         env = "FIFO_LOG_FORMAT",
+        hide_env = true,
         default_value = "text",
         ignore_case = true
     )]
@@ -114,7 +115,7 @@ pub(crate) enum Command {
     /// at once, and exits 0. A second signal kills the running programs and
     /// exits at once.
     Run(RunArgs),
-    /// Look at a queue's dead letters: why each one died
+    /// A queue's dead letters: why each one died, and moving them back
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Delete every message of a queue (SQS's PurgeQueue)
