@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_sqs_client::{AttributeValue, Client, ReceiveOptions, ReceivedMessage};
+use fifo_sqs_client::{AttributeValue, Client, ReceiveOptions, ReceivedMessage, one_line};
 use fifo_worker_pool::SqsQueue;
 
 use crate::cli::{PeekArgs, PurgeArgs, RedriveArgs};
@@ -338,7 +338,7 @@ fn text(message: &ReceivedMessage) -> String {
         get("fifo.reason").map_or_else(
             || "none recorded (moved by SQS's own redrive, or SQS refused fifo's explanation)"
                 .to_owned(),
-            |reason| one_line(&reason)
+            |reason| one_line(reason.chars())
         )
     ));
     let others: Vec<String> = message
@@ -350,21 +350,8 @@ fn text(message: &ReceivedMessage) -> String {
     if !others.is_empty() {
         lines.push(format!("  attributes: {}", others.join(", ")));
     }
-    lines.push(format!("  body: {}", one_line(&message.body)));
+    lines.push(format!("  body: {}", one_line(message.body.chars())));
     lines.join("\n") + "\n\n"
-}
-
-/// `text` on one line: control characters escaped, the rest as it is.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn json(messages: &[ReceivedMessage]) -> String {

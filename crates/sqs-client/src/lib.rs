@@ -23,7 +23,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use message_rules::{
-    Field, InvalidMessage, check_dedup_id, check_group_id, check_message_body, shown,
+    Field, InvalidMessage, accepts_char, check_dedup_id, check_group_id, check_message_body,
+    one_line, shown,
 };
 pub use queue_url::{BadQueueName, QueueUrl, check_queue_name, is_aws_host};
 

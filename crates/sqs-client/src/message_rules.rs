@@ -107,12 +107,18 @@ fn check_id(field: Field, id: &str) -> Result<(), InvalidMessage> {
 /// Text from the user as it may be shown in one line of a message: control
 /// characters escaped, and cut after 60 characters.
 pub fn shown(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out = one_line(chars.by_ref().take(60));
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` on one line: control characters escaped, the rest as it is.
+pub fn one_line(text: impl IntoIterator<Item = char>) -> String {
     let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == 60 {
-            out.push('…');
-            break;
-        }
+    for c in text {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
@@ -120,6 +126,12 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
+}
+
+/// Whether SQS takes `c` in a message body or an attribute value: the
+/// characters of XML 1.0.
+pub fn accepts_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// SQS's rule for a body: not empty, at most `max_bytes` UTF-8 bytes, and
@@ -134,8 +146,7 @@ pub fn check_message_body(body: &str, max_bytes: usize) -> Result<(), InvalidMes
             max: max_bytes,
         });
     }
-    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
-    match body.char_indices().find(|&(_, c)| !allowed(c)) {
+    match body.char_indices().find(|&(_, c)| !accepts_char(c)) {
         Some((offset, found)) => Err(InvalidMessage::BodyCharacter { found, offset }),
         None => Ok(()),
     }

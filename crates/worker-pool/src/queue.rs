@@ -210,7 +210,7 @@ impl DeadLetterCopy {
     pub fn annotated_attributes(&self, source_queue: &str) -> BTreeMap<String, Attribute> {
         let text = |value: String| Attribute {
             data_type: "String".to_owned(),
-            value: AttributeValue::Text(sqs_text(&value)),
+            value: AttributeValue::Text(value),
         };
         let number = |value: u32| Attribute {
             data_type: "Number".to_owned(),
@@ -256,26 +256,6 @@ impl DeadLetterCopy {
         }
         attributes
     }
-}
-
-/// `text` as SQS takes an attribute value: not empty, and the characters
-/// it refuses (most control characters) escaped, as a service's error page
-/// may hold them.
-fn sqs_text(text: &str) -> String {
-    if text.is_empty() {
-        return "(empty)".to_owned();
-    }
-    text.chars()
-        .map(|c| match c {
-            '\t'
-            | '\n'
-            | '\r'
-            | '\u{20}'..='\u{D7FF}'
-            | '\u{E000}'..='\u{FFFD}'
-            | '\u{10000}'.. => c.to_string(),
-            _ => c.escape_default().to_string(),
-        })
-        .collect()
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -472,20 +452,6 @@ mod tests {
             text(&ten, "fifo.reason"),
             "rejected: not JSON (attribute a9 dropped for room)"
         );
-    }
-
-    #[test]
-    fn a_reason_sqs_would_refuse_is_made_acceptable() {
-        let mut odd = copy(0);
-        odd.why.error = "bad \u{1b}[31mfield\u{0}".to_owned();
-        let attributes = odd.annotated_attributes("q");
-        assert_eq!(
-            text(&attributes, "fifo.reason"),
-            "bad \\u{1b}[31mfield\\u{0}"
-        );
-        odd.why.error = String::new();
-        let attributes = odd.annotated_attributes("q");
-        assert_eq!(text(&attributes, "fifo.reason"), "(empty)");
     }
 
     #[test]

@@ -145,22 +145,29 @@ impl Queue for SqsQueue {
                 format!("{} has no dead-letter queue", self.queue_url),
             ));
         };
-        let outgoing = |attributes: &BTreeMap<String, Attribute>| OutgoingMessage {
-            body: copy.body.clone(),
-            group_id: copy.group_id.clone(),
-            dedup_id: Some(copy.dedup_id.clone()),
-            attributes: attributes
-                .iter()
-                .map(|(name, attribute)| (name.clone(), sqs_attribute(attribute)))
-                .collect(),
+        // The copy, with the given attributes: `Ok(Err(..))` when SQS
+        // refused that entry.
+        let send = async |attributes: &BTreeMap<String, Attribute>| {
+            let message = OutgoingMessage {
+                body: copy.body.clone(),
+                group_id: copy.group_id.clone(),
+                dedup_id: Some(copy.dedup_id.clone()),
+                attributes: attributes
+                    .iter()
+                    .map(|(name, attribute)| (name.clone(), sqs_attribute(attribute)))
+                    .collect(),
+            };
+            let sent = self
+                .client
+                .send_batch(&dead_letter.url, std::slice::from_ref(&message))
+                .await
+                .map_err(queue_error)?;
+            Ok::<_, QueueError>(match sent.into_iter().next() {
+                Some(Err(refused)) => Err(refused),
+                _ => Ok(()),
+            })
         };
-        let annotated = outgoing(&copy.annotated_attributes(&self.queue_url));
-        let sent = self
-            .client
-            .send_batch(&dead_letter.url, std::slice::from_ref(&annotated))
-            .await
-            .map_err(queue_error)?;
-        if let Some(Err(refused)) = sent.into_iter().next() {
+        if let Err(refused) = send(&copy.annotated_attributes(&self.queue_url)).await? {
             // fifo's explanation may be what SQS refuses (it makes the
             // message too large for the dead-letter queue, say): the
             // message itself goes, as it came.
@@ -170,13 +177,7 @@ impl Queue for SqsQueue {
                 refused.code,
                 refused.message
             );
-            let plain = outgoing(&copy.attributes);
-            let sent = self
-                .client
-                .send_batch(&dead_letter.url, std::slice::from_ref(&plain))
-                .await
-                .map_err(queue_error)?;
-            if let Some(Err(failure)) = sent.into_iter().next() {
+            if let Err(failure) = send(&copy.attributes).await? {
                 return Err(refusal(&failure.code, &failure.message));
             }
         }
@@ -292,12 +293,54 @@ fn attribute_of(attribute: MessageAttribute) -> Attribute {
     }
 }
 
+/// An attribute as SQS takes it. A text value is never empty, and the
+/// characters SQS refuses are escaped: a dead letter's reason may quote a
+/// service's error page. (Values SQS delivered pass unchanged.)
 fn sqs_attribute(attribute: &Attribute) -> MessageAttribute {
     MessageAttribute {
         data_type: attribute.data_type.clone(),
         value: match &attribute.value {
-            AttributeValue::Text(text) => sqs::AttributeValue::Text(text.clone()),
+            AttributeValue::Text(text) if text.is_empty() => {
+                sqs::AttributeValue::Text("(empty)".to_owned())
+            }
+            AttributeValue::Text(text) => sqs::AttributeValue::Text(
+                text.chars()
+                    .map(|c| {
+                        if sqs::accepts_char(c) {
+                            c.to_string()
+                        } else {
+                            c.escape_default().to_string()
+                        }
+                    })
+                    .collect(),
+            ),
             AttributeValue::Binary(bytes) => sqs::AttributeValue::Binary(bytes.clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(value: &str) -> sqs::AttributeValue {
+        sqs_attribute(&Attribute {
+            data_type: "String".to_owned(),
+            value: AttributeValue::Text(value.to_owned()),
+        })
+        .value
+    }
+
+    #[test]
+    fn a_reason_sqs_would_refuse_is_made_acceptable() {
+        assert_eq!(
+            text("bad \u{1b}[31mfield\u{0}"),
+            sqs::AttributeValue::Text("bad \\u{1b}[31mfield\\u{0}".to_owned())
+        );
+        assert_eq!(text(""), sqs::AttributeValue::Text("(empty)".to_owned()));
+        assert_eq!(
+            text("ok é\n"),
+            sqs::AttributeValue::Text("ok é\n".to_owned())
+        );
     }
 }
