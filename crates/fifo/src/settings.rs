@@ -554,37 +554,32 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
     fn checked(&self, key: &Key) -> Result<Option<Given<config::Value>>, UserError> {
         let given = match key.kind {
             Kind::Text => self.text(key)?.map(|given| given.map(Into::into)),
-            Kind::QueueUrl => match self.text(key)? {
-                Some(given) => {
-                    QueueUrl::parse(&given.value).map_err(|e| {
-                        UserError::new(
-                            format!("{}: {e}", given.origin.describe(key)),
-                            crate::error::sqs_hint(&e),
-                        )
-                    })?;
-                    Some(given.map(Into::into))
-                }
-                None => None,
-            },
-            Kind::HttpUrl => match self.text(key)? {
-                Some(given) => {
-                    fifo_handler::http_url(&given.value).map_err(|e| {
-                        UserError::new(
-                            format!("{}: {e}", given.origin.describe(key)),
-                            Some(
-                                given
-                                    .origin
-                                    .fix(key, "a URL such as http://localhost:8080/work"),
-                            ),
-                        )
-                    })?;
-                    Some(given.map(Into::into))
-                }
-                None => None,
-            },
-            Kind::ListenAddress => match self.text(key)? {
-                Some(given) => {
-                    given.value.parse::<std::net::SocketAddr>().map_err(|_| {
+            Kind::QueueUrl => self.text_that(key, |given| {
+                QueueUrl::parse(&given.value).map(drop).map_err(|e| {
+                    UserError::new(
+                        format!("{}: {e}", given.origin.describe(key)),
+                        crate::error::sqs_hint(&e),
+                    )
+                })
+            })?,
+            Kind::HttpUrl => self.text_that(key, |given| {
+                fifo_handler::http_url(&given.value).map(drop).map_err(|e| {
+                    UserError::new(
+                        format!("{}: {e}", given.origin.describe(key)),
+                        Some(
+                            given
+                                .origin
+                                .fix(key, "a URL such as http://localhost:8080/work"),
+                        ),
+                    )
+                })
+            })?,
+            Kind::ListenAddress => self.text_that(key, |given| {
+                given
+                    .value
+                    .parse::<std::net::SocketAddr>()
+                    .map(drop)
+                    .map_err(|_| {
                         UserError::new(
                             format!(
                                 "{}: not an address and port to listen on",
@@ -595,17 +590,28 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
                                 "an address and port such as 127.0.0.1:9464 or 0.0.0.0:9464",
                             )),
                         )
-                    })?;
-                    Some(given.map(Into::into))
-                }
-                None => None,
-            },
+                    })
+            })?,
             Kind::Whole { low, high } => self
                 .number(key, low, high)?
                 .map(|given| given.map(|n| i64::try_from(n).expect("ranges fit in i64").into())),
             Kind::Seconds { high } => self.seconds(key, high)?.map(|given| given.map(Into::into)),
         };
         Ok(given)
+    }
+
+    /// A text setting's value, once `check` accepted it (it says what is
+    /// wrong otherwise).
+    fn text_that(
+        &self,
+        key: &Key,
+        check: impl FnOnce(&Given<String>) -> Result<(), UserError>,
+    ) -> Result<Option<Given<config::Value>>, UserError> {
+        let Some(given) = self.text(key)? else {
+            return Ok(None);
+        };
+        check(&given)?;
+        Ok(Some(given.map(Into::into)))
     }
 
     /// A numeric setting's value as written, or the error that it is not a

@@ -657,7 +657,7 @@ fn running_member(group: Pid) -> Option<bool> {
 }
 
 /// Which of our streams a pipe of the program is forwarded to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum To {
     Stdout,
     Stderr,
@@ -679,11 +679,14 @@ async fn forward(
     };
     let last_line = std::sync::Mutex::new(String::new());
     let write = |bytes: Vec<u8>| {
-        remember_last_line(
-            &bytes,
-            prefix.len(),
-            &mut last_line.lock().expect("not poisoned"),
-        );
+        // Only stderr's last line is part of a failure's text.
+        if to == To::Stderr {
+            remember_last_line(
+                &bytes,
+                prefix.len(),
+                &mut last_line.lock().expect("not poisoned"),
+            );
+        }
         async move {
             match to {
                 To::Stdout => output.stdout(bytes).await,

@@ -49,18 +49,20 @@ impl Event {
     /// cut short at shutdown; a whole batch counts as answered even when
     /// some of its entries failed.
     pub(crate) fn outcome(&self) -> Option<Result<(), QueueErrorKind>> {
-        let kind = |error: &QueueError| error.kind();
         match self {
-            Event::Received { result, .. } => result
-                .as_ref()
-                .map(|r| r.as_ref().map(|_| ()).map_err(kind)),
+            Event::Received { result, .. } => result.as_ref().map(answer),
             Event::Deleted { result, .. }
             | Event::Extended { result, .. }
-            | Event::Released { result, .. } => Some(result.as_ref().map(|_| ()).map_err(kind)),
-            Event::DeadLettered { result, .. } => Some(result.as_ref().map(|_| ()).map_err(kind)),
-            Event::QueueEmpty(result) => Some(result.as_ref().map(|_| ()).map_err(kind)),
+            | Event::Released { result, .. } => Some(answer(result)),
+            Event::DeadLettered { result, .. } => Some(answer(result)),
+            Event::QueueEmpty(result) => Some(answer(result)),
         }
     }
+}
+
+/// Whether a call was answered, and if not, the kind of error.
+fn answer<T>(result: &Result<T, QueueError>) -> Result<(), QueueErrorKind> {
+    result.as_ref().map(|_| ()).map_err(QueueError::kind)
 }
 
 pub(crate) async fn receive<Q: Queue>(

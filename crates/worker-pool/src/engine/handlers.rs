@@ -74,6 +74,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             if tracked.message.attempt != attempt {
                 Arc::make_mut(&mut tracked.message).attempt = attempt;
             }
+            message_event("started", &tracked.message, attempt, None, None);
         }
         let messages = keys
             .iter()
@@ -82,16 +83,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let handler = self.handler.clone();
         let (batches, timeout) = (self.config.batch > 1, self.config.handler_timeout);
         let counters = self.counters.clone();
-        for k in &keys {
-            let tracked = &self.tracked[k];
-            message_event(
-                "started",
-                &tracked.message,
-                tracked.message.attempt,
-                None,
-                None,
-            );
-        }
         let task = self.workers.spawn(async move {
             let started = Instant::now();
             let mut ran = work(handler, messages, batches, timeout).await;

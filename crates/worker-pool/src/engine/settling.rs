@@ -53,12 +53,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     /// How long a message handed back stays invisible: its failure's
-    /// backoff (or the delay its handler asked for), and long enough for a cut-off handler's process to have
-    /// ended. At least one second: a lane made visible at
-    /// once (visibility 0) becomes visible on LocalStack entry by entry, and
-    /// a receive waiting meanwhile can be given the group twice — two
-    /// processes then run one group at once. Messages whose timeout runs out
-    /// are put back all together. On SQS a second changes nothing.
+    /// backoff (or the delay its handler asked for), and long enough for a
+    /// cut-off handler's process to have ended. At least one second: a lane
+    /// made visible at once (visibility 0) becomes visible on LocalStack
+    /// entry by entry, and a receive waiting meanwhile can be given the
+    /// group twice — two processes then run one group at once. Messages
+    /// whose timeout runs out are put back all together. On SQS a second
+    /// changes nothing.
     fn release_seconds(&self, key: &Key) -> u32 {
         let tracked = &self.tracked[key];
         let seconds = tracked
