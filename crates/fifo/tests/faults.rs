@@ -904,3 +904,102 @@ echo "ok $(date +%s%N) ${state:-gone} $body" >> log"#;
         "the timed-out program's child (pid {pid}) is still running"
     );
 }
+
+/// The processes of process group `group` still running.
+fn group_members(group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's name: state, parent, process group.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        if fields.get(2) == Some(&group.to_string().as_str()) && running(pid) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[test]
+fn a_fifo_killed_with_sigkill_takes_its_programs_and_their_children_with_it() {
+    let url = create_queue(&unique_queue_name("f-kill9"), &[]);
+    send(&url, &["--group", "g", "--count", "3"]);
+    let dir = TempDir::new();
+    let pids = dir.0.join("records.pids");
+    // In a, the program writes its pid (which names its process group) and
+    // waits 25 s on a `sleep` child; in b each message takes 0.2 s.
+    let script = Script {
+        work: "0.2",
+        behaviour: r#"if [ "$RUNNER" = a ]; then echo $$ >> "$RECORDS.pids"; work=25; fi"#,
+    };
+    let mut a = spawn_run(&dir, &url, "a", &script, &["--visibility-timeout", "5"]);
+    wait_for_lines(&pids, 1);
+    let program: u32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_members(program).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the program never started its child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let members = group_members(program);
+
+    signal(a.id(), "-KILL", false);
+    let killed = Instant::now();
+    while members.iter().any(|pid| running(*pid)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "the program or its child outlived fifo's SIGKILL by a second: {:?}",
+            group_members(program)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let exit = a.wait(Duration::from_secs(5));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit.status),
+        Some(9)
+    );
+    // SIGKILL left the program no time to record its end: it is recorded
+    // as the moment it was seen gone, later than it really ended.
+    let open = runs(&records(&dir))
+        .into_iter()
+        .find(|r| r.runner == "a" && r.end.is_none())
+        .expect("a's run of the message it was killed in");
+    let gone = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let line = format!(
+        "killed a {} {gone} {} {}\n",
+        open.group, open.receive_count, open.seq
+    );
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.0.join("records"))
+            .unwrap(),
+        line.as_bytes(),
+    )
+    .unwrap();
+
+    let b = spawn_run(
+        &dir,
+        &url,
+        "b",
+        &script,
+        &["--until-empty", "--visibility-timeout", "5"],
+    );
+    b.finish();
+    assert_order(&records(&dir), &[("g".to_owned(), 3)]);
+}

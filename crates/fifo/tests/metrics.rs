@@ -144,3 +144,72 @@ fn a_port_in_use_fails_the_start_with_a_hint() {
         stderr(&bad)
     );
 }
+
+/// The status of `GET path`, or `None` while nothing listens yet.
+fn status(addr: &str, path: &str) -> Option<u16> {
+    TcpStream::connect(addr).ok()?;
+    Some(get(addr, path).0)
+}
+
+/// Waits until `/readyz` answers `wanted`; how long that took.
+fn readiness_becomes(addr: &str, wanted: u16, limit: Duration) -> Duration {
+    let since = Instant::now();
+    while status(addr, "/readyz") != Some(wanted) {
+        assert!(
+            since.elapsed() < limit,
+            "/readyz did not answer {wanted} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    since.elapsed()
+}
+
+#[test]
+fn readiness_returns_with_the_first_answer_after_a_silence_on_an_idle_queue() {
+    let url = create_queue(&unique_queue_name("m-ready"), &[]);
+    let proxy = xtask::proxy::Proxy::start(localstack_addr()).expect("the fault proxy starts");
+    let dir = TempDir::new();
+    let addr = free_addr();
+    let endpoint = proxy.url();
+    // Long polls of 20 s on a queue with nothing to receive: before the
+    // trouble ended only with an answer to a long poll.
+    let args = [
+        "--queue-url",
+        &url,
+        "--endpoint-url",
+        &endpoint,
+        "run",
+        "--wait-time",
+        "20",
+        "--metrics-addr",
+        &addr,
+    ];
+    let mut command = fifo_command(&dir, &args, &[]);
+    command.stdout(std::process::Stdio::null());
+    let run = common::records::Process::spawn(&dir, "ready", command);
+    readiness_becomes(&addr, 200, Duration::from_secs(30));
+
+    proxy.set_fault(xtask::proxy::Fault::Silent);
+    // A receive unanswered past its long poll and an attempt's deadline.
+    readiness_becomes(&addr, 503, Duration::from_secs(40));
+    proxy.set_fault(xtask::proxy::Fault::None);
+    let back = readiness_becomes(&addr, 200, Duration::from_secs(40));
+    assert!(
+        back < Duration::from_secs(15),
+        "ready again {back:?} after SQS answered again, not at its first answer"
+    );
+
+    let mut run = run;
+    signal(run.id(), "-TERM", false);
+    let exit = run.wait(Duration::from_secs(30));
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+    let (starts, ends) = (
+        exit.stderr.find("SQS calls are failing"),
+        exit.stderr.find("SQS answers again"),
+    );
+    assert!(
+        matches!((starts, ends), (Some(s), Some(e)) if s < e),
+        "the silence is reported when it starts and when it ends:\n{}",
+        exit.stderr
+    );
+}

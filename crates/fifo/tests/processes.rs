@@ -280,3 +280,85 @@ if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > 
         "the failed message is retried alone, still as an array"
     );
 }
+
+/// The seqs of each batch call's messages, from the JSON arrays the
+/// program saved, in call order.
+fn saved_calls(dir: &TempDir) -> Vec<Vec<u64>> {
+    let mut files: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let array: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            array
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let body: serde_json::Value =
+                        serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
+                    body["seq"].as_u64().unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_done_count_its_exit_contradicts_counts_nothing_done_and_is_said() {
+    // The first call fails and writes a count of the whole batch or more,
+    // or no count at all: none of the batch counts as done.
+    for written in ["5", "6", "100", "abc", "-1"] {
+        let url = create_queue(&unique_queue_name("p-done"), &[]);
+        send(&url, &["--group", "g", "--count", "5"]);
+        let dir = TempDir::new();
+        let script = r#"cat > "call-$(date +%s%N).json"
+if [ ! -e failed-once ]; then : > failed-once; printf '%s\n' "$WRITTEN" > "$FIFO_BATCH_DONE"; exit 1; fi"#;
+        let args = [
+            "--queue-url",
+            &url,
+            "run",
+            "--until-empty",
+            "--wait-time",
+            "1",
+            "--batch",
+            "5",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ];
+        let output = fifo_in(&dir, &args, &[("WRITTEN", written)]);
+        let stderr = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{written}: {stderr}");
+        assert!(
+            stderr.contains("processed 5 messages"),
+            "{written}: {stderr}"
+        );
+        let warning = stderr
+            .lines()
+            .find(|line| line.contains("a contradiction"))
+            .unwrap_or_else(|| panic!("{written}: no warning at the default level:\n{stderr}"));
+        assert!(
+            warning.contains("sh exited with exit status: 1")
+                && warning.contains(&format!("wrote \"{written}\" to $FIFO_BATCH_DONE"))
+                && warning.contains("runs again"),
+            "{written}: the warning names the program, the value and what fifo did: {warning}"
+        );
+        let calls = saved_calls(&dir);
+        assert!(calls.len() >= 2, "{written}: {calls:?}");
+        assert_eq!(calls[0][0], 1, "{written}: {calls:?}");
+        assert_eq!(
+            calls[1],
+            [1],
+            "{written}: the batch's first message runs again, alone: {calls:?}"
+        );
+        let last_runs: Vec<u64> = calls[1..].concat();
+        assert_eq!(last_runs, [1, 2, 3, 4, 5], "{written}: {calls:?}");
+    }
+}

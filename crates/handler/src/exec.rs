@@ -332,29 +332,28 @@ impl Handler for ExecHandler {
         }
         let written = std::fs::read_to_string(done.path()).unwrap_or_default();
         let failed = self.exited(status, &last_line);
+        let size = messages.len();
         let (succeeded, note) = match written.trim() {
             "" => (0, String::new()),
-            count => match count.parse::<usize>() {
-                // The exit says one failed: at most the ones before it
-                // succeeded, whatever the file says.
-                Ok(count) if count >= messages.len() => (
-                    messages.len() - 1,
-                    format!(
-                        " though $FIFO_BATCH_DONE says {count} of {} succeeded",
-                        messages.len()
-                    ),
-                ),
-                Ok(count) => (count, String::new()),
-                Err(_) => (
-                    0,
-                    format!(" and wrote {count:?} to $FIFO_BATCH_DONE, which is not a count"),
-                ),
+            text => match text.parse::<usize>() {
+                Ok(count) if count < size => (count, String::new()),
+                // More than the batch, all of it though the exit says one
+                // failed, or not a count: the program contradicts itself, so
+                // nothing counts as done and the whole batch runs again.
+                _ => {
+                    let shown: String = text.chars().take(40).collect();
+                    let ellipsis = if shown.len() < text.len() { "…" } else { "" };
+                    let note = format!(
+                        " but wrote {shown:?}{ellipsis} to $FIFO_BATCH_DONE, which is not a count below the batch's {size}"
+                    );
+                    tracing::warn!(
+                        "{failed}{note}: a contradiction, so none of the batch counts as done and all of it runs again"
+                    );
+                    (0, note)
+                }
             },
         };
-        let error = format!(
-            "{failed}{note}; {succeeded} of the batch's {} messages succeeded",
-            messages.len()
-        );
+        let error = format!("{failed}{note}; {succeeded} of the batch's {size} messages succeeded");
         BatchOutcome::failed_at(succeeded, self.failure(status, error))
     }
 }
@@ -412,7 +411,9 @@ impl ExecHandler {
         input: &[u8],
         group: &str,
     ) -> Result<(ExitStatus, String), String> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        crate::orphans::end_with_parent(&mut command);
+        let mut child = command
             .args(&self.args)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
@@ -510,6 +511,7 @@ impl Registered {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(group);
+        crate::orphans::Guard::get().watch(group);
         Registered {
             groups: groups.clone(),
             group,
@@ -523,6 +525,7 @@ impl Drop for Registered {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.group);
+        crate::orphans::Guard::get().forget(self.group);
     }
 }
 
@@ -991,15 +994,17 @@ mod tests {
         assert_eq!(silent.succeeded, 0, "nothing written: none succeeded");
         assert!(silent.error.is_some());
 
-        let too_many = sh(r#"echo 9 > "$FIFO_BATCH_DONE"; exit 1"#);
-        let outcome = too_many.handle_batch(&messages).await;
-        assert_eq!(outcome.succeeded, 2, "the exit says one failed");
-        assert!(outcome.error.unwrap().to_string().contains("says 9 of 3"));
-
-        let garbage = sh(r#"echo two > "$FIFO_BATCH_DONE"; exit 1"#);
-        let outcome = garbage.handle_batch(&messages).await;
-        assert_eq!(outcome.succeeded, 0);
-        assert!(outcome.error.unwrap().to_string().contains("not a count"));
+        // A count the exit contradicts, or no count at all: none done.
+        for written in ["9", "3", "100", "two", "-1", "1.5"] {
+            let program = format!(r#"echo {written} > "$FIFO_BATCH_DONE"; exit 1"#);
+            let outcome = sh(&program).handle_batch(&messages).await;
+            assert_eq!(outcome.succeeded, 0, "{written}: none counts as done");
+            let error = outcome.error.unwrap().to_string();
+            assert!(
+                error.contains(&format!("wrote \"{written}\" to $FIFO_BATCH_DONE")),
+                "{error}"
+            );
+        }
     }
 
     #[tokio::test]

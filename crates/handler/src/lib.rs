@@ -27,6 +27,7 @@ mod exec;
 mod http;
 mod log;
 pub mod log_line;
+mod orphans;
 mod outcome;
 mod output;
 #[cfg(test)]

@@ -295,6 +295,11 @@ enum Timer {
 #[derive(Debug)]
 struct Slot {
     busy: bool,
+    /// Cuts this slot's receive short: one without an answer past its long
+    /// poll is sent again (see `notice_unanswered_calls`).
+    cut: CancellationToken,
+    /// The long poll of its receive under way.
+    wait: Duration,
     /// Kept after a network error, so that SQS returns the same messages.
     attempt_id: String,
     /// When a receive with `attempt_id` went out first, and whether it went
@@ -325,12 +330,6 @@ enum CallKind {
 
 impl CallKind {
     const ALL: usize = 4;
-    const EVERY: [CallKind; CallKind::ALL] = [
-        CallKind::Receive,
-        CallKind::Delete,
-        CallKind::Visibility,
-        CallKind::DeadLetter,
-    ];
 
     /// The SQS operation, as the metrics name it.
     fn operation_name(self) -> &'static str {
@@ -356,14 +355,27 @@ impl CallKind {
 /// reported: one attempt's deadline in the SQS client.
 const UNANSWERED: Duration = Duration::from_secs(5);
 
-/// SQS trouble: reported once when it starts (a call of any kind fails)
-/// and once when it ends (every kind that failed has succeeded since).
+/// SQS trouble: reported once when it starts (a call of any kind fails or
+/// goes unanswered) and once when it ends: at the first call SQS answers,
+/// whatever it answers (an empty receive too).
 #[derive(Debug, Default)]
 struct Trouble {
     since: Option<Instant>,
+    /// When it last ended: calls sent before, which went into the silence
+    /// or the outage that ended, do not start it again when they fail.
+    ended: Option<Instant>,
     failed_calls: u32,
     /// Failures in a row, per kind of call.
     failing: [u32; CallKind::ALL],
+    /// When the call whose event is being handled was sent.
+    event_sent: Option<Instant>,
+}
+
+impl Trouble {
+    /// Whether a call sent at `sent` belongs to the trouble that ended.
+    fn before_the_end(&self, sent: Option<Instant>) -> bool {
+        matches!((sent, self.ended), (Some(sent), Some(ended)) if sent < ended)
+    }
 }
 
 struct Engine<Q, H> {
@@ -421,6 +433,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let slots = (0..config.pollers.unwrap_or(crate::MAX_POLLERS))
             .map(|poller| Slot {
                 busy: false,
+                cut: CancellationToken::new(),
+                wait: Duration::ZERO,
                 attempt_id: new_attempt_id(poller),
                 attempt_sent: None,
                 attempt_retried: false,
@@ -497,13 +511,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 Some(joined) = self.calls.join_next_with_id() => match joined {
                     Ok((id, event)) => {
                         self.call_owners.remove(&id);
-                        if let Some((started, kind)) = self.call_started.remove(&id)
+                        let started = self.call_started.remove(&id);
+                        if let Some((started, kind)) = started
                             && let Some(outcome) = event.outcome()
                         {
                             let error = outcome.err().map(error_type);
                             let took = started.elapsed();
                             self.counters.observe_call(kind.operation_name(), took, error);
                         }
+                        self.trouble.event_sent = started.map(|(sent, _)| sent);
                         self.on_event(event);
                     }
                     Err(err) => self.on_call_failure(&err),
@@ -580,6 +596,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     fn call_failed(&mut self, kind: CallKind, err: &QueueError) {
+        let failing = &mut self.trouble.failing[kind as usize];
+        *failing = failing.saturating_add(1);
+        if self.trouble.before_the_end(self.trouble.event_sent) {
+            return;
+        }
         if self.trouble.since.is_none() {
             tracing::warn!(
                 "SQS calls are failing ({}: {err}); retrying with backoff, held messages stay held while their leases last",
@@ -588,30 +609,31 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.trouble.since = Some(Instant::now());
         }
         self.trouble.failed_calls = self.trouble.failed_calls.saturating_add(1);
-        let failing = &mut self.trouble.failing[kind as usize];
-        *failing = failing.saturating_add(1);
     }
 
     /// A call without an answer for longer than one attempt may take (a
     /// silent endpoint) is trouble now, though the queue may try it twice
-    /// more before it fails: said once, as a failure would be, and over when
-    /// that kind of call succeeds.
+    /// more before it fails: said once, as a failure would be. A receive in
+    /// that state is cut and sent again (with the same attempt id, so that
+    /// SQS returns what it may have taken meanwhile): while SQS is in
+    /// trouble receives poll briefly, so the first one SQS answers ends the
+    /// trouble promptly even on an idle queue.
     fn notice_unanswered_calls(&mut self) {
         let now = Instant::now();
-        let wait = Duration::from_secs(u64::from(self.poll_seconds()));
-        let overdue: Vec<(Instant, CallKind)> = self
+        let overdue: Vec<(tokio::task::Id, Instant, CallKind)> = self
             .call_started
-            .values()
-            .filter(|(started, kind)| {
-                let limit = match kind {
-                    CallKind::Receive => wait + UNANSWERED,
+            .iter()
+            .filter(|(id, (started, _))| {
+                let limit = match self.call_owners.get(id) {
+                    Some(Pending::Receive(slot)) => self.slots[*slot].wait + UNANSWERED,
                     _ => UNANSWERED,
                 };
                 now.saturating_duration_since(*started) > limit
+                    && !self.trouble.before_the_end(Some(*started))
             })
-            .copied()
+            .map(|(id, (started, kind))| (*id, *started, *kind))
             .collect();
-        for (started, kind) in overdue {
+        for (id, started, kind) in overdue {
             if self.trouble.since.is_none() {
                 tracing::warn!(
                     "SQS calls are failing ({}: no answer for {:.0} s); waiting, then retrying with backoff, held messages stay held while their leases last",
@@ -622,25 +644,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             let failing = &mut self.trouble.failing[kind as usize];
             *failing = (*failing).max(1);
+            if let Some(Pending::Receive(slot)) = self.call_owners.get(&id) {
+                self.slots[*slot].cut.cancel();
+            }
         }
     }
 
+    /// SQS answered a call: whatever else is still failing, it is reachable
+    /// again, and the trouble (and with it unreadiness) is over.
     fn call_succeeded(&mut self, kind: CallKind) {
         self.trouble.failing[kind as usize] = 0;
-        // A kind of call with nothing left to try again (its messages were
-        // given up meanwhile) is not failing any more either.
-        for other in CallKind::EVERY {
-            if !self.has_work(other) {
-                self.trouble.failing[other as usize] = 0;
-            }
-        }
-        // Not over while another call is still without an answer.
-        if self.trouble.since.is_some() {
-            self.notice_unanswered_calls();
-        }
-        if self.trouble.failing.iter().any(|n| *n > 0) {
-            return;
-        }
         if let Some(since) = self.trouble.since.take() {
             let failed = match self.trouble.failed_calls {
                 0 => String::new(),
@@ -651,19 +664,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 since.elapsed().as_secs_f64(),
             );
             self.trouble.failed_calls = 0;
-        }
-    }
-
-    /// Whether calls of `kind` are still to be made (or under way).
-    fn has_work(&self, kind: CallKind) -> bool {
-        match kind {
-            CallKind::Receive => self.phase == Phase::Running,
-            CallKind::Delete => !self.deletes.is_empty() || self.delete_calls > 0,
-            CallKind::Visibility => !self.tracked.is_empty(),
-            CallKind::DeadLetter => self
-                .call_owners
-                .values()
-                .any(|pending| matches!(pending, Pending::DeadLetter(_))),
+            self.trouble.ended = Some(Instant::now());
         }
     }
 

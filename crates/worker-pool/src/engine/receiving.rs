@@ -167,9 +167,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts receives while there is room for a full one under
     /// `max_in_flight` and a slot is free.
     /// The long poll of each receive. With `until_empty`, short polls
-    /// notice the end promptly.
+    /// notice the end promptly; while SQS is in trouble, its return.
     pub(super) fn poll_seconds(&self) -> u32 {
-        if self.config.until_empty {
+        if self.config.until_empty || self.trouble.since.is_some() {
             self.config.wait_time_seconds.min(1)
         } else {
             self.config.wait_time_seconds
@@ -227,12 +227,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 visibility_timeout: Some(self.config.visibility_timeout),
                 attempt_id: Some(slot.attempt_id.clone()),
             };
-            let call = calls::receive(
-                self.queue.clone(),
-                options,
-                slot_index,
-                self.abort_receives.clone(),
-            );
+            slot.cut = self.abort_receives.child_token();
+            slot.wait = Duration::from_secs(wait_seconds.into());
+            let call = calls::receive(self.queue.clone(), options, slot_index, slot.cut.clone());
             self.spawn_call(Pending::Receive(slot_index), call);
         }
     }
