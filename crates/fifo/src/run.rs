@@ -108,16 +108,29 @@ pub(crate) async fn run(
         }
         None => None,
     };
-    tokio::spawn(forward_signals(shutdown.clone(), exec.clone()));
-    tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
+    let per_worker = if exec.is_some() {
+        EXEC_DESCRIPTORS
+    } else if http.is_some() {
+        HTTP_DESCRIPTORS
+    } else {
+        0
+    };
+    raise_open_file_limit(config.workers, per_worker);
     let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    tokio::spawn(forward_signals(
+        shutdown.clone(),
+        exec.clone(),
+        counters.clone(),
+        started,
+    ));
+    tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
     if let Some(addr) = &settings.metrics_addr {
         let bound = crate::metrics::serve(addr, counters.clone()).await?;
         tracing::info!("serving metrics on http://{bound}/metrics, health on /healthz and /readyz");
     }
     let status = show_status(counters.clone(), progress);
     tracing::info!("processing {queue_url} with {} workers", config.workers);
-    let started = Instant::now();
     let until_empty_or_limit = config.until_empty || config.limit.is_some();
     let shutdown_timeout = config.shutdown_timeout;
     let result = match (exec, http) {
@@ -181,6 +194,50 @@ pub(crate) async fn run(
     })
 }
 
+/// Open files a running exec handler costs fifo (its three pipes, two of
+/// them held twice while it ends, and a little more; measured about 4.7),
+/// one HTTP handler (a kept-alive connection, and one being opened), and
+/// fifo itself (the runtime, SQS connections, output threads, logs).
+const EXEC_DESCRIPTORS: u64 = 5;
+const HTTP_DESCRIPTORS: u64 = 2;
+const OWN_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard one: the soft default
+/// (1,024 on most systems) covers about 200 exec workers. Warns when even
+/// the hard limit cannot cover `workers` handlers of `per_worker` files
+/// each: handlers that cannot start then wait and start again later (see
+/// `CannotStart`), which slows the run but loses nothing. Handler programs
+/// inherit the raised limit.
+fn raise_open_file_limit(workers: usize, per_worker: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!("raised the open-file limit from {soft} to {hard}");
+                limit = raised;
+            }
+            Err(e) => {
+                tracing::debug!("cannot raise the open-file limit from {soft} to {hard}: {e}")
+            }
+        }
+    }
+    let needed = OWN_DESCRIPTORS + per_worker * workers as u64;
+    if let Some(soft) = limit.current
+        && soft < needed
+    {
+        tracing::warn!(
+            "the open-file limit is {soft}, and {workers} workers need about {needed}: handlers that cannot start wait and start again later, slowing the run; raise the hard limit (LimitNOFILE= in a systemd unit, --ulimit nofile= with docker, ulimit -Hn as root) or give fewer --workers"
+        );
+    }
+}
+
 /// A closed stdout begins a graceful shutdown.
 async fn stop_when_closed(output: Output, shutdown: CancellationToken) {
     output.closed().await;
@@ -192,11 +249,23 @@ async fn stop_when_closed(output: Output, shutdown: CancellationToken) {
     }
 }
 
+/// A repeat of the signal that began the shutdown within this long is the
+/// same request: GNU `timeout` and some supervisors signal the process and
+/// then its whole group, microseconds apart.
+const SAME_REQUEST: Duration = Duration::from_secs(1);
+
 /// The first SIGINT or SIGTERM begins a graceful shutdown; a second one
-/// exits at once (messages then come back after their visibility timeout),
-/// killing the programs still running first: none may outlive fifo and run
-/// on while SQS hands its message to someone else.
-async fn forward_signals(shutdown: CancellationToken, programs: Option<ExecHandler>) {
+/// (other than the first one repeated within [`SAME_REQUEST`]) exits at
+/// once (messages then come back after their visibility timeout), killing
+/// the programs still running first: none may outlive fifo and run on while
+/// SQS hands its message to someone else. Either way the summary is
+/// printed; on the immediate path it counts what was abandoned.
+async fn forward_signals(
+    shutdown: CancellationToken,
+    programs: Option<ExecHandler>,
+    counters: Arc<Counters>,
+    started: Instant,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -205,23 +274,34 @@ async fn forward_signals(shutdown: CancellationToken, programs: Option<ExecHandl
         tracing::warn!("cannot listen for signals: Ctrl-C will not shut down gracefully");
         return;
     };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    let first = tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    let first_at = Instant::now();
     tracing::warn!(
-        "shutting down: finishing running handlers, handing the rest back (signal again to exit at once)"
+        "shutting down on {first}: finishing running handlers, handing the rest back (signal again to exit at once)"
     );
     shutdown.cancel();
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    loop {
+        let again = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        if again == first && first_at.elapsed() < SAME_REQUEST {
+            tracing::info!(
+                "{again} again within a second: the same request (a wrapper such as timeout signals the process and its group), still shutting down gracefully"
+            );
+            continue;
+        }
+        break;
     }
-    if let Some(programs) = programs {
-        programs.kill_all();
-    }
+    let killed = programs.map_or(0, |programs| programs.kill_all());
+    let stats = counters.snapshot();
+    stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
     stderr_line(format_args!(
-        "exiting at once: running programs killed; held messages come back after their visibility timeout"
+        "exiting at once: running programs killed ({killed}); {} held messages abandoned, {} of them running: they come back after their visibility timeout",
+        stats.in_flight, stats.busy_groups,
     ));
     std::process::exit(130);
 }

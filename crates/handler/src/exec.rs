@@ -15,8 +15,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::{
-    BatchOutcome, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater, StatusError,
-    trace,
+    BatchOutcome, CannotStart, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater,
+    StatusError, trace,
 };
 
 /// The exit status that rejects the message (sysexits' `EX_DATAERR`):
@@ -91,11 +91,13 @@ impl ExecHandler {
     /// Sends SIGKILL at once to the process group of every program still
     /// running or being ended: for a process about to exit without waiting
     /// for its handlers (a second Ctrl-C), so that none outlives it.
-    pub fn kill_all(&self) {
+    /// Returns how many process groups it signalled.
+    pub fn kill_all(&self) -> usize {
         let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         for group in groups.iter() {
             let _ = rustix::process::kill_process_group(*group, Signal::KILL);
         }
+        groups.len()
     }
 
     /// Waits until every program that was ended early is gone, or was sent
@@ -310,7 +312,7 @@ impl Handler for ExecHandler {
             Err(e) => {
                 return BatchOutcome::failed_at(
                     0,
-                    format!("cannot create the batch result file: {e}"),
+                    CannotStart::because(format!("cannot create the batch result file: {e}")),
                 );
             }
         };
@@ -410,7 +412,7 @@ impl ExecHandler {
         env: &[(&str, String)],
         input: &[u8],
         group: &str,
-    ) -> Result<(ExitStatus, String), String> {
+    ) -> Result<(ExitStatus, String), HandlerError> {
         let mut command = Command::new(&self.program);
         crate::orphans::end_with_parent(&mut command);
         let mut child = command
@@ -424,7 +426,11 @@ impl ExecHandler {
             // and ending the program early reaches its children too.
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+            // The system refused (no descriptor, memory or process left, the
+            // program gone): nothing the message did.
+            .map_err(|e| {
+                CannotStart::because(format!("cannot run {}: {e}", self.program.display()))
+            })?;
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         // Second handles on the program's output pipes: if the program is

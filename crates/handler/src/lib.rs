@@ -40,7 +40,7 @@ use std::future::Future;
 pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
 pub use http::{HttpError, HttpHandler, HttpOptions, http_url};
 pub use log::LogHandler;
-pub use outcome::{Reject, RetryLater, StatusError, Verdict, status_of};
+pub use outcome::{CannotStart, Reject, RetryLater, StatusError, Verdict, status_of};
 pub use output::Output;
 
 /// One message as a handler sees it.
@@ -79,9 +79,9 @@ pub struct Message {
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a handler returns: `Ok` deletes the message; `Err` retries it,
-/// unless the error is a [`Reject`] (dead-letter it now) or a
-/// [`RetryLater`] (run it again later without counting a failure). See
-/// [`Verdict`].
+/// unless the error is a [`Reject`] (dead-letter it now), a [`RetryLater`]
+/// (run it again later without counting a failure) or a [`CannotStart`]
+/// (fifo's own trouble: the same, said once per trouble). See [`Verdict`].
 pub type Outcome = Result<(), HandlerError>;
 
 /// What a handler of a batch reports: how many messages, from the first,

@@ -1,5 +1,5 @@
-//! The two failures that say more than "retry": [`Reject`] and
-//! [`RetryLater`]. Any other error is a failure under the retry policy.
+//! The failures that say more than "retry": [`Reject`], [`RetryLater`] and
+//! [`CannotStart`]. Any other error is a failure under the retry policy.
 
 use std::fmt;
 use std::time::Duration;
@@ -23,6 +23,10 @@ pub enum Verdict {
     /// [`RetryLater`]: run it again after the delay (`None`: the retry
     /// policy's next backoff), without counting a failure.
     RetryLater(Option<Duration>),
+    /// [`CannotStart`]: the handler could not even start, through no fault
+    /// of the message. Run again after a backoff; never an attempt, never
+    /// dead-lettered for it.
+    CannotStart,
 }
 
 impl Verdict {
@@ -33,6 +37,8 @@ impl Verdict {
             Verdict::Reject
         } else if let Some(later) = error.downcast_ref::<RetryLater>() {
             Verdict::RetryLater(later.after)
+        } else if error.is::<CannotStart>() {
+            Verdict::CannotStart
         } else {
             Verdict::Retry
         }
@@ -118,6 +124,36 @@ impl std::error::Error for RetryLater {
     }
 }
 
+/// A handler's error when fifo's own machine refused to start the work (no
+/// file descriptor, memory or process left, the program gone): it says
+/// nothing about the message, which runs again once starts succeed, without
+/// counting an attempt and never dead-lettered for it.
+#[derive(Debug)]
+pub struct CannotStart {
+    reason: HandlerError,
+}
+
+impl CannotStart {
+    /// The work could not start, for `reason`.
+    pub fn because(reason: impl Into<HandlerError>) -> CannotStart {
+        CannotStart {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for CannotStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reason.fmt(f)
+    }
+}
+
+impl std::error::Error for CannotStart {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.reason)
+    }
+}
+
 /// A failure that carries how the work ended: a program's exit status
 /// (`exit status: 3`) or a service's answer (`HTTP 500`). The engine puts
 /// it in a dead letter's attributes; [`status_of`] finds it under a
@@ -176,6 +212,9 @@ mod tests {
         );
         let backoff: HandlerError = RetryLater::because("busy").into();
         assert_eq!(Verdict::of(&backoff), Verdict::RetryLater(None));
+        let unstarted: HandlerError = CannotStart::because("Too many open files").into();
+        assert_eq!(Verdict::of(&unstarted), Verdict::CannotStart);
+        assert_eq!(unstarted.to_string(), "Too many open files");
     }
 
     #[test]

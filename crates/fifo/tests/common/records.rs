@@ -381,6 +381,18 @@ pub fn spawn_run(
     script: &Script,
     run_args: &[&str],
 ) -> Process {
+    let command = run_command(dir, url, runner, script, run_args);
+    Process::spawn(dir, runner, command)
+}
+
+/// The command [`spawn_run`] starts.
+pub fn run_command(
+    dir: &TempDir,
+    url: &str,
+    runner: &str,
+    script: &Script,
+    run_args: &[&str],
+) -> Command {
     let records = dir.0.join("records");
     let mut args = vec!["--queue-url", url, "run", "--wait-time", "1"];
     args.extend_from_slice(run_args);
@@ -393,7 +405,7 @@ pub fn spawn_run(
     ];
     let mut command = fifo_command(dir, &args, &env);
     command.stdout(Stdio::null());
-    Process::spawn(dir, runner, command)
+    command
 }
 
 /// Waits until `ready` holds for the records (the event a test acts on).

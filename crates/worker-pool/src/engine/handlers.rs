@@ -125,6 +125,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         };
         let keys = self.running.remove(&id).expect("running");
+        let unstarted = ran.succeeded == 0
+            && matches!(&ran.failed, Some(Attempt::Failed { error, .. })
+                if Verdict::of(error) == Verdict::CannotStart);
+        if !unstarted {
+            self.handlers_start_again();
+        }
         let mut attempts = keys.into_iter();
         for key in attempts.by_ref().take(ran.succeeded) {
             self.log_run(key, "succeeded", ran.took, None);
@@ -133,9 +139,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if let Some(failed) = ran.failed
             && let Some(key) = attempts.next()
         {
-            // A request to wait is not a failure: its event is `retried`.
+            // A request to wait is not a failure: its event is `retried`;
+            // nor is a handler that could not start.
             if let Attempt::Failed { error, .. } = &failed
-                && !matches!(Verdict::of(error), Verdict::RetryLater(_))
+                && !matches!(
+                    Verdict::of(error),
+                    Verdict::RetryLater(_) | Verdict::CannotStart
+                )
             {
                 self.log_run(key, "failed", ran.took, Some(error));
             }
@@ -209,6 +219,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Attempt::Failed { error, cut_off } => (error, cut_off),
         };
         let verdict = Verdict::of(&error);
+        if verdict == Verdict::CannotStart {
+            return self.could_not_start(key, &error);
+        }
         let has_dead_letters = self.queue.max_receive_count().is_some();
         let retries = self.config.retries;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
@@ -354,6 +367,59 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.router.failed(&group, key);
     }
 
+    /// The handler of `key` could not start: fifo's own trouble (no file
+    /// descriptor, memory or process left), not the message's. It waits in
+    /// its lane and starts again after a backoff that grows while starts
+    /// keep failing, no attempt counted; the trouble is said once when it
+    /// begins and once when handlers start again.
+    fn could_not_start(&mut self, key: Key, error: &fifo_handler::HandlerError) {
+        let trouble = &mut self.unstarted;
+        trouble.in_a_row = trouble.in_a_row.saturating_add(1);
+        trouble.failed = trouble.failed.saturating_add(1);
+        trouble.last_failed = Some(Instant::now());
+        if trouble.since.is_none() {
+            trouble.since = Some(Instant::now());
+            tracing::warn!(
+                "cannot start handlers ({error}): fifo's own trouble, not the messages'; they wait in their groups and start again with backoff, no attempt counted"
+            );
+        }
+        let delay = backoff::jittered(
+            trouble.in_a_row,
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        );
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        if self.phase == Phase::Running {
+            tracked.state = State::BackingOff;
+            self.add_timer(Instant::now() + delay, Timer::Retry(key));
+        } else {
+            let group = tracked.message.group_id.clone();
+            self.router.failed(&group, key);
+        }
+    }
+
+    /// A handler started: the backoff starts over, and a trouble starting
+    /// them is over once none failed for [`CALM`] (at a limit, starts fail
+    /// and succeed by turns: that is one trouble, not many).
+    fn handlers_start_again(&mut self) {
+        let trouble = &mut self.unstarted;
+        trouble.in_a_row = 0;
+        if trouble
+            .last_failed
+            .is_some_and(|last| last.elapsed() < CALM)
+        {
+            return;
+        }
+        if let Some(since) = trouble.since.take() {
+            tracing::warn!(
+                "handlers start again after {:.1} s ({} starts failed); carrying on",
+                since.elapsed().as_secs_f64(),
+                trouble.failed
+            );
+            trouble.failed = 0;
+        }
+    }
+
     pub(super) fn on_retry_due(&mut self, key: Key) {
         let Some(tracked) = self.tracked.get_mut(&key) else {
             return;
@@ -448,6 +514,10 @@ fn fresh(tracked: &Tracked) -> bool {
 /// Well under SQS's 12 hours from a receive, after which a held message
 /// can no longer be kept (nor handed back hidden that long).
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
+/// How long handlers must start without one failing to start for that
+/// trouble to be over.
+const CALM: Duration = Duration::from_secs(5);
 
 /// Beyond the kill grace, for the killed processes to be gone.
 const KILL_MARGIN: Duration = Duration::from_millis(500);

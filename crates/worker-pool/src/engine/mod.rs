@@ -378,6 +378,16 @@ impl Trouble {
     }
 }
 
+/// Handlers that could not start: since when, how many (in a row, for the
+/// backoff, and in all), and the last one.
+#[derive(Debug, Default)]
+struct Unstarted {
+    since: Option<Instant>,
+    in_a_row: u32,
+    failed: u32,
+    last_failed: Option<Instant>,
+}
+
 struct Engine<Q, H> {
     queue: Q,
     handler: Arc<H>,
@@ -414,6 +424,8 @@ struct Engine<Q, H> {
     next_release: u64,
     releases_not_before: Instant,
     trouble: Trouble,
+    /// Handlers failing to start (fifo's own trouble), as `trouble` is SQS's.
+    unstarted: Unstarted,
     checking_empty: bool,
     shutdown: CancellationToken,
     /// Cuts receives under way short; see `cut_receives_when_idle`.
@@ -470,6 +482,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             next_release: 0,
             releases_not_before: now,
             trouble: Trouble::default(),
+            unstarted: Unstarted::default(),
             checking_empty: false,
             shutdown: shutdown.child_token(),
             abort_receives: CancellationToken::new(),
