@@ -29,6 +29,22 @@ pub(crate) async fn run(
     progress: bool,
 ) -> Result<ExitCode> {
     let config = settings.pool_config(args.until_empty, args.limit)?;
+    settings.check_http_only()?;
+    // clap refuses them beside a command; the URL may come from elsewhere.
+    if settings.http_url.is_some() && (args.work_ms > 0 || args.quiet) {
+        let flag = if args.work_ms > 0 {
+            "--work-ms"
+        } else {
+            "--quiet"
+        };
+        return Err(UserError::new(
+            format!("{flag} is for the log handler, and --http is given"),
+            Some(format!(
+                "drop {flag}: the HTTP handler does the work, and says nothing per message"
+            )),
+        )
+        .into());
+    }
     let queue_url = settings.queue_url.clone();
     let queue = SqsQueue::open(client, &queue_url).await?;
 
@@ -59,18 +75,6 @@ pub(crate) async fn run(
         })?;
         Some(handler)
     };
-    if settings.http_url.is_none()
-        && let Some(ready) = &settings.http_ready
-    {
-        return Err(UserError::new(
-            format!("--http-ready {ready} is given without --http"),
-            Some(
-                "give --http URL (FIFO_HTTP_URL) too, or drop --http-ready (FIFO_HTTP_READY)"
-                    .to_owned(),
-            ),
-        )
-        .into());
-    }
     let http = match &settings.http_url {
         Some(_) if config.batch > 1 => {
             return Err(UserError::new(

@@ -8,6 +8,7 @@
 //! fails every load (and so every test), and a field without a row has no
 //! value to read (a required one fails the same way).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,9 +48,10 @@ pub(crate) struct Settings {
     pub(crate) http_content_type: String,
     pub(crate) http_reject_status: u16,
     pub(crate) metrics_addr: Option<String>,
-    /// Where the visibility timeout came from, for `fifo run`'s own check.
+    /// Where each setting given (not defaulted) came from, by key, for the
+    /// checks of `fifo run` that follow the layers.
     #[serde(skip)]
-    visibility_timeout_origin: Origin,
+    origins: BTreeMap<&'static str, Origin>,
 }
 
 /// One setting: its key in `fifo.toml`, the environment variables that set
@@ -323,26 +325,52 @@ pub(crate) fn load(
         file: file.as_ref(),
     };
     let mut checked = Config::builder();
-    let mut visibility_timeout_origin = Origin::Default;
+    let mut origins = BTreeMap::new();
     for key in KEYS {
         if let Some(Given { value, origin }) = layers.checked(key)? {
             checked = checked
                 .set_override(key.name, value)
                 .expect("a settings key is a plain name");
-            if key.name == VISIBILITY_TIMEOUT.name {
-                visibility_timeout_origin = origin;
-            }
+            origins.insert(key.name, origin);
         }
     }
     let mut settings: Settings = checked
         .build()
         .and_then(Config::try_deserialize)
         .expect("every row of KEYS is a field of Settings, with a value of its kind");
-    settings.visibility_timeout_origin = visibility_timeout_origin;
+    settings.origins = origins;
     Ok(settings)
 }
 
 impl Settings {
+    /// Where `key` came from.
+    fn origin(&self, key: &Key) -> &Origin {
+        static DEFAULT: Origin = Origin::Default;
+        self.origins.get(key.name).unwrap_or(&DEFAULT)
+    }
+
+    /// Settings of the HTTP handler given without `--http`, which would do
+    /// nothing: an error naming the first.
+    pub(crate) fn check_http_only(&self) -> Result<(), UserError> {
+        if self.http_url.is_some() {
+            return Ok(());
+        }
+        for key in [&HTTP_READY, &HTTP_CONTENT_TYPE, &HTTP_REJECT_STATUS] {
+            let origin = self.origin(key);
+            if *origin != Origin::Default {
+                let env = key.env.first().copied().unwrap_or_default();
+                return Err(UserError::new(
+                    format!("{} is given without --http", origin.describe(key)),
+                    Some(format!(
+                        "give --http URL (FIFO_HTTP_URL) too, or drop {} ({env})",
+                        key.flag
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The engine's configuration for `fifo run`, which also needs a
     /// visibility timeout of at least 1 s (a queue may default to 0).
     pub(crate) fn pool_config(
@@ -351,7 +379,7 @@ impl Settings {
         limit: Option<u64>,
     ) -> Result<PoolConfig, UserError> {
         if self.visibility_timeout == 0 {
-            let origin = &self.visibility_timeout_origin;
+            let origin = self.origin(&VISIBILITY_TIMEOUT);
             let Kind::Whole { high, .. } = VISIBILITY_TIMEOUT.kind else {
                 unreachable!("the visibility timeout is a whole number")
             };
@@ -371,6 +399,15 @@ impl Settings {
             .max_in_flight
             .map_or((workers * 20).max(1000), |n| n as usize)
             .max(self.max_messages as usize);
+        if workers > max_in_flight {
+            // Each worker runs a held message: the ones beyond never work.
+            tracing::warn!(
+                "{} is more than {}: at most {max_in_flight} messages are held at once, so {} workers never get one; give fewer workers or a higher --max-in-flight",
+                self.origin(&MAX_WORKERS).describe(&MAX_WORKERS),
+                self.origin(&MAX_IN_FLIGHT).describe(&MAX_IN_FLIGHT),
+                workers - max_in_flight
+            );
+        }
         Ok(PoolConfig {
             workers,
             batch: self.batch as usize,
@@ -854,7 +891,7 @@ mod tests {
                 http_content_type: "application/json".to_owned(),
                 http_reject_status: 422,
                 metrics_addr: None,
-                visibility_timeout_origin: Origin::Default,
+                origins: BTreeMap::new(),
             }
         );
     }

@@ -346,3 +346,70 @@ fn an_endpoint_that_is_not_sqs_is_named_as_such() {
     );
     assert_two_lines(&output);
 }
+
+#[test]
+fn options_of_another_handler_are_refused_before_the_queue_is_opened() {
+    // Nothing listens there: the refusal must come before any SQS call.
+    let url = "http://127.0.0.1:1/000000000000/q.fifo";
+    let dir = TempDir::new();
+    let cases: [(&[&str], &[(&str, &str)], &str, &str); 5] = [
+        (
+            &["--work-ms", "5", "--http", "http://127.0.0.1:9/"],
+            &[],
+            "--work-ms is for the log handler, and --http is given",
+            "drop --work-ms",
+        ),
+        (
+            &["--quiet"],
+            &[("FIFO_HTTP_URL", "http://127.0.0.1:9/")],
+            "--quiet is for the log handler, and --http is given",
+            "drop --quiet",
+        ),
+        (
+            &["--http-content-type", "text/plain"],
+            &[],
+            "--http-content-type text/plain is given without --http",
+            "drop --http-content-type (FIFO_HTTP_CONTENT_TYPE)",
+        ),
+        (
+            &[],
+            &[("FIFO_HTTP_REJECT_STATUS", "400")],
+            "FIFO_HTTP_REJECT_STATUS=400 is given without --http",
+            "give --http URL",
+        ),
+        (
+            &["--http-ready", "http://127.0.0.1:9/ready"],
+            &[],
+            "--http-ready http://127.0.0.1:9/ready is given without --http",
+            "drop --http-ready (FIFO_HTTP_READY)",
+        ),
+    ];
+    for (args, env, error, hint) in cases {
+        let mut all = vec!["--queue-url", url, "run"];
+        all.extend_from_slice(args);
+        assert_fails(&fifo_in(&dir, &all, env), error, hint);
+    }
+}
+
+#[test]
+fn more_workers_than_messages_held_is_said() {
+    let url = create_queue(&unique_queue_name("b-workers"), &[]);
+    let output = fifo(&[
+        "--queue-url",
+        &url,
+        "run",
+        "--until-empty",
+        "--workers",
+        "30",
+        "--max-in-flight",
+        "10",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "--workers 30 is more than --max-in-flight 10: at most 10 messages are held at once, so 20 workers never get one"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}

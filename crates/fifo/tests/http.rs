@@ -27,6 +27,8 @@ enum Answer {
     Slow(Duration),
     /// 302 to a page that would answer 200.
     Redirect,
+    /// 200 whose body breaks off mid-way (the app crashed while answering).
+    CutOff,
 }
 
 /// One request as the worker app saw it.
@@ -93,13 +95,34 @@ impl App {
             Answer::Ok | Answer::Slow(_) => (200, StatusCode::OK.into_response()),
             Answer::Status(code) => {
                 let status = StatusCode::from_u16(code).unwrap();
-                // With an escape sequence, as an error page may have.
-                (code, (status, "the app says no\u{1b}[0m").into_response())
+                // With a newline and an escape sequence, as an error page
+                // may have.
+                (
+                    code,
+                    (status, "the app says no\nat all\u{1b}[0m").into_response(),
+                )
             }
             Answer::Redirect => (
                 302,
                 (StatusCode::FOUND, [("location", "/ready")], "").into_response(),
             ),
+            Answer::CutOff => {
+                // The status and a first chunk go out; a moment later the
+                // body breaks off.
+                let chunks = futures_util::stream::unfold(0, |step| async move {
+                    let chunk: Result<axum::body::Bytes, std::io::Error> = match step {
+                        0 => Ok("half an answ".into()),
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Err(std::io::Error::other("the app crashed"))
+                        }
+                        _ => return None,
+                    };
+                    Some((chunk, step + 1))
+                });
+                let body = axum::body::Body::from_stream(chunks);
+                (200, (StatusCode::OK, body).into_response())
+            }
             Answer::TooMany(seconds) => (
                 429,
                 (
@@ -110,7 +133,7 @@ impl App {
                     .into_response(),
             ),
         };
-        let event = if status == 200 {
+        let event = if status == 200 && !matches!(answer, Answer::CutOff) {
             Event::Ok
         } else {
             Event::Failed
@@ -190,6 +213,7 @@ async fn groups_keep_their_order_across_failures_and_retry_after_is_honoured() {
         ("group-1", 2) if before < 2 => Answer::Status(500),
         ("group-2", 3) if before < 2 => Answer::TooMany(2),
         ("group-3", 4) if before < 1 => Answer::Redirect,
+        ("group-3", 2) if before < 1 => Answer::CutOff,
         _ => Answer::Ok,
     })
     .await;
@@ -247,6 +271,23 @@ async fn groups_keep_their_order_across_failures_and_retry_after_is_honoured() {
         "{waiting:?}"
     );
 
+    // The app's error page is one line of the log, its newline escaped.
+    let log = stderr(&output);
+    assert!(log.contains(r"the app says no\nat all"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("at all")), "{log}");
+
+    // A 2xx whose body broke off is a failure: it ran again.
+    let cut_off = of("group-3", 2);
+    assert_eq!(
+        cut_off
+            .iter()
+            .map(|s| header(&s.headers, "x-fifo-attempt"))
+            .collect::<Vec<_>>(),
+        ["1", "2"],
+        "{cut_off:?}"
+    );
+    assert!(log.contains("body was cut off"), "{log}");
+
     // A redirect is a failure, not followed.
     let redirected = of("group-3", 4);
     assert_eq!(
@@ -269,6 +310,19 @@ async fn groups_keep_their_order_across_failures_and_retry_after_is_honoured() {
         "ISO 8601: {received_at:?}"
     );
     assert_eq!(header(&first.headers, "content-type"), "application/json");
+    assert!(
+        header(&first.headers, "user-agent").starts_with("aws-sqsd/"),
+        "{first:?}"
+    );
+    let sent_at = header(&first.headers, "x-aws-sqsd-sent-at");
+    assert!(
+        sent_at.len() == 20 && sent_at.ends_with('Z') && sent_at <= received_at,
+        "ISO 8601, no later than the first receive: {sent_at:?}"
+    );
+    assert!(
+        !header(&first.headers, "x-aws-sqsd-sender-id").is_empty(),
+        "{first:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError, trace};
+
+/// sqsd's `User-Agent` starts `aws-sqsd/`, which some worker apps check.
+const USER_AGENT_VALUE: &str = concat!("aws-sqsd/fifo-", env!("CARGO_PKG_VERSION"));
 
 /// How much of a failed response's body goes into the error (and so into a
 /// dead letter's reason).
@@ -38,9 +41,12 @@ pub struct HttpOptions {
 ///
 /// | header | value |
 /// |---|---|
+/// | `User-Agent` | `aws-sqsd/fifo-VERSION` |
 /// | `X-Aws-Sqsd-Msgid` | the message id |
 /// | `X-Aws-Sqsd-Queue` | the queue's name |
 /// | `X-Aws-Sqsd-First-Received-At` | first delivery, ISO 8601 UTC |
+/// | `X-Aws-Sqsd-Sent-At` | when SQS accepted it, ISO 8601 UTC |
+/// | `X-Aws-Sqsd-Sender-Id` | who sent it (SQS's `SenderId`) |
 /// | `X-Aws-Sqsd-Receive-Count` | deliveries so far, this one included |
 /// | `X-Aws-Sqsd-Attr-NAME` | each String or Number message attribute |
 /// | `X-Fifo-Group-Id` | the message group id |
@@ -164,6 +170,7 @@ impl HttpHandler {
     fn headers(&self, message: &Message) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, self.content_type.clone());
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         headers.insert("x-aws-sqsd-queue", self.queue_name.clone());
         let mut text = |name: &str, value: &str| {
             // Values that cannot be a header (control characters) are left
@@ -185,6 +192,12 @@ impl HttpHandler {
                 "x-aws-sqsd-first-received-at",
                 &iso_8601(message.first_received_ms),
             );
+        }
+        if message.sent_timestamp_ms > 0 {
+            text("x-aws-sqsd-sent-at", &iso_8601(message.sent_timestamp_ms));
+        }
+        if let Some(sender) = &message.sender_id {
+            text("x-aws-sqsd-sender-id", sender);
         }
         for (name, value) in &message.attributes {
             text(&format!("x-aws-sqsd-attr-{name}"), value);
@@ -220,19 +233,34 @@ impl Handler for HttpHandler {
         };
         let status = response.status();
         if status.is_success() {
-            drain(&mut response, 0).await;
-            return Ok(());
+            // A body cut off mid-way: the app may have failed before it
+            // committed, so this is no success.
+            return match drain(&mut response, 0).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(StatusError::new(
+                    format!("HTTP {}", status.as_u16()),
+                    format!(
+                        "POST {} answered {status} but its body was cut off ({})",
+                        self.shown_url,
+                        error_chain(&e.without_url())
+                    ),
+                )
+                .into()),
+            };
         }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| retry_after(value.to_str().ok()?, SystemTime::now()));
-        // Some of the body, for the log and a dead letter's reason.
-        let body = drain(&mut response, BODY_IN_ERROR).await;
+        // Some of the body, for the log and a dead letter's reason, on one
+        // line (a text log line must not be split by the app's newlines).
+        let body = drain(&mut response, BODY_IN_ERROR)
+            .await
+            .unwrap_or_default();
         let body = String::from_utf8_lossy(&body);
         let mut error = format!("POST {} answered {status}", self.shown_url);
         if !body.trim().is_empty() {
-            error += &format!(": {}", body.trim());
+            error += &format!(": {}", crate::log_line::escape_controls(body.trim()));
         }
         let error = StatusError::new(format!("HTTP {}", status.as_u16()), error);
         Err(failure(status, self.reject_status, retry_after, error))
@@ -241,17 +269,17 @@ impl Handler for HttpHandler {
 
 /// Reads the response body to its end (up to [`BODY_DRAINED`] bytes), so
 /// that its connection can carry the next request; returns its first
-/// `keep` bytes.
-async fn drain(response: &mut reqwest::Response, keep: usize) -> Vec<u8> {
+/// `keep` bytes, or the error that cut the body off.
+async fn drain(response: &mut reqwest::Response, keep: usize) -> Result<Vec<u8>, reqwest::Error> {
     let (mut kept, mut read) = (Vec::new(), 0);
     while read < BODY_DRAINED
-        && let Ok(Some(chunk)) = response.chunk().await
+        && let Some(chunk) = response.chunk().await?
     {
         read += chunk.len();
         let room = keep.saturating_sub(kept.len());
         kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
-    kept
+    Ok(kept)
 }
 
 /// `url` without a user or password: errors end up in logs and dead

@@ -67,6 +67,9 @@ pub struct Message {
     /// The sender's trace context from SQS's `AWSTraceHeader` system
     /// attribute, if any.
     pub trace_header: Option<String>,
+    /// Who sent it (SQS's `SenderId`: an account or IAM principal id), when
+    /// SQS gave it.
+    pub sender_id: Option<String>,
     /// Which attempt of this delivery it is: 1, then 2 on the retry after
     /// a failure, and so on; a [`RetryLater`] does not count. A
     /// redelivery by SQS starts again at 1 (see `receive_count`).

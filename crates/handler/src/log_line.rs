@@ -130,7 +130,7 @@ fn seconds_of_day(time: &str) -> Option<f64> {
 /// `text` with each control character written as an escape: `\n`, `\r`,
 /// `\t`, or `\u{…}`. Backslashes stay as they are, so a JSON body prints
 /// unchanged.
-fn escape_controls(text: &str) -> String {
+pub(crate) fn escape_controls(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -265,6 +265,8 @@ pub struct ReceivedMessage {
     /// The `AWSTraceHeader` system attribute (X-Ray trace context), if the
     /// sender set one.
     pub trace_header: Option<String>,
+    /// `SenderId`: the AWS account or IAM principal that sent it.
+    pub sender_id: Option<String>,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, MessageAttribute>,
 }
@@ -944,6 +946,7 @@ fn received_message(
         trace_header: system
             .get(&MessageSystemAttributeName::AwsTraceHeader)
             .cloned(),
+        sender_id: system.get(&MessageSystemAttributeName::SenderId).cloned(),
         attributes,
     })
 }

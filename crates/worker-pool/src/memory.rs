@@ -403,6 +403,7 @@ impl MemoryQueue {
                     first_received_ms: 0,
                     deduplication_id: None,
                     trace_header: None,
+                    sender_id: None,
                     attributes: Default::default(),
                 });
                 index += 1;

@@ -109,6 +109,8 @@ pub struct Delivery {
     /// The trace context the sender attached as a system attribute
     /// (SQS's `AWSTraceHeader`), if any.
     pub trace_header: Option<String>,
+    /// Who sent it (SQS's `SenderId`), when the queue says.
+    pub sender_id: Option<String>,
     /// Every message attribute, as sent.
     pub attributes: BTreeMap<String, Attribute>,
 }

@@ -264,6 +264,7 @@ fn received(output: ReceiveOutput) -> Received {
                 first_received_ms: m.first_received_ms,
                 deduplication_id: m.deduplication_id,
                 trace_header: m.trace_header,
+                sender_id: m.sender_id,
                 attributes: m
                     .attributes
                     .into_iter()

@@ -346,6 +346,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             first_received_ms: received.first_received_ms,
             deduplication_id: received.deduplication_id,
             trace_header: received.trace_header,
+            sender_id: received.sender_id,
             attempt: 1,
             attributes: received
                 .attributes
