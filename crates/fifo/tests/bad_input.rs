@@ -347,12 +347,15 @@ fn an_endpoint_that_is_not_sqs_is_named_as_such() {
     assert_two_lines(&output);
 }
 
+/// Flags after `run`, environment, the error and the hint expected.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+
 #[test]
 fn options_of_another_handler_are_refused_before_the_queue_is_opened() {
     // Nothing listens there: the refusal must come before any SQS call.
     let url = "http://127.0.0.1:1/000000000000/q.fifo";
     let dir = TempDir::new();
-    let cases: [(&[&str], &[(&str, &str)], &str, &str); 5] = [
+    let cases: [Case; 5] = [
         (
             &["--work-ms", "5", "--http", "http://127.0.0.1:9/"],
             &[],
