@@ -137,8 +137,8 @@ pub(crate) async fn redrive(
     };
     bar.finish_and_clear();
     let moved = format!(
-        "{} messages moved from {dead_letters} back to {source}",
-        task.moved
+        "{} moved from {dead_letters} back to {source}",
+        crate::counted(task.moved, "message")
     );
     match task.status.as_str() {
         "COMPLETED" => {
@@ -318,9 +318,15 @@ fn text(message: &ReceivedMessage) -> String {
     }
     let mut lines = vec![head];
     let mut how = Vec::new();
+    // Two counts that differ: the source queue's when it failed, and the
+    // dead-letter queue's own (each peek adds one, as `--json` shows it).
     if let Some(count) = get("fifo.receive-count") {
-        how.push(format!("receive {count}"));
+        how.push(format!("failed on receive {count} from its queue"));
     }
+    how.push(format!(
+        "received {} from the dead-letter queue (peeks count)",
+        crate::counted(u64::from(message.receive_count), "time")
+    ));
     if let Some(attempts) = get("fifo.attempts") {
         how.push(format!("attempts {attempts}"));
     }

@@ -133,3 +133,22 @@ fn is_broken_pipe(err: &color_eyre::Report) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// `1 message`, `2 messages`: a count with its noun.
+pub(crate) fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(super::counted(1, "message"), "1 message");
+        assert_eq!(super::counted(0, "message"), "0 messages");
+        assert_eq!(super::counted(6, "time"), "6 times");
+    }
+}

@@ -304,8 +304,8 @@ async fn forward_signals(
     let stats = counters.snapshot();
     stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
     stderr_line(format_args!(
-        "exiting at once: running programs killed ({killed}); {} held messages abandoned, {} of them running: they come back after their visibility timeout",
-        stats.in_flight, stats.busy_groups,
+        "exiting at once: running programs killed ({killed}); {} held messages abandoned: they come back after their visibility timeout",
+        stats.in_flight,
     ));
     std::process::exit(130);
 }
@@ -375,8 +375,8 @@ fn status_line(stats: &Stats, elapsed: Duration) -> String {
 
 fn summary(stats: &Stats, elapsed: Duration) -> String {
     let mut text = format!(
-        "processed {} messages in {:.2} s ({:.0} msgs/s); failed {}, retried {}, dead-lettered {}, handed back {}",
-        stats.succeeded,
+        "processed {} in {:.2} s ({:.0} msgs/s); failed {}, retried {}, dead-lettered {}, handed back {}",
+        crate::counted(stats.succeeded, "message"),
         elapsed.as_secs_f64(),
         stats.succeeded as f64 / elapsed.as_secs_f64().max(0.001),
         stats.failed,

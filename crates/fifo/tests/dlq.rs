@@ -52,11 +52,19 @@ fn peek_shows_why_without_deleting_and_purge_needs_yes() {
         "{text}"
     );
     assert!(text.contains(r#"body: {"group":"group-1""#), "{text}");
+    // The first peek: the dead-letter queue's first receive, said apart
+    // from the source queue's.
+    assert!(
+        text.contains("failed on receive 1 from its queue")
+            && text.contains("received 1 time from the dead-letter queue"),
+        "{text}"
+    );
 
     // Nothing was deleted: the same two again, by name, as JSON.
     let json: Vec<serde_json::Value> = serde_json::from_str(&peek(&[&name, "--json"])).unwrap();
     assert_eq!(json.len(), 2, "{json:?}");
     for letter in &json {
+        assert_eq!(letter["receive_count"], 2, "the second peek: {letter}");
         let attributes = &letter["attributes"];
         assert_eq!(attributes["fifo.status"], "exit status: 65");
         assert_eq!(attributes["fifo.attempts"], "1");

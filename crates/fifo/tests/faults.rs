@@ -411,6 +411,11 @@ fn a_silent_endpoint_gives_leases_up_and_ends_runs_before_another_process_takes_
         "a said it gave its leases up:\n{}",
         a_exit.stderr
     );
+    assert!(
+        occurrences(&a_exit.stderr, "lost message") < 3,
+        "leases lost together are one line, not one per group:\n{}",
+        a_exit.stderr
+    );
     let cancelled: Vec<&Run> = runs
         .iter()
         .filter(|r| r.runner == "a" && r.killed())
@@ -731,7 +736,7 @@ fn a_second_signal_kills_the_running_programs_before_exiting() {
     assert_eq!(exit.status.code(), Some(130), "{}", exit.stderr);
     assert!(
         exit.stderr
-            .contains("running programs killed (1); 2 held messages abandoned, 1 of them running"),
+            .contains("running programs killed (1); 2 held messages abandoned"),
         "{}",
         exit.stderr
     );
@@ -1149,4 +1154,46 @@ fn a_signal_sent_to_fifo_and_then_its_group_is_one_graceful_stop() {
             "round {round}: the running handlers finished: {runs:?}"
         );
     }
+}
+
+#[test]
+fn a_stop_that_waits_for_a_long_poll_says_so() {
+    let url = create_queue(&unique_queue_name("f-poll"), &[]);
+    send(&url, &["--group", "g", "--count", "3"]);
+    let dir = TempDir::new();
+    let records = dir.0.join("records");
+    let env = [
+        ("RECORDS", records.to_str().unwrap()),
+        ("WORK", "0.5"),
+        ("BEHAVIOUR", ""),
+        ("RUNNER", "a"),
+    ];
+    // spawn_run's wait time is 1 s: here receives long-poll for 3 s.
+    let mut command = fifo_command(
+        &dir,
+        &[
+            "--queue-url",
+            &url,
+            "run",
+            "--wait-time",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "cat > /dev/null; echo start a g 0 1 1 >> \"$RECORDS\"; sleep \"$WORK\"",
+        ],
+        &env,
+    );
+    command.stdout(Stdio::null());
+    let mut run = Process::spawn(&dir, "a", command);
+    wait_for(&dir, "a handler to start", |r| !r.is_empty());
+    signal(run.id(), "-TERM", false);
+    let exit = run.wait(Duration::from_secs(30));
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("held messages go back once the receives under way have ended, within 3 s"),
+        "{}",
+        exit.stderr
+    );
 }

@@ -181,7 +181,7 @@ fn until_empty_exits_1_when_a_message_ended_in_the_dead_letter_queue() {
     let output = fifo_in(&dir, &args, &[]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("processed 1 messages"),
+        stderr(&output).contains("processed 1 message in"),
         "{}",
         stderr(&output)
     );

@@ -115,7 +115,7 @@ pub struct Stats {
     pub malformed: u64,
     /// Messages held now: queued, running or backing off.
     pub in_flight: u64,
-    /// Groups with a message running now.
+    /// Groups with a message running now, or waiting to run again.
     pub busy_groups: u64,
 }
 
@@ -241,7 +241,7 @@ impl Counters {
             ),
             (
                 "fifo_groups_busy",
-                "Groups with a message running now",
+                "Groups with a message running now, or waiting to run again (backoff, retry later)",
                 &self.busy_groups,
             ),
             (

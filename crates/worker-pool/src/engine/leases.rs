@@ -64,12 +64,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             .map(|(key, _)| *key)
             .collect();
         at_risk.sort_unstable();
+        // An outage runs out many leases at once: one line for them all.
+        let mut losses = Losses::default();
         for key in at_risk {
-            self.lose(
-                key,
-                "SQS confirmed no visibility extension before its lease ran out",
-            );
+            self.lose_into(key, &mut losses);
         }
+        losses.report("SQS confirmed no visibility extension before the lease ran out");
     }
 
     pub(super) fn at_risk(&self, tracked: &Tracked, now: Instant) -> bool {
@@ -140,6 +140,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// running handler is cancelled; nothing is handed back (handing back
     /// later messages while SQS may still hold `key` would let them overtake).
     pub(super) fn lose(&mut self, key: Key, why: &str) {
+        let mut losses = Losses::default();
+        self.lose_into(key, &mut losses);
+        losses.report(why);
+    }
+
+    /// [`Engine::lose`], counted into `losses` to be reported with others.
+    fn lose_into(&mut self, key: Key, losses: &mut Losses) {
         // Lanes the router just decided to hand back become releases first,
         // so that a loss among them is seen as one.
         self.take_router_decisions();
@@ -174,20 +181,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 )
             })
             .count();
-        tracing::warn!(
-            "lost message {} of group {group}: {why}; it{} will be delivered again{}",
+        tracing::debug!(
+            "lost message {} of group {group} and {} later messages of its group",
             tracked.message.id,
-            if later.is_empty() {
-                String::new()
-            } else {
-                format!(" and {} later messages of its group", later.len())
-            },
-            if running > 0 {
-                "; its running handler was cancelled"
-            } else {
-                ""
-            }
+            later.len()
         );
+        losses.groups += 1;
+        losses.messages += 1 + later.len();
+        losses.cancelled += running;
+        losses
+            .first
+            .get_or_insert_with(|| (tracked.message.id.clone(), group, later.len()));
         for key in [key].into_iter().chain(later) {
             self.give_up(key);
         }
@@ -217,6 +221,49 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             && self.by_message_id.get(&tracked.message.id) == Some(&key)
         {
             self.by_message_id.remove(&tracked.message.id);
+        }
+    }
+}
+
+/// Messages given up together (one lost message and the later ones of its
+/// group, per group), reported in one line.
+#[derive(Debug, Default)]
+struct Losses {
+    groups: usize,
+    messages: usize,
+    /// Running handlers cancelled.
+    cancelled: usize,
+    /// The first group's message id, group and later messages, named when
+    /// it is the only one.
+    first: Option<(String, String, usize)>,
+}
+
+impl Losses {
+    fn report(&self, why: &str) {
+        let Some((id, group, later)) = &self.first else {
+            return;
+        };
+        if self.groups == 1 {
+            tracing::warn!(
+                "lost message {id} of group {group}: {why}; it{} will be delivered again{}",
+                if *later == 0 {
+                    String::new()
+                } else {
+                    format!(" and {later} later messages of its group")
+                },
+                if self.cancelled > 0 {
+                    "; its running handler was cancelled"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            tracing::warn!(
+                "lost messages of {} groups, {} messages in all: {why}; they will be delivered again; {} running handlers were cancelled (their ids at debug level)",
+                self.groups,
+                self.messages,
+                self.cancelled
+            );
         }
     }
 }

@@ -14,6 +14,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let deadline = Instant::now() + self.config.shutdown_timeout;
         self.add_timer(deadline, Timer::DrainDeadline);
         self.router.stop();
+        // Said now, or the wait looks like a hang.
+        if self.receiving > 0 && self.poll_seconds() > 1 && !self.tracked.is_empty() {
+            tracing::warn!(
+                "held messages go back once the receives under way have ended, within {} s (a long poll still open could take them again)",
+                self.poll_seconds()
+            );
+        }
         // Retries waiting for their backoff are not running: they go back.
         let mut waiting: Vec<Key> = self
             .tracked
