@@ -224,33 +224,7 @@ if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > 
         stderr(&output)
     );
 
-    let mut files: Vec<_> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    let calls: Vec<Vec<(String, u64)>> = files
-        .iter()
-        .map(|file| {
-            let array: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-            array
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    let body: serde_json::Value =
-                        serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
-                    assert_eq!(m["group_id"], body["group"]);
-                    (
-                        body["group"].as_str().unwrap().to_owned(),
-                        body["seq"].as_u64().unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let calls = saved_calls(&dir);
     assert!(
         calls.iter().any(|call| call.len() > 1),
         "no batch: {calls:?}"
@@ -281,9 +255,9 @@ if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > 
     );
 }
 
-/// The seqs of each batch call's messages, from the JSON arrays the
-/// program saved, in call order.
-fn saved_calls(dir: &TempDir) -> Vec<Vec<u64>> {
+/// The group and seq of each batch call's messages, from the JSON arrays
+/// the program saved, in call order.
+fn saved_calls(dir: &TempDir) -> Vec<Vec<(String, u64)>> {
     let mut files: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -302,7 +276,11 @@ fn saved_calls(dir: &TempDir) -> Vec<Vec<u64>> {
                 .map(|m| {
                     let body: serde_json::Value =
                         serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
-                    body["seq"].as_u64().unwrap()
+                    assert_eq!(m["group_id"], body["group"]);
+                    (
+                        body["group"].as_str().unwrap().to_owned(),
+                        body["seq"].as_u64().unwrap(),
+                    )
                 })
                 .collect()
         })
@@ -350,7 +328,10 @@ if [ ! -e failed-once ]; then : > failed-once; printf '%s\n' "$WRITTEN" > "$FIFO
                 && warning.contains("runs again"),
             "{written}: the warning names the program, the value and what fifo did: {warning}"
         );
-        let calls = saved_calls(&dir);
+        let calls: Vec<Vec<u64>> = saved_calls(&dir)
+            .into_iter()
+            .map(|call| call.into_iter().map(|(_, seq)| seq).collect())
+            .collect();
         assert!(calls.len() >= 2, "{written}: {calls:?}");
         assert_eq!(calls[0][0], 1, "{written}: {calls:?}");
         assert_eq!(

@@ -330,6 +330,12 @@ enum CallKind {
 
 impl CallKind {
     const ALL: usize = 4;
+    const EVERY: [CallKind; CallKind::ALL] = [
+        CallKind::Receive,
+        CallKind::Delete,
+        CallKind::Visibility,
+        CallKind::DeadLetter,
+    ];
 
     /// The SQS operation, as the metrics name it.
     fn operation_name(self) -> &'static str {
@@ -356,8 +362,8 @@ impl CallKind {
 const UNANSWERED: Duration = Duration::from_secs(5);
 
 /// SQS trouble: reported once when it starts (a call of any kind fails or
-/// goes unanswered) and once when it ends: at the first call SQS answers,
-/// whatever it answers (an empty receive too).
+/// goes unanswered) and once when it ends: when every kind of call that
+/// failed has been answered since (an empty receive too).
 #[derive(Debug, Default)]
 struct Trouble {
     since: Option<Instant>,
@@ -663,10 +669,25 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// SQS answered a call: whatever else is still failing, it is reachable
-    /// again, and the trouble (and with it unreadiness) is over.
+    /// A call of `kind` was answered. The trouble ends once every kind of
+    /// call that failed has been answered since (an empty receive counts),
+    /// and no call is still without an answer.
     fn call_succeeded(&mut self, kind: CallKind) {
         self.trouble.failing[kind as usize] = 0;
+        // A kind of call with nothing left to try again (its messages were
+        // given up meanwhile) is not failing any more either.
+        for other in CallKind::EVERY {
+            if !self.has_work(other) {
+                self.trouble.failing[other as usize] = 0;
+            }
+        }
+        // Not over while another call is still without an answer.
+        if self.trouble.since.is_some() {
+            self.notice_unanswered_calls();
+        }
+        if self.trouble.failing.iter().any(|n| *n > 0) {
+            return;
+        }
         if let Some(since) = self.trouble.since.take() {
             let failed = match self.trouble.failed_calls {
                 0 => String::new(),
@@ -678,6 +699,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             );
             self.trouble.failed_calls = 0;
             self.trouble.ended = Some(Instant::now());
+        }
+    }
+
+    /// Whether calls of `kind` are still to be made (or under way).
+    fn has_work(&self, kind: CallKind) -> bool {
+        match kind {
+            CallKind::Receive => self.phase == Phase::Running,
+            CallKind::Delete => !self.deletes.is_empty() || self.delete_calls > 0,
+            CallKind::Visibility => !self.tracked.is_empty(),
+            CallKind::DeadLetter => self
+                .call_owners
+                .values()
+                .any(|pending| matches!(pending, Pending::DeadLetter(_))),
         }
     }
 
