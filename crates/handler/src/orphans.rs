@@ -2,13 +2,14 @@
 //! ends (SIGKILL included): a program still running a group's message while
 //! another fifo runs that group's next message would break the group's order.
 //!
-//! Two layers. On Linux each program gets SIGKILL as its parent-death
+//! Two layers. On Linux each program gets SIGTERM as its parent-death
 //! signal, set in the child before it execs ([`end_with_parent`]). That
 //! reaches the program alone, not the children it started, so a guard, one
 //! small `/bin/sh` process per fifo process ([`Guard`]), is told each
 //! program's process group as it starts and ends; when fifo is gone its end
-//! of the pipe closes, and the guard sends SIGKILL to every group still
-//! listed. The guard leads a process group of its own (a Ctrl-C in the
+//! of the pipe closes, and the guard sends SIGTERM to every group still
+//! listed and, half a second later, SIGKILL: a program may record that it
+//! was stopped, but none runs on. The guard leads a process group of its own (a Ctrl-C in the
 //! terminal does not reach it) and ignores the signals a supervisor sends
 //! to a whole group, so that it outlives fifo by the moment it needs.
 
@@ -20,7 +21,8 @@ use std::sync::{Mutex, OnceLock};
 use rustix::process::Pid;
 
 /// The guard: reads `+ GROUP` and `- GROUP` lines and, at the end of its
-/// input, sends SIGKILL to each process group still listed.
+/// input, sends SIGTERM to each process group still listed, then SIGKILL
+/// half a second later (at once where `sleep` takes whole seconds only).
 const GUARD_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT PIPE
 groups=' '
 while read -r change group; do
@@ -29,6 +31,9 @@ while read -r change group; do
     -) case $groups in *" $group "*) groups="${groups%% $group *} ${groups#* $group }" ;; esac ;;
   esac
 done
+[ "$groups" = ' ' ] && exit 0
+for group in $groups; do kill -s TERM -- "-$group" 2>/dev/null; done
+sleep 0.5 2>/dev/null
 for group in $groups; do kill -s KILL -- "-$group" 2>/dev/null; done
 "#;
 
@@ -95,7 +100,7 @@ fn start() -> Option<ChildStdin> {
     }
 }
 
-/// Makes the program `command` starts get SIGKILL when the thread that
+/// Makes the program `command` starts get SIGTERM when the thread that
 /// started it ends (Linux's parent-death signal), and not start at all if
 /// fifo died before the signal was set. Elsewhere the guard alone ends it.
 ///
@@ -113,7 +118,7 @@ pub(crate) fn end_with_parent(command: &mut tokio::process::Command) {
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
-            set_parent_process_death_signal(Some(Signal::KILL))?;
+            set_parent_process_death_signal(Some(Signal::TERM))?;
             // fifo died between the fork and the prctl: no signal will come.
             if getppid() != Some(parent) {
                 return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
@@ -132,15 +137,18 @@ mod tests {
     use super::*;
 
     /// The guard's script, fed by hand: the groups left listed at the end
-    /// are killed, the ones forgotten are not.
+    /// get SIGTERM, then SIGKILL if they ignore it; the ones forgotten are
+    /// left alone.
     #[test]
-    fn the_guard_kills_the_groups_still_listed_when_its_input_ends() {
-        let spawn_group = || {
-            let mut command = Command::new("sleep");
-            command.arg("30").process_group(0);
-            command.spawn().expect("sleep starts")
+    fn the_guard_ends_the_groups_still_listed_when_its_input_ends() {
+        let spawn_group = |script: &str| {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]).process_group(0);
+            command.spawn().expect("sh starts")
         };
-        let (mut listed, mut forgotten) = (spawn_group(), spawn_group());
+        let mut listed = spawn_group("exec sleep 30");
+        let mut stubborn = spawn_group("trap '' TERM; while :; do sleep 0.1; done");
+        let mut forgotten = spawn_group("exec sleep 30");
         let pid = |child: &std::process::Child| child.id();
         let mut guard = Command::new("/bin/sh")
             .args(["-c", GUARD_SCRIPT])
@@ -150,20 +158,21 @@ mod tests {
         let mut input = guard.stdin.take().expect("piped");
         writeln!(
             input,
-            "+ {}\n+ {}\n- {}",
+            "+ {}\n+ {}\n+ {}\n- {}",
             pid(&listed),
+            pid(&stubborn),
             pid(&forgotten),
             pid(&forgotten)
         )
         .expect("written");
         drop(input);
         assert!(guard.wait().expect("the guard ends").success());
-        let status = listed.wait().expect("reaped");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "the listed group got SIGKILL"
-        );
+        let signal = |child: &mut std::process::Child| {
+            let status = child.wait().expect("reaped");
+            std::os::unix::process::ExitStatusExt::signal(&status)
+        };
+        assert_eq!(signal(&mut listed), Some(15), "SIGTERM first");
+        assert_eq!(signal(&mut stubborn), Some(9), "then SIGKILL");
         assert!(
             forgotten.try_wait().expect("looked at").is_none(),
             "the forgotten group still runs"

@@ -20,7 +20,8 @@ use super::{TempDir, fifo_command};
 /// variables), sleeps `work` seconds (default `$WORK`), records `ok` or
 /// `failed` and exits with `status`. SIGTERM, which fifo sends the process
 /// group when it cancels a run, records `killed` with the time the run
-/// really ended. A record is `EVENT RUNNER GROUP NANOS RECEIVE_COUNT SEQ`,
+/// really ended; once: a second SIGTERM (when fifo dies, the parent-death
+/// signal and then the guard's) is ignored, by `date` in the record too. A record is `EVENT RUNNER GROUP NANOS RECEIVE_COUNT SEQ`,
 /// `SEQ` taken from the body that `fifo send` generated.
 ///
 /// An empty body (SQS refuses those) means fifo died while handing the
@@ -38,7 +39,7 @@ seq=${seq%%[!0-9]*}
 record() {
     echo "$1 $RUNNER $FIFO_GROUP_ID $(date +%s%N) $FIFO_RECEIVE_COUNT $seq" >> "$RECORDS"
 }
-trap 'record killed; exit 143' TERM
+trap 'trap "" TERM; record killed; exit 143' TERM
 record start
 work=$WORK
 status=0
