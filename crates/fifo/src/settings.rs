@@ -331,7 +331,9 @@ pub(crate) fn load(
             checked = checked
                 .set_override(key.name, value)
                 .expect("a settings key is a plain name");
-            origins.insert(key.name, origin);
+            if origin != Origin::Default {
+                origins.insert(key.name, origin);
+            }
         }
     }
     let mut settings: Settings = checked
