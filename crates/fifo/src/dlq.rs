@@ -50,8 +50,8 @@ pub(crate) async fn peek(
             stdout.write_all(text(message).as_bytes())?;
         }
         stderr_line(format_args!(
-            "{} dead letters shown from {dead_letters}; nothing was deleted",
-            peeked.len()
+            "{} shown from {dead_letters}; nothing was deleted",
+            crate::counted(peeked.len() as u64, "dead letter")
         ));
     }
     Ok(ExitCode::SUCCESS)

@@ -38,13 +38,21 @@ pub(crate) async fn run(
             "--quiet"
         };
         return Err(UserError::new(
-            format!("{flag} is for the log handler, and --http is given"),
+            format!("{flag} is for the log handler, and the HTTP handler is chosen (--http or FIFO_HTTP_URL)"),
             Some(format!(
                 "drop {flag}: the HTTP handler does the work, and says nothing per message"
             )),
         )
         .into());
     }
+    let per_worker = if !args.command.is_empty() {
+        EXEC_DESCRIPTORS
+    } else if settings.http_url.is_some() {
+        HTTP_DESCRIPTORS
+    } else {
+        0
+    };
+    raise_open_file_limit(config.workers, per_worker)?;
     let queue_url = settings.queue_url.clone();
     let queue = SqsQueue::open(client, &queue_url).await?;
 
@@ -112,14 +120,6 @@ pub(crate) async fn run(
         }
         None => None,
     };
-    let per_worker = if exec.is_some() {
-        EXEC_DESCRIPTORS
-    } else if http.is_some() {
-        HTTP_DESCRIPTORS
-    } else {
-        0
-    };
-    raise_open_file_limit(config.workers, per_worker);
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     tokio::spawn(forward_signals(
@@ -210,9 +210,10 @@ const OWN_DESCRIPTORS: u64 = 64;
 /// (1,024 on most systems) covers about 200 exec workers. Warns when even
 /// the hard limit cannot cover `workers` handlers of `per_worker` files
 /// each: handlers that cannot start then wait and start again later (see
-/// `CannotStart`), which slows the run but loses nothing. Handler programs
-/// inherit the raised limit.
-fn raise_open_file_limit(workers: usize, per_worker: u64) {
+/// `CannotStart`), which slows the run but loses nothing. Refuses a limit
+/// too low for fifo and one handler: none might ever start. Handler
+/// programs inherit the raised limit.
+fn raise_open_file_limit(workers: usize, per_worker: u64) -> Result<(), UserError> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
@@ -233,13 +234,26 @@ fn raise_open_file_limit(workers: usize, per_worker: u64) {
         }
     }
     let needed = OWN_DESCRIPTORS + per_worker * workers as u64;
-    if let Some(soft) = limit.current
-        && soft < needed
-    {
+    let Some(soft) = limit.current else {
+        return Ok(());
+    };
+    if per_worker > 0 && soft < OWN_DESCRIPTORS + per_worker {
+        return Err(UserError::new(
+            format!(
+                "the open-file limit is {soft}: too low for fifo and even one handler (about {})",
+                OWN_DESCRIPTORS + per_worker
+            ),
+            Some(format!(
+                "raise it to at least {needed} for {workers} workers (ulimit -n, LimitNOFILE= in a systemd unit, --ulimit nofile= with docker)"
+            )),
+        ));
+    }
+    if soft < needed {
         tracing::warn!(
             "the open-file limit is {soft}, and {workers} workers need about {needed}: handlers that cannot start wait and start again later, slowing the run; raise the hard limit (LimitNOFILE= in a systemd unit, --ulimit nofile= with docker, ulimit -Hn as root) or give fewer --workers"
         );
     }
+    Ok(())
 }
 
 /// A closed stdout begins a graceful shutdown.
@@ -391,6 +405,12 @@ fn summary(stats: &Stats, elapsed: Duration) -> String {
         text += &format!(
             "; {} given up when SQS could not keep them ours (they come back after their visibility timeout)",
             stats.lost
+        );
+    }
+    if stats.start_failures > 0 {
+        text += &format!(
+            "; handlers could not start {} (fifo's trouble: no message was charged)",
+            crate::counted(stats.start_failures, "time")
         );
     }
     if stats.malformed > 0 {

@@ -359,13 +359,13 @@ fn options_of_another_handler_are_refused_before_the_queue_is_opened() {
         (
             &["--work-ms", "5", "--http", "http://127.0.0.1:9/"],
             &[],
-            "--work-ms is for the log handler, and --http is given",
+            "--work-ms is for the log handler, and the HTTP handler is chosen",
             "drop --work-ms",
         ),
         (
             &["--quiet"],
             &[("FIFO_HTTP_URL", "http://127.0.0.1:9/")],
-            "--quiet is for the log handler, and --http is given",
+            "--quiet is for the log handler, and the HTTP handler is chosen",
             "drop --quiet",
         ),
         (
@@ -414,5 +414,41 @@ fn more_workers_than_messages_held_is_said() {
         ),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn an_open_file_limit_too_low_for_one_handler_is_refused() {
+    let dir = TempDir::new();
+    let fifo = fifo_command(
+        &dir,
+        &[
+            "--queue-url",
+            "http://127.0.0.1:1/000000000000/q.fifo",
+            "run",
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    // `ulimit -n` sets the hard limit too: fifo cannot raise it.
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 30 && exec \"$@\"")
+        .arg("sh")
+        .arg(fifo.get_program())
+        .args(fifo.get_args())
+        .env_clear()
+        .envs(
+            fifo.get_envs()
+                .filter_map(|(name, value)| Some((name, value?))),
+        )
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_fails(
+        &output,
+        "the open-file limit is 30: too low for fifo and even one handler",
+        "raise it to at least",
     );
 }

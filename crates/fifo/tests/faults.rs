@@ -1062,6 +1062,11 @@ fn handlers_that_cannot_start_for_want_of_descriptors_are_never_the_messages_fau
         exit.stderr
     );
     assert!(
+        exit.stderr.contains("; handlers could not start "),
+        "the summary counts the starts that failed:\n{}",
+        exit.stderr
+    );
+    assert!(
         exit.stderr.contains("processed 120 messages")
             && exit.stderr.contains("failed 0, retried 0, dead-lettered 0"),
         "{}",

@@ -24,6 +24,7 @@ pub struct Counters {
     rejected: Counter,
     lost: Counter,
     malformed: Counter,
+    start_failures: Counter,
     extended: Counter,
     extension_failures: Counter,
     in_flight: Gauge,
@@ -66,6 +67,7 @@ impl Default for Counters {
             rejected: Counter::default(),
             lost: Counter::default(),
             malformed: Counter::default(),
+            start_failures: Counter::default(),
             extended: Counter::default(),
             extension_failures: Counter::default(),
             in_flight: Gauge::default(),
@@ -113,6 +115,9 @@ pub struct Stats {
     pub lost: u64,
     /// Received messages lacking what fifo relies on (left to come back).
     pub malformed: u64,
+    /// Handler calls that could not start ([`fifo_handler::CannotStart`]):
+    /// fifo's own trouble, counted against no message.
+    pub start_failures: u64,
     /// Messages held now: queued, running or backing off.
     pub in_flight: u64,
     /// Groups with a message running now, or waiting to run again.
@@ -134,6 +139,7 @@ impl Stats {
             rejected: self.rejected - before.rejected,
             lost: self.lost - before.lost,
             malformed: self.malformed - before.malformed,
+            start_failures: self.start_failures - before.start_failures,
             ..*self
         }
     }
@@ -154,6 +160,7 @@ impl Counters {
             rejected: self.rejected.get(),
             lost: self.lost.get(),
             malformed: self.malformed.get(),
+            start_failures: self.start_failures.get(),
             in_flight: self.in_flight.get().max(0) as u64,
             busy_groups: self.busy_groups.get().max(0) as u64,
         }
@@ -163,7 +170,7 @@ impl Counters {
     /// names where they exist and `fifo_*` otherwise (see the README's
     /// metrics table). No group id is a label.
     pub fn register(&self, registry: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             (
                 "messaging_client_consumed_messages",
                 "Messages received from the queue (redeliveries count again)",
@@ -213,6 +220,11 @@ impl Counters {
                 "fifo_messages_malformed",
                 "Received messages lacking what fifo relies on",
                 &self.malformed,
+            ),
+            (
+                "fifo_handler_start_failures",
+                "Handler calls that could not start (no descriptor, memory or process left): fifo's trouble, not a message's",
+                &self.start_failures,
             ),
             (
                 "fifo_heartbeat_extensions",
@@ -315,6 +327,9 @@ impl Counters {
     }
     pub(crate) fn add_lost(&self, n: u64) {
         self.lost.inc_by(n);
+    }
+    pub(crate) fn add_start_failure(&self) {
+        self.start_failures.inc();
     }
     pub(crate) fn add_malformed(&self) {
         self.malformed.inc();

@@ -356,8 +356,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             );
             tracked.release_after = Duration::from_secs(u64::from(seconds));
             tracing::warn!(
-                "message {id} of group {group} failed after {} attempts ({error}); it and the rest of its group go back to the queue in {seconds} s",
+                "message {id} of group {group} failed after {} attempt{} ({error}); it and the rest of its group go back to the queue in {seconds} s",
                 tracked.attempts + 1,
+                if tracked.attempts == 0 { "" } else { "s" },
             );
         } else {
             tracing::warn!(
@@ -373,6 +374,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// keep failing, no attempt counted; the trouble is said once when it
     /// begins and once when handlers start again.
     fn could_not_start(&mut self, key: Key, error: &fifo_handler::HandlerError) {
+        self.counters.add_start_failure();
+        if let Some(tracked) = self.tracked.get(&key) {
+            message_event(
+                "not-started",
+                &tracked.message,
+                tracked.attempts + 1,
+                None,
+                Some(error),
+            );
+        }
         let trouble = &mut self.unstarted;
         trouble.in_a_row = trouble.in_a_row.saturating_add(1);
         trouble.failed = trouble.failed.saturating_add(1);
