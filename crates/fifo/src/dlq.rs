@@ -373,7 +373,12 @@ fn json(messages: &[ReceivedMessage]) -> String {
                 "id": original_id(m),
                 "group_id": m.group_id,
                 "sequence_number": m.sequence_number,
+                // The dead-letter queue's own count (each peek adds one)...
                 "receive_count": m.receive_count,
+                // ...and the one its queue had when it failed, when fifo
+                // moved it.
+                "source_receive_count": attribute_text(m, "fifo.receive-count")
+                    .and_then(|count| count.parse::<u64>().ok()),
                 "body": m.body,
                 "attributes": attributes,
             })

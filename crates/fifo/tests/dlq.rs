@@ -65,6 +65,7 @@ fn peek_shows_why_without_deleting_and_purge_needs_yes() {
     assert_eq!(json.len(), 2, "{json:?}");
     for letter in &json {
         assert_eq!(letter["receive_count"], 2, "the second peek: {letter}");
+        assert_eq!(letter["source_receive_count"], 1, "{letter}");
         let attributes = &letter["attributes"];
         assert_eq!(attributes["fifo.status"], "exit status: 65");
         assert_eq!(attributes["fifo.attempts"], "1");
