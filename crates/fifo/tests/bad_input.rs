@@ -432,20 +432,7 @@ fn an_open_file_limit_too_low_for_one_handler_is_refused() {
         &[],
     );
     // `ulimit -n` sets the hard limit too: fifo cannot raise it.
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 30 && exec \"$@\"")
-        .arg("sh")
-        .arg(fifo.get_program())
-        .args(fifo.get_args())
-        .env_clear()
-        .envs(
-            fifo.get_envs()
-                .filter_map(|(name, value)| Some((name, value?))),
-        )
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let output = under_ulimit(&fifo, "-n 30").output().unwrap();
     assert_fails(
         &output,
         "the open-file limit is 30: too low for fifo and even one handler",

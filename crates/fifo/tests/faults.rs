@@ -1003,29 +1003,6 @@ fn a_fifo_killed_with_sigkill_takes_its_programs_and_their_children_with_it() {
     assert_order(&records(&dir), &[("g".to_owned(), 3)]);
 }
 
-/// `command` run by `sh` after `ulimit ULIMIT` (`-n 100` sets the soft and
-/// the hard limit, `-Sn 256` the soft one only).
-fn under_ulimit(command: &std::process::Command, ulimit: &str) -> std::process::Command {
-    let mut limited = std::process::Command::new("sh");
-    limited
-        .arg("-c")
-        .arg(format!("ulimit {ulimit} && exec \"$@\""))
-        .arg("sh")
-        .arg(command.get_program())
-        .args(command.get_args())
-        .env_clear()
-        .stdout(Stdio::null());
-    for (name, value) in command.get_envs() {
-        if let Some(value) = value {
-            limited.env(name, value);
-        }
-    }
-    if let Some(dir) = command.get_current_dir() {
-        limited.current_dir(dir);
-    }
-    limited
-}
-
 #[test]
 fn handlers_that_cannot_start_for_want_of_descriptors_are_never_the_messages_fault() {
     // One receive a message: a failure counted against a message would

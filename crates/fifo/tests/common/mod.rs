@@ -134,3 +134,26 @@ pub fn seq(message: &ReceivedMessage) -> u64 {
     let body: serde_json::Value = serde_json::from_str(&message.body).expect("a JSON body");
     body["seq"].as_u64().expect("a seq field")
 }
+
+/// `command` run by `sh` after `ulimit ULIMIT` (`-n 100` sets the soft and
+/// the hard limit, `-Sn 256` the soft one only).
+pub fn under_ulimit(command: &Command, ulimit: &str) -> Command {
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$@\""))
+        .arg("sh")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env_clear()
+        .stdout(std::process::Stdio::null());
+    for (name, value) in command.get_envs() {
+        if let Some(value) = value {
+            limited.env(name, value);
+        }
+    }
+    if let Some(dir) = command.get_current_dir() {
+        limited.current_dir(dir);
+    }
+    limited
+}
