@@ -358,8 +358,8 @@ impl Settings {
             return Ok(());
         }
         for key in [&HTTP_READY, &HTTP_CONTENT_TYPE, &HTTP_REJECT_STATUS] {
-            let origin = self.origin(key);
-            if *origin != Origin::Default {
+            // Only values given are listed: a default is no choice.
+            if let Some(origin) = self.origins.get(key.name) {
                 let env = key.env.first().copied().unwrap_or_default();
                 return Err(UserError::new(
                     format!("{} is given without --http", origin.describe(key)),
