@@ -407,6 +407,12 @@ fn summary(stats: &Stats, elapsed: Duration) -> String {
             stats.lost
         );
     }
+    if stats.order_risks > 0 {
+        text += &format!(
+            "; {} may come back after later messages of their group (order risk: see the log)",
+            crate::counted(stats.order_risks, "message")
+        );
+    }
     if stats.start_failures > 0 {
         text += &format!(
             "; handlers could not start {} (fifo's trouble: no message was charged)",

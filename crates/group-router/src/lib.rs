@@ -7,16 +7,25 @@
 //! A lane holds one group's held messages in arrival order (the group's
 //! order). Each message is at one [`Step`]: queued, out (its handler runs or
 //! backs off between retries), done (succeeded, waiting for its delete),
-//! deleting, or to be handed back. The rules:
+//! deleting, to be moved to the dead-letter queue, being moved, or to be
+//! handed back. The rules:
 //!
 //! - **Run in order**: a lane hands out its first queued message only when
 //!   every message before it is done or deleting and nothing is out, so a
 //!   handler starts only after every earlier message of its group succeeded.
 //!   A batch is that message and queued ones right after it, handed out
 //!   together; those its handler did not reach are put back in place.
-//! - **Delete in order**: only a lane's first message may be deleted, so SQS
-//!   never deletes a message while an earlier one of its group could still
-//!   come back (a replay is then always in order).
+//! - **Delete together, from the front**: a lane's done messages become
+//!   deletable together once every message before them is deleted or being
+//!   deleted, so a group's done messages leave in one batch call instead of
+//!   one round trip each. A confirmed delete may overtake an earlier one
+//!   still under way; [`Router::deleted`] names the earlier messages so
+//!   overtaken, for the engine to keep them held until their own delete is
+//!   confirmed (see the order risk in the README).
+//! - **Dead letters alone, at the front**: a message to be moved to the
+//!   dead-letter queue moves only as its lane's first message, and nothing
+//!   after it is deleted until it is gone, so a move that fails for good can
+//!   still hand the lane back whole.
 //! - **Hand back whole**: after a failure (or at shutdown) the failed message
 //!   and every later one are handed back together, and only once every
 //!   message before them is deleted and nothing of the lane is out. Handing
@@ -41,10 +50,16 @@ pub enum Step {
     Queued,
     /// Handed out: its handler runs, or backs off before a retry.
     Out,
-    /// Succeeded; waits until every earlier message is deleted.
+    /// Succeeded; waits until every earlier message is deleted or deleting.
     Done,
     /// Its delete is under way.
     Deleting,
+    /// Failed for good on its last receive (or was rejected): moves to the
+    /// dead-letter queue once it is its lane's first message. Its lane goes
+    /// on meanwhile, as after a success.
+    DeadLetter,
+    /// Its move to the dead-letter queue is under way.
+    DeadLettering,
     /// To be handed back to the queue with the rest of its lane.
     HandBack,
 }
@@ -58,6 +73,8 @@ pub struct Router<K> {
     ready: VecDeque<String>,
     /// Messages that became deletable, in the order they did.
     deletes: VecDeque<K>,
+    /// Messages whose move to the dead-letter queue may start, in order.
+    dead_letters: VecDeque<K>,
     /// Lanes that became ready to hand back, each in the group's order.
     hand_backs: VecDeque<Vec<K>>,
     /// After `stop`, nothing runs any more and new messages are handed back.
@@ -79,11 +96,10 @@ impl<K> Lane<K> {
         self.messages.iter().position(|(_, s)| *s == step)
     }
 
-    /// The first message that is neither done nor deleting.
+    /// The first message that has not succeeded (nor been given up to the
+    /// dead-letter queue).
     fn current(&self) -> Option<usize> {
-        self.messages
-            .iter()
-            .position(|(_, s)| !matches!(s, Step::Done | Step::Deleting))
+        self.messages.iter().position(|(_, s)| !settled(*s))
     }
 
     fn runnable(&self) -> bool {
@@ -102,12 +118,21 @@ impl<K> Lane<K> {
                     unqueued += 1;
                     *step = Step::HandBack;
                 }
-                Step::Done => *step = Step::HandBack,
-                Step::Out | Step::Deleting | Step::HandBack => {}
+                Step::Done | Step::DeadLetter => *step = Step::HandBack,
+                Step::Out | Step::Deleting | Step::DeadLettering | Step::HandBack => {}
             }
         }
         unqueued
     }
+}
+
+/// Whether a message at `step` is through with its handler for good: the
+/// messages after it may run.
+fn settled(step: Step) -> bool {
+    matches!(
+        step,
+        Step::Done | Step::Deleting | Step::DeadLetter | Step::DeadLettering
+    )
 }
 
 /// `key`'s lane and position, if it is at `step` there. Outcomes for
@@ -129,6 +154,7 @@ impl<K> Default for Router<K> {
             lanes: HashMap::new(),
             ready: VecDeque::new(),
             deletes: VecDeque::new(),
+            dead_letters: VecDeque::new(),
             hand_backs: VecDeque::new(),
             stopped: false,
             queued: 0,
@@ -233,11 +259,22 @@ impl<K: Copy + Eq> Router<K> {
         self.settle(group);
     }
 
-    /// The out message of `group` succeeded (or is to be moved to the
-    /// dead-letter queue): it is deleted once every earlier message is, and
-    /// the lane moves on. Behind a message to be handed back it is handed
-    /// back instead: deleting it would put it before the earlier one.
+    /// The out message of `group` succeeded: it is deleted once every
+    /// earlier message is deleted or being deleted, and the lane moves on.
+    /// Behind a message to be handed back it is handed back instead:
+    /// deleting it would put it before the earlier one.
     pub fn finished(&mut self, group: &str, key: K) {
+        self.settle_out(group, key, Step::Done);
+    }
+
+    /// The out message of `group` is to be moved to the dead-letter queue:
+    /// the lane moves on as after a success, and the move starts once it is
+    /// the lane's first message ([`Router::pop_dead_letter`]).
+    pub fn dead_letter(&mut self, group: &str, key: K) {
+        self.settle_out(group, key, Step::DeadLetter);
+    }
+
+    fn settle_out(&mut self, group: &str, key: K, step: Step) {
         let Some((lane, index)) = find(&mut self.lanes, group, key, Step::Out) else {
             return;
         };
@@ -245,7 +282,7 @@ impl<K: Copy + Eq> Router<K> {
         lane.messages[index].1 = if behind_hand_back {
             Step::HandBack
         } else {
-            Step::Done
+            step
         };
         self.out -= usize::from(lane.position(Step::Out).is_none());
         self.settle(group);
@@ -263,19 +300,32 @@ impl<K: Copy + Eq> Router<K> {
         self.settle(group);
     }
 
-    /// The delete of `group`'s first message was confirmed.
-    pub fn deleted(&mut self, group: &str, key: K) {
-        let Some((lane, 0)) = find(&mut self.lanes, group, key, Step::Deleting) else {
-            return;
+    /// The delete (or dead-letter move) of `key` was confirmed. Returns the
+    /// earlier messages of its lane whose delete is still unconfirmed: SQS
+    /// could now hand them out again after `key`, so they must stay held
+    /// until their own delete is confirmed.
+    pub fn deleted(&mut self, group: &str, key: K) -> Vec<K> {
+        let Some(lane) = self.lanes.get_mut(group) else {
+            return Vec::new();
         };
-        lane.messages.pop_front();
+        let Some(index) = lane
+            .messages
+            .iter()
+            .position(|(k, s)| *k == key && matches!(s, Step::Deleting | Step::DeadLettering))
+        else {
+            return Vec::new();
+        };
+        lane.messages.remove(index);
+        let overtaken = lane.messages.iter().take(index).map(|(k, _)| *k).collect();
         self.settle(group);
+        overtaken
     }
 
-    /// The queue refused to delete (or dead-letter) `group`'s first message
-    /// while it is still ours: it and every later message are handed back.
+    /// The queue refused to move `group`'s first message to the dead-letter
+    /// queue while it is still ours: it and every later message are handed
+    /// back.
     pub fn delete_refused(&mut self, group: &str, key: K) {
-        let Some((lane, 0)) = find(&mut self.lanes, group, key, Step::Deleting) else {
+        let Some((lane, 0)) = find(&mut self.lanes, group, key, Step::DeadLettering) else {
             return;
         };
         lane.messages[0].1 = Step::HandBack;
@@ -329,10 +379,28 @@ impl<K: Copy + Eq> Router<K> {
         }
     }
 
-    /// The next message that may be deleted now (its delete is then under
-    /// way: report it with [`Router::deleted`] or [`Router::delete_refused`]).
+    /// The next message that may be deleted now, in its group's order (its
+    /// delete is then under way: report it with [`Router::deleted`], or
+    /// [`Router::lost`] when SQS no longer takes it).
     pub fn pop_delete(&mut self) -> Option<K> {
         self.deletes.pop_front()
+    }
+
+    /// The next message whose move to the dead-letter queue may start (it
+    /// is then under way: report it with [`Router::deleted`] or
+    /// [`Router::delete_refused`]).
+    pub fn pop_dead_letter(&mut self) -> Option<K> {
+        self.dead_letters.pop_front()
+    }
+
+    /// Whether more of `group`'s held messages may still succeed: one is
+    /// queued or out. A delete waiting for company can go once none is.
+    pub fn may_finish_more(&self, group: &str) -> bool {
+        self.lanes.get(group).is_some_and(|lane| {
+            lane.messages
+                .iter()
+                .any(|(_, s)| matches!(s, Step::Queued | Step::Out))
+        })
     }
 
     /// The next lane to hand back, in the group's order; the router has
@@ -384,9 +452,20 @@ impl<K: Copy + Eq> Router<K> {
         let Some(lane) = self.lanes.get_mut(group) else {
             return;
         };
-        if let Some((key, step @ Step::Done)) = lane.messages.front_mut() {
-            *step = Step::Deleting;
-            self.deletes.push_back(*key);
+        for (index, (key, step)) in lane.messages.iter_mut().enumerate() {
+            match step {
+                Step::Deleting => {}
+                Step::Done => {
+                    *step = Step::Deleting;
+                    self.deletes.push_back(*key);
+                }
+                Step::DeadLetter if index == 0 => {
+                    *step = Step::DeadLettering;
+                    self.dead_letters.push_back(*key);
+                    break;
+                }
+                _ => break,
+            }
         }
         if lane.messages.iter().all(|(_, s)| *s == Step::HandBack) {
             let lane = self.lanes.remove(group).expect("present");
@@ -420,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn one_group_runs_one_at_a_time_and_deletes_in_order() {
+    fn one_group_runs_one_at_a_time_and_deletes_from_the_front() {
         let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
         assert_eq!(router.take_next(), Some(("g".to_owned(), 1)));
         assert_eq!(router.take_next(), None, "the lane is busy");
@@ -428,17 +507,44 @@ mod tests {
         assert_eq!(deletes(&mut router), [1]);
         assert_eq!(router.take_next(), Some(("g".to_owned(), 2)));
         router.finished("g", 2);
-        assert_eq!(deletes(&mut router), [], "2 waits until 1 is deleted");
-        router.deleted("g", 2);
-        assert_eq!(deletes(&mut router), [], "not 2's turn: ignored");
-        router.deleted("g", 1);
-        assert_eq!(deletes(&mut router), [2]);
+        assert_eq!(deletes(&mut router), [2], "1 is being deleted: 2 may join");
+        assert!(router.may_finish_more("g"), "3 is still queued");
         assert_eq!(router.take_next(), Some(("g".to_owned(), 3)));
         router.finished("g", 3);
-        router.deleted("g", 2);
+        assert!(!router.may_finish_more("g"));
         assert_eq!(deletes(&mut router), [3]);
-        router.deleted("g", 3);
+        assert_eq!(router.deleted("g", 1), [], "nothing before 1");
+        assert_eq!(router.deleted("g", 2), []);
+        assert_eq!(router.deleted("g", 3), []);
         assert!(router.is_empty());
+    }
+
+    #[test]
+    fn a_delete_confirmed_before_an_earlier_one_names_the_overtaken() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
+        for key in 1..=3 {
+            router.take_next();
+            router.finished("g", key);
+        }
+        assert_eq!(deletes(&mut router), [1, 2, 3], "one batch");
+        assert_eq!(router.deleted("g", 3), [1, 2]);
+        assert_eq!(router.deleted("g", 3), [], "already confirmed: ignored");
+        assert_eq!(router.deleted("g", 1), []);
+        assert_eq!(router.deleted("g", 2), []);
+        assert!(router.is_empty());
+    }
+
+    #[test]
+    fn only_done_messages_right_behind_deleting_ones_become_deletable() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3), ("g", 4)]);
+        router.take_next();
+        router.finished("g", 1);
+        router.take_next();
+        router.failed("g", 2);
+        assert_eq!(deletes(&mut router), [1]);
+        assert_eq!(router.pop_hand_back(), None, "1 is not deleted yet");
+        router.deleted("g", 1);
+        assert_eq!(router.pop_hand_back(), Some(vec![2, 3, 4]));
     }
 
     #[test]
@@ -518,17 +624,43 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_delete_hands_back_everything_after_it() {
-        let mut router = router(&[("g", 1), ("g", 2), ("g", 3)]);
+    fn a_dead_letter_moves_alone_at_the_front_and_a_refused_move_hands_back_the_rest() {
+        let mut router = router(&[("g", 1), ("g", 2), ("g", 3), ("g", 4)]);
         router.take_next();
         router.finished("g", 1);
-        assert_eq!(deletes(&mut router), [1]);
         router.take_next();
-        router.delete_refused("g", 1);
-        assert_eq!(router.pop_hand_back(), None, "2 is still running");
+        router.dead_letter("g", 2);
+        assert_eq!(deletes(&mut router), [1]);
+        assert_eq!(router.pop_dead_letter(), None, "1 is not deleted yet");
+        assert_eq!(
+            router.take_next(),
+            Some(("g".to_owned(), 3)),
+            "the group goes on"
+        );
+        router.finished("g", 3);
+        assert_eq!(deletes(&mut router), [], "3 waits behind the dead letter");
+        router.deleted("g", 1);
+        assert_eq!(router.pop_dead_letter(), Some(2));
+        assert_eq!(deletes(&mut router), [], "nothing overtakes a move");
+        router.take_next();
+        router.delete_refused("g", 2);
+        assert_eq!(router.pop_hand_back(), None, "4 is still running");
+        router.finished("g", 4);
+        assert_eq!(deletes(&mut router), [], "4 must not be deleted before 2");
+        assert_eq!(router.pop_hand_back(), Some(vec![2, 3, 4]));
+    }
+
+    #[test]
+    fn a_moved_dead_letter_lets_the_rest_be_deleted() {
+        let mut router = router(&[("g", 1), ("g", 2)]);
+        router.take_next();
+        router.dead_letter("g", 1);
+        assert_eq!(router.pop_dead_letter(), Some(1));
+        router.take_next();
         router.finished("g", 2);
-        assert_eq!(deletes(&mut router), [], "2 must not be deleted before 1");
-        assert_eq!(router.pop_hand_back(), Some(vec![1, 2, 3]));
+        assert_eq!(deletes(&mut router), []);
+        assert_eq!(router.deleted("g", 1), []);
+        assert_eq!(deletes(&mut router), [2]);
     }
 
     #[test]

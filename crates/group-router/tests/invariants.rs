@@ -3,9 +3,13 @@
 //! SQS FIFO queue:
 //! (a) a message runs only after every earlier message of its group
 //!     succeeded, and at most one message per group is out;
-//! (b) a message is deleted only after it succeeded and every earlier
-//!     message of its group was deleted, so SQS can only ever replay a
-//!     group from its first undeleted message on;
+//! (b) a message becomes deletable only after it succeeded and every
+//!     earlier message of its group was deleted or is being deleted (so a
+//!     group's done messages go in one call), and a delete confirmed before
+//!     an earlier one names exactly the earlier ones still being deleted,
+//!     which the engine keeps held; a dead-letter move starts only when
+//!     every earlier message was deleted, and nothing later is deleted
+//!     while it is under way;
 //! (c) a lane is handed back whole and in order: exactly the held messages
 //!     from the failed one on, once nothing earlier is held and nothing of
 //!     the group is out or being deleted;
@@ -25,13 +29,21 @@ enum Op {
     Receive(u8),
     /// A worker asks for work.
     Next,
-    /// The out message of the Nth busy group succeeds or fails.
-    Finish(u8, bool),
+    /// The out message of the Nth busy group succeeds, fails, or is to be
+    /// dead-lettered.
+    Finish(u8, Outcome),
     /// The Nth delete under way is confirmed, refused, or its lease is lost.
     Delete(u8, DeleteResult),
     /// The Nth held message's lease ends.
     Lose(u8),
     Stop,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    DeadLetter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +58,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..4u8).prop_map(Op::Send),
         4 => (0..4u8).prop_map(Op::Receive),
         4 => Just(Op::Next),
-        4 => (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(n, ok)| Op::Finish(n, ok)),
+        4 => (any::<u8>(), prop_oneof![
+            8 => Just(Outcome::Succeeded),
+            2 => Just(Outcome::Failed),
+            1 => Just(Outcome::DeadLetter),
+        ]).prop_map(|(n, outcome)| Op::Finish(n, outcome)),
         4 => (any::<u8>(), prop_oneof![
             8 => Just(DeleteResult::Confirmed),
             1 => Just(DeleteResult::Refused),
@@ -70,6 +86,9 @@ enum State {
     Out,
     Succeeded,
     Deleting,
+    /// To be moved to the dead-letter queue.
+    ToDeadLetter,
+    DeadLettering,
     Deleted,
 }
 
@@ -145,7 +164,7 @@ proptest! {
                     prop_assert_eq!(name, group.to_string());
                     prop_assert_eq!(model.states[&(group, seq)], State::Held);
                     prop_assert!(
-                        model.group(group).all(|(s, state)| s >= seq || matches!(state, State::Succeeded | State::Deleting | State::Deleted)),
+                        model.group(group).all(|(s, state)| s >= seq || matches!(state, State::Succeeded | State::Deleting | State::Deleted | State::ToDeadLetter | State::DeadLettering)),
                         "(a) {:?} ran before an earlier message of its group succeeded: {:?}", (group, seq), model.group(group).collect::<Vec<_>>()
                     );
                     prop_assert!(
@@ -159,29 +178,55 @@ proptest! {
                         prop_assert!(*count <= 4, "(e) group {} starved", other);
                     }
                 }
-                Op::Finish(n, ok) => {
+                Op::Finish(n, outcome) => {
                     let Some(msg) = pick(&model.in_state(State::Out), n) else { continue };
-                    if ok {
-                        model.set(msg, State::Succeeded);
-                        router.finished(&msg.0.to_string(), msg);
-                    } else {
-                        model.set(msg, State::Held);
-                        router.failed(&msg.0.to_string(), msg);
+                    let group = msg.0.to_string();
+                    match outcome {
+                        Outcome::Succeeded => {
+                            model.set(msg, State::Succeeded);
+                            router.finished(&group, msg);
+                        }
+                        Outcome::Failed => {
+                            model.set(msg, State::Held);
+                            router.failed(&group, msg);
+                        }
+                        Outcome::DeadLetter => {
+                            model.set(msg, State::ToDeadLetter);
+                            router.dead_letter(&group, msg);
+                        }
                     }
                 }
                 Op::Delete(n, result) => {
-                    let Some(msg) = pick(&model.in_state(State::Deleting), n) else { continue };
+                    let mut under_way = model.in_state(State::Deleting);
+                    under_way.extend(model.in_state(State::DeadLettering));
+                    let Some(msg) = pick(&under_way, n) else { continue };
                     let group = msg.0.to_string();
+                    let moving = model.states[&msg] == State::DeadLettering;
                     match result {
                         DeleteResult::Confirmed => {
+                            let earlier: Vec<Msg> = model
+                                .group(msg.0)
+                                .filter(|(s, state)| *s < msg.1 && *state != State::Deleted)
+                                .map(|(s, _)| (msg.0, s))
+                                .collect();
+                            prop_assert!(
+                                earlier.iter().all(|m| model.states[m] == State::Deleting),
+                                "(b) {:?} deleted while an earlier message is held otherwise: {:?}",
+                                msg, model.group(msg.0).collect::<Vec<_>>()
+                            );
                             model.set(msg, State::Deleted);
-                            router.deleted(&group, msg);
+                            let overtaken = router.deleted(&group, msg);
+                            prop_assert_eq!(overtaken, earlier, "(b) the overtaken, misnamed");
                         }
-                        DeleteResult::Refused => {
+                        // The engine reports a refused dead-letter move so;
+                        // a refused delete means the lease is gone.
+                        DeleteResult::Refused if moving => {
                             model.set(msg, State::Held);
                             router.delete_refused(&group, msg);
                         }
-                        DeleteResult::Lost => lose(&mut router, &mut model, msg)?,
+                        DeleteResult::Refused | DeleteResult::Lost => {
+                            lose(&mut router, &mut model, msg)?;
+                        }
                     }
                 }
                 Op::Lose(n) => {
@@ -223,14 +268,14 @@ proptest! {
         loop {
             let out = model.in_state(State::Out);
             let deleting = model.in_state(State::Deleting);
-            if out.is_empty() && deleting.is_empty() {
+            if out.is_empty() && deleting.is_empty() && model.in_state(State::DeadLettering).is_empty() {
                 break;
             }
             for msg in out {
                 model.set(msg, State::Succeeded);
                 router.finished(&msg.0.to_string(), msg);
             }
-            for msg in deleting {
+            for msg in deleting.into_iter().chain(model.in_state(State::DeadLettering)) {
                 model.set(msg, State::Deleted);
                 router.deleted(&msg.0.to_string(), msg);
             }
@@ -254,12 +299,32 @@ fn settle(router: &mut Router<Msg>, model: &mut Model) -> Result<(), TestCaseErr
         prop_assert!(
             model
                 .group(msg.0)
-                .all(|(s, state)| s >= msg.1 || state == State::Deleted),
-            "(b) {:?} deleted before an earlier message of its group: {:?}",
+                .all(|(s, state)| s >= msg.1 || matches!(state, State::Deleted | State::Deleting)),
+            "(b) {:?} deletable before an earlier message of its group: {:?}",
             msg,
             model.group(msg.0).collect::<Vec<_>>()
         );
         model.set(msg, State::Deleting);
+    }
+    while let Some(msg) = router.pop_dead_letter() {
+        prop_assert_eq!(model.states[&msg], State::ToDeadLetter);
+        prop_assert!(
+            model
+                .group(msg.0)
+                .all(|(s, state)| s >= msg.1 || state == State::Deleted),
+            "(b) {:?} moved before an earlier message of its group was deleted: {:?}",
+            msg,
+            model.group(msg.0).collect::<Vec<_>>()
+        );
+        prop_assert!(
+            model
+                .group(msg.0)
+                .all(|(s, state)| s <= msg.1 || !matches!(state, State::Deleting | State::Deleted)),
+            "(b) a later message deleted before the move of {:?}: {:?}",
+            msg,
+            model.group(msg.0).collect::<Vec<_>>()
+        );
+        model.set(msg, State::DeadLettering);
     }
     while let Some(lane) = router.pop_hand_back() {
         let group = lane[0].0;
@@ -270,8 +335,10 @@ fn settle(router: &mut Router<Msg>, model: &mut Model) -> Result<(), TestCaseErr
             "(c) a lane handed back in part or out of order"
         );
         prop_assert!(
-            held.iter()
-                .all(|m| matches!(model.states[m], State::Held | State::Succeeded)),
+            held.iter().all(|m| matches!(
+                model.states[m],
+                State::Held | State::Succeeded | State::ToDeadLetter
+            )),
             "(c) handed back while out or deleting: {:?}",
             model.group(group).collect::<Vec<_>>()
         );

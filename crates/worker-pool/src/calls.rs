@@ -30,9 +30,11 @@ pub(crate) enum Event {
         key: Key,
         result: Result<(), QueueError>,
     },
-    /// A heartbeat: these messages' visibility was set to the full timeout.
+    /// A heartbeat: these messages' visibility was set to `seconds` (the
+    /// full timeout, or more for an overtaken message).
     Extended {
         keys: Vec<Key>,
+        seconds: u32,
         sent_at: Instant,
         result: Result<Vec<EntryFailure>, QueueError>,
     },
@@ -116,6 +118,7 @@ pub(crate) async fn change_visibility<Q: Queue>(
     } else {
         Event::Extended {
             keys,
+            seconds,
             sent_at,
             result,
         }

@@ -12,9 +12,12 @@
 //!
 //! Guarantees, against AWS and LocalStack alike: per group, a message's
 //! handler starts only after every earlier message of the group succeeded; a
-//! message is deleted only after its handler succeeded and every earlier
-//! message of its group was deleted, so SQS only ever replays a group from
-//! its first undeleted message, in order; a failed message goes back to the
+//! message is deleted only after its handler succeeded, together with the
+//! group's other done messages in one batch, and one overtaken by a later
+//! one's delete is kept held until its own delete is confirmed, so SQS
+//! replays a group from its first undeleted message, in order (the README
+//! names the one sequence of faults that could break this, reported as an
+//! order risk); a failed message goes back to the
 //! queue together with the rest of its group, never part of it; every held
 //! message's visibility is extended before it expires, and a message whose
 //! lease could not be kept is given up (its handler cancelled), never run or

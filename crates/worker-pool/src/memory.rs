@@ -10,8 +10,9 @@
 //!
 //! [`Faults`] make it misbehave the way a real endpoint does, drawn from a
 //! seeded generator: calls that fail before or after they take effect,
-//! throttling, delays, receipt handles it no longer accepts, and
-//! LocalStack's lax group lock.
+//! throttling, delays, receipt handles it no longer accepts, entries of a
+//! batch that fail alone, and LocalStack's lax group lock. As on SQS, a
+//! visibility change past 12 hours from the receive is refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -73,8 +74,14 @@ pub struct Faults {
     /// The longest delay; each delayed call waits a random time up to it.
     pub max_delay: Duration,
     /// A delete or visibility entry is refused as if its receipt handle had
-    /// expired (the message itself is left as it is).
+    /// expired: the message is left in flight, and comes back when its
+    /// visibility ends, within the visibility timeout of its receive at
+    /// most (SQS refuses a handle whose lease it counts as over).
     pub stale_handles: f64,
+    /// A delete entry fails on its own, as SQS's internal errors do, while
+    /// the others of its batch take effect; nothing happens to its message,
+    /// and trying again may succeed.
+    pub failed_entries: f64,
     /// Only these calls misbehave (all when empty).
     pub calls: Vec<Call>,
     /// LocalStack's group lock: a message of a group becoming visible again
@@ -194,11 +201,35 @@ struct Stored {
     /// Some while delivered and not yet deleted.
     receipt_handle: Option<String>,
     visible_at: Instant,
+    /// When its latest delivery was taken, and its visibility timeout then.
+    taken_at: Instant,
+    lease: Duration,
 }
 
 impl Stored {
     fn in_flight(&self, now: Instant) -> bool {
         self.receipt_handle.is_some() && self.visible_at > now
+    }
+}
+
+/// Why an entry of a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The receipt handle is not the message's latest, or its lease ended.
+    Stale,
+    /// An injected failure of the entry alone.
+    Failed,
+    /// Visibility past 12 hours from the receive.
+    TooLong,
+}
+
+impl Refusal {
+    fn reason(self, handle: &str) -> String {
+        match self {
+            Refusal::Stale => format!("receipt handle {handle} is stale or expired"),
+            Refusal::Failed => "injected internal error".to_owned(),
+            Refusal::TooLong => "visibility timeout past 12 hours from the receive".to_owned(),
+        }
     }
 }
 
@@ -277,6 +308,8 @@ impl MemoryQueue {
             receive_count: 0,
             receipt_handle: None,
             visible_at: Instant::now(),
+            taken_at: Instant::now(),
+            lease: Duration::ZERO,
         };
         let index = match state.group_index.get(group_id) {
             Some(index) => *index,
@@ -392,6 +425,8 @@ impl MemoryQueue {
                     .handles
                     .insert(handle.clone(), (group_index, message.sequence));
                 message.visible_at = now + visibility;
+                message.taken_at = now;
+                message.lease = visibility;
                 taken.push(Delivery {
                     message_id: message.id.clone(),
                     receipt_handle: handle,
@@ -433,11 +468,11 @@ impl MemoryQueue {
         handle: &str,
         visibility: Option<u32>,
         now: Instant,
-    ) -> Result<Option<Stored>, String> {
+    ) -> Result<Option<Stored>, Refusal> {
         let mut state = self.lock();
         let state = &mut *state;
         let lax = state.lax_group_lock;
-        let stale = || format!("receipt handle {handle} is stale or expired");
+        let stale = || Refusal::Stale;
         if visibility.is_none() && state.deleted_handles.contains_key(handle) {
             return Ok(None);
         }
@@ -453,7 +488,11 @@ impl MemoryQueue {
         }
         match visibility {
             Some(seconds) => {
-                group[position].visible_at = now + Duration::from_secs(u64::from(seconds));
+                let visible_at = now + Duration::from_secs(u64::from(seconds));
+                if visible_at > group[position].taken_at + Duration::from_secs(43_200) {
+                    return Err(Refusal::TooLong);
+                }
+                group[position].visible_at = visible_at;
                 entry.relock(lax, now);
                 Ok(None)
             }
@@ -474,6 +513,23 @@ impl MemoryQueue {
         }
     }
 
+    /// A refused handle's lease is over for SQS: its message comes back
+    /// within one visibility timeout of its receive from now.
+    fn lease_over(&self, handle: &str, now: Instant) {
+        let mut state = self.lock();
+        let lax = state.lax_group_lock;
+        let Some(&(group_index, sequence)) = state.handles.get(handle) else {
+            return;
+        };
+        // Refused once, refused for good, as on SQS.
+        state.handles.remove(handle);
+        let group = &mut state.groups[group_index];
+        if let Some(message) = group.messages.iter_mut().find(|m| m.sequence == sequence) {
+            message.visible_at = message.visible_at.min(now + message.lease);
+            group.relock(lax, now);
+        }
+    }
+
     fn apply_all(&self, call: Call, entries: &[(&str, Option<u32>)]) -> Vec<EntryFailure> {
         let now = Instant::now();
         tracing::trace!("memory queue: {call:?} {entries:?}");
@@ -481,16 +537,18 @@ impl MemoryQueue {
             .iter()
             .enumerate()
             .filter_map(|(index, (handle, visibility))| {
-                let refused = self.chance(call, |f| f.stale_handles);
-                let message = if refused {
-                    format!("receipt handle {handle} is stale or expired")
+                let refusal = if self.chance(call, |f| f.stale_handles) {
+                    self.lease_over(handle, now);
+                    Refusal::Stale
+                } else if call == Call::Delete && self.chance(call, |f| f.failed_entries) {
+                    Refusal::Failed
                 } else {
                     self.apply(handle, *visibility, now).err()?
                 };
                 Some(EntryFailure {
                     index,
-                    handle_gone: true,
-                    reason: message,
+                    handle_gone: refusal == Refusal::Stale,
+                    reason: refusal.reason(handle),
                 })
             })
             .collect();
@@ -673,7 +731,9 @@ impl Queue for MemoryQueue {
         self.faulty(Call::DeadLetter, async || {
             let moved = self
                 .apply(receipt_handle, None, Instant::now())
-                .map_err(|message| QueueError::new(QueueErrorKind::Refused, message))?;
+                .map_err(|refusal| {
+                    QueueError::new(QueueErrorKind::Refused, refusal.reason(receipt_handle))
+                })?;
             let mut state = self.lock();
             if let Some(moved) = moved {
                 // A dead-letter move is not a delete of a handled message.

@@ -23,6 +23,7 @@ pub struct Counters {
     dead_lettered: Counter,
     rejected: Counter,
     lost: Counter,
+    order_risks: Counter,
     malformed: Counter,
     start_failures: Counter,
     extended: Counter,
@@ -66,6 +67,7 @@ impl Default for Counters {
             dead_lettered: Counter::default(),
             rejected: Counter::default(),
             lost: Counter::default(),
+            order_risks: Counter::default(),
             malformed: Counter::default(),
             start_failures: Counter::default(),
             extended: Counter::default(),
@@ -113,6 +115,11 @@ pub struct Stats {
     /// extension, or SQS no longer accepted their receipt handle. They come
     /// back when their visibility timeout ends.
     pub lost: u64,
+    /// Messages SQS may hand out again after a later message of their group
+    /// was deleted: their own delete failed in a batch whose later entries
+    /// of the group succeeded, and it was never confirmed (the README's
+    /// "order risk"). Each is logged as an error.
+    pub order_risks: u64,
     /// Received messages lacking what fifo relies on (left to come back).
     pub malformed: u64,
     /// Handler calls that could not start ([`fifo_handler::CannotStart`]):
@@ -138,6 +145,7 @@ impl Stats {
             dead_lettered: self.dead_lettered - before.dead_lettered,
             rejected: self.rejected - before.rejected,
             lost: self.lost - before.lost,
+            order_risks: self.order_risks - before.order_risks,
             malformed: self.malformed - before.malformed,
             start_failures: self.start_failures - before.start_failures,
             ..*self
@@ -159,6 +167,7 @@ impl Counters {
             dead_lettered: self.dead_lettered.get(),
             rejected: self.rejected.get(),
             lost: self.lost.get(),
+            order_risks: self.order_risks.get(),
             malformed: self.malformed.get(),
             start_failures: self.start_failures.get(),
             in_flight: self.in_flight.get().max(0) as u64,
@@ -170,7 +179,7 @@ impl Counters {
     /// names where they exist and `fifo_*` otherwise (see the README's
     /// metrics table). No group id is a label.
     pub fn register(&self, registry: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "messaging_client_consumed_messages",
                 "Messages received from the queue (redeliveries count again)",
@@ -215,6 +224,11 @@ impl Counters {
                 "fifo_messages_lost",
                 "Messages given up because their lease could not be kept",
                 &self.lost,
+            ),
+            (
+                "fifo_order_risks",
+                "Messages SQS may hand out again after a later message of their group was deleted (see the README's order risk)",
+                &self.order_risks,
             ),
             (
                 "fifo_messages_malformed",
@@ -327,6 +341,9 @@ impl Counters {
     }
     pub(crate) fn add_lost(&self, n: u64) {
         self.lost.inc_by(n);
+    }
+    pub(crate) fn add_order_risk(&self) {
+        self.order_risks.inc();
     }
     pub(crate) fn add_start_failure(&self) {
         self.start_failures.inc();

@@ -1,6 +1,7 @@
 //! The engine under faults, on the in-memory queue with paused time: a
 //! message failing its whole first receive, shutdown with a second process,
-//! failing deletes, a silent endpoint, visibility changes racing each other,
+//! failing deletes, a group's deletes in one call and an entry of it
+//! failing, a silent endpoint, visibility changes racing each other,
 //! a queue that panics; then random fault schedules (property test). Every
 //! order assertion comes from the handlers' own records.
 
@@ -163,21 +164,97 @@ async fn failing_deletes_keep_messages_held_and_are_retried_until_they_succeed()
     assert_eq!(queue.undeleted(), 0);
 }
 
+/// Wraps a queue, records every delete call's bodies and every visibility
+/// change, and fails the first entry of the first delete call with more
+/// than one entry, as SQS may: retryable (the message stays as it is), or
+/// refused as if its receipt handle were stale.
+#[derive(Clone)]
+struct FirstEntryFails {
+    queue: MemoryQueue,
+    stale: bool,
+    failed: Arc<Mutex<bool>>,
+    /// Each delete call's receipt handles.
+    deletes: Arc<Mutex<Vec<Vec<String>>>>,
+    /// Each visibility change: receipt handle and seconds.
+    changes: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl FirstEntryFails {
+    fn new(queue: &MemoryQueue, stale: bool) -> FirstEntryFails {
+        FirstEntryFails {
+            queue: queue.clone(),
+            stale,
+            failed: Arc::default(),
+            deletes: Arc::default(),
+            changes: Arc::default(),
+        }
+    }
+
+    fn delete_sizes(&self) -> Vec<usize> {
+        self.deletes.lock().unwrap().iter().map(Vec::len).collect()
+    }
+}
+
+impl Queue for FirstEntryFails {
+    async fn receive(&self, options: &ReceiveRequest) -> Result<Received, QueueError> {
+        self.queue.receive(options).await
+    }
+    async fn delete(&self, handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
+        self.deletes
+            .lock()
+            .unwrap()
+            .push(handles.iter().map(|h| h.to_string()).collect());
+        let fail_first =
+            handles.len() > 1 && !std::mem::replace(&mut *self.failed.lock().unwrap(), true);
+        if !fail_first {
+            return self.queue.delete(handles).await;
+        }
+        let mut failures = self.queue.delete(&handles[1..]).await?;
+        for failure in &mut failures {
+            failure.index += 1;
+        }
+        failures.insert(
+            0,
+            EntryFailure {
+                index: 0,
+                handle_gone: self.stale,
+                reason: "injected".to_owned(),
+            },
+        );
+        Ok(failures)
+    }
+    async fn change_visibility(
+        &self,
+        entries: &[(&str, u32)],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        self.changes
+            .lock()
+            .unwrap()
+            .extend(entries.iter().map(|(h, s)| (h.to_string(), *s)));
+        self.queue.change_visibility(entries).await
+    }
+    async fn dead_letter(&self, handle: &str, copy: &DeadLetterCopy) -> Result<(), QueueError> {
+        self.queue.dead_letter(handle, copy).await
+    }
+    async fn is_empty(&self) -> Result<bool, QueueError> {
+        self.queue.is_empty().await
+    }
+    fn max_receive_count(&self) -> Option<u32> {
+        self.queue.max_receive_count()
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_lost_delete_never_lets_a_later_message_of_its_group_be_deleted_first() {
-    // Deletes refused as if the receipt handles had expired: the message is
-    // given up (it comes back), and so is the rest of its group.
+async fn a_groups_done_messages_leave_in_one_delete_call() {
     let queue = MemoryQueue::new();
-    let sent = fill(&queue, &["g"], 6);
-    queue.set_faults(Faults {
-        seed: 7,
-        stale_handles: 0.3,
-        calls: vec![Call::Delete],
-        ..Faults::default()
-    });
-    let handler = Recorder::new(Duration::from_millis(100));
+    let sent = fill(&queue, &["g"], 20);
+    let recording = FirstEntryFails {
+        failed: Arc::new(Mutex::new(true)),
+        ..FirstEntryFails::new(&queue, false)
+    };
+    let handler = Recorder::new(Duration::ZERO);
     let stats = finished(spawn_engine(
-        queue.clone(),
+        recording.clone(),
         &handler,
         config(),
         CancellationToken::new(),
@@ -185,13 +262,75 @@ async fn a_lost_delete_never_lets_a_later_message_of_its_group_be_deleted_first(
     .await;
 
     assert_in_order(&handler, &sent, &[]);
-    assert!(stats.lost > 0, "some deletes were refused: {stats:?}");
-    let deleted: Vec<String> = queue.deletions().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(stats.deleted, 20);
     assert_eq!(
-        deleted,
-        ["g-1", "g-2", "g-3", "g-4", "g-5", "g-6"],
-        "deleted in order"
+        recording.delete_sizes(),
+        [10, 10],
+        "one call per delivery of ten, not one per message"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_entry_overtaken_by_later_ones_is_kept_held_for_hours_and_deleted_again() {
+    let queue = MemoryQueue::new();
+    let sent = fill(&queue, &["g"], 5);
+    let failing = FirstEntryFails::new(&queue, false);
+    let handler = Recorder::new(Duration::ZERO);
+    let stats = finished(spawn_engine(
+        failing.clone(),
+        &handler,
+        config(),
+        CancellationToken::new(),
+    ))
+    .await;
+
+    assert_in_order(&handler, &sent, &[]);
+    assert_eq!(handler.records().len(), 5, "nothing ran twice");
+    assert_eq!((stats.deleted, stats.lost, stats.order_risks), (5, 0, 0));
+    let deletes = failing.deletes.lock().unwrap().clone();
+    let first = deletes[0][0].clone();
+    assert_eq!(deletes[0].len(), 5, "{deletes:?}");
+    assert_eq!(
+        deletes[1],
+        std::slice::from_ref(&first),
+        "its delete, tried again alone"
+    );
+    let pins: Vec<u32> = failing
+        .changes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(handle, _)| *handle == first)
+        .map(|(_, seconds)| *seconds)
+        .collect();
+    assert!(
+        pins.iter().any(|s| *s > 40_000),
+        "its visibility went to nearly 12 hours at once: {pins:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_overtaken_by_later_ones_is_an_order_risk_said_and_counted() {
+    let queue = MemoryQueue::new();
+    let sent = fill(&queue, &["g"], 3);
+    let failing = FirstEntryFails::new(&queue, true);
+    let handler = Recorder::new(Duration::ZERO);
+    let stats = finished(spawn_engine(
+        failing.clone(),
+        &handler,
+        config(),
+        CancellationToken::new(),
+    ))
+    .await;
+
+    assert_eq!((stats.order_risks, stats.lost), (1, 1), "{stats:?}");
+    let violations = order_violations(&handler.records(), &sent, &[]);
+    assert_eq!(
+        violations,
+        ["group g: the last run of g-1 came after the last run of g-2"],
+        "the one replay the README warns of"
+    );
+    assert_eq!(queue.undeleted(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -528,7 +667,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             0.0..0.3f64,
             0..3000u64,
         ),
-        (0.0..0.1f64, prop::option::of(1..20u64)),
+        (0.0..0.1f64, prop::option::of(1..20u64), 0.0..0.15f64),
         (0..3000u64, 1..6usize, 1..3usize, 10..40usize, 1..4usize),
     )
         .prop_map(
@@ -536,7 +675,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (seed, groups, per_group, failure_rate, retries),
                 (max_receive_count, visibility_timeout, lax_group_lock, engines),
                 (lost_requests, lost_answers, throttled, delayed, max_delay_ms),
-                (stale_handles, restart_after),
+                (stale_handles, restart_after, failed_entries),
                 (work_ms, workers, pollers, max_in_flight, batch),
             )| Scenario {
                 seed,
@@ -554,9 +693,23 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     delayed,
                     max_delay: Duration::from_millis(max_delay_ms),
                     // With LocalStack's lax lock a message SQS itself gave up
-                    // early could be handed to another process while its group
-                    // is held: that case is AWS's (strict lock) only.
-                    stale_handles: if lax_group_lock { 0.0 } else { stale_handles },
+                    // early could be handed to another process while its
+                    // group is held: that case is AWS's (strict lock) only.
+                    // And one kind of refused entry per case: a message kept
+                    // for hours after a failed entry, then refused as stale
+                    // on its retry, would hold its group past the case's
+                    // time (that replay is the order risk, which the stale
+                    // cases cover alone).
+                    stale_handles: if lax_group_lock || seed % 2 == 0 {
+                        0.0
+                    } else {
+                        stale_handles
+                    },
+                    failed_entries: if lax_group_lock || seed % 2 == 0 {
+                        failed_entries
+                    } else {
+                        0.0
+                    },
                     calls: Vec::new(),
                     lax_group_lock,
                 },
@@ -664,9 +817,13 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
             body
         );
     }
+    // A replay after a later message can only follow a message overtaken
+    // by a later one's delete and then lost (the README's order risk), and
+    // then fifo said so.
+    let order_risks: u64 = all.iter().map(|s| s.order_risks).sum();
     let violations = order_violations(&records, &sent, &dead_letters);
     prop_assert!(
-        violations.is_empty(),
+        violations.is_empty() || order_risks > 0,
         "{:#?}\nthe handler's records:\n{}",
         violations,
         timeline(&records)

@@ -141,12 +141,12 @@ async fn run_on(
 #[tokio::test(start_paused = true)]
 async fn receives_multiply_while_workers_wait_for_groups() {
     let queue = MemoryQueue::new();
-    let sent = fill(&queue, 100, 4);
+    let sent = fill(&queue, 100, 8);
     let remote = Remote::new(&queue, Duration::from_millis(20), None);
     let handler = Recorder::new(Duration::from_millis(50));
     let stats = run_on(&remote, &handler, adapting(100), CancellationToken::new()).await;
 
-    assert_eq!(stats.succeeded, 400);
+    assert_eq!(stats.succeeded, 800);
     assert!(order_violations(&handler.records(), &sent, &[]).is_empty());
     let (most, _) = remote.seen();
     assert_eq!(

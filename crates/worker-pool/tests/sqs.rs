@@ -237,3 +237,81 @@ async fn a_handler_slower_than_the_visibility_timeout_runs_once() {
     assert_eq!(handler.successes()["g"], bodies("g", &[1, 2]));
     assert_eq!(stats.received, 3, "a message was delivered twice");
 }
+
+/// Passes every call to LocalStack, noting how many entries each delete
+/// call carried.
+#[derive(Clone)]
+struct CountingDeletes {
+    queue: SqsQueue,
+    deletes: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl fifo_worker_pool::Queue for CountingDeletes {
+    async fn receive(
+        &self,
+        options: &fifo_worker_pool::ReceiveRequest,
+    ) -> Result<fifo_worker_pool::Received, fifo_worker_pool::QueueError> {
+        self.queue.receive(options).await
+    }
+    async fn delete(
+        &self,
+        handles: &[&str],
+    ) -> Result<Vec<fifo_worker_pool::EntryFailure>, fifo_worker_pool::QueueError> {
+        self.deletes.lock().unwrap().push(handles.len());
+        self.queue.delete(handles).await
+    }
+    async fn change_visibility(
+        &self,
+        entries: &[(&str, u32)],
+    ) -> Result<Vec<fifo_worker_pool::EntryFailure>, fifo_worker_pool::QueueError> {
+        self.queue.change_visibility(entries).await
+    }
+    async fn dead_letter(
+        &self,
+        handle: &str,
+        copy: &fifo_worker_pool::DeadLetterCopy,
+    ) -> Result<(), fifo_worker_pool::QueueError> {
+        self.queue.dead_letter(handle, copy).await
+    }
+    async fn is_empty(&self) -> Result<bool, fifo_worker_pool::QueueError> {
+        self.queue.is_empty().await
+    }
+    fn max_receive_count(&self) -> Option<u32> {
+        self.queue.max_receive_count()
+    }
+}
+
+#[tokio::test]
+async fn a_hot_groups_done_messages_leave_together_in_one_delete_call() {
+    let client = client().await;
+    let queue = new_queue(&client, "e-hot", None).await;
+    send(&queue, &["hot"], 30).await;
+    let counting = CountingDeletes {
+        queue: queue.clone(),
+        deletes: Default::default(),
+    };
+    let handler = Recorder::new(Duration::ZERO);
+    let config = PoolConfig {
+        pollers: Some(1),
+        ..config()
+    };
+    let stats = tokio::time::timeout(
+        Duration::from_secs(60),
+        handler.run_on(counting.clone(), config, CancellationToken::new()),
+    )
+    .await
+    .expect("the run ends by itself")
+    .expect("the run ends cleanly");
+
+    let numbers: Vec<usize> = (1..=30).collect();
+    assert_eq!(handler.successes()["hot"], bodies("hot", &numbers));
+    assert_eq!(handler.records().len(), 30, "each message ran once");
+    assert_eq!(stats.deleted, 30);
+    let deletes = counting.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.iter().sum::<usize>(), 30, "{deletes:?}");
+    assert!(
+        deletes.len() <= 6 && deletes.iter().any(|n| *n >= 5),
+        "a group's done messages go in one call, not one call each: {deletes:?}"
+    );
+    assert!(drain(&client, queue.url()).await.is_empty());
+}

@@ -337,7 +337,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
                 );
             }
-            tracked.dead_letter = true;
             if let Some(gone) = tracked.kill_ends {
                 // Its program may still be ending: the group goes on (and
                 // the message moves) once it is gone.
@@ -345,7 +344,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.add_timer(gone, Timer::DeadLetter(key));
                 return;
             }
-            self.router.finished(&group, key);
+            self.router.dead_letter(&group, key);
             return;
         }
         if self.phase == Phase::Running {
@@ -456,7 +455,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if matches!(tracked.state, State::BackingOff) {
             tracked.state = State::InLane;
             let group = tracked.message.group_id.clone();
-            self.router.finished(&group, key);
+            self.router.dead_letter(&group, key);
         }
     }
 

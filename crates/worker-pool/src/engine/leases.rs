@@ -11,6 +11,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.notice_unanswered_calls();
         self.measure_oldest_held();
         self.give_up_expiring();
+        self.pin_overtaken();
         let now = Instant::now();
         let extend_at = self.visibility() * 2 / 3;
 
@@ -72,8 +73,38 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         losses.report("SQS confirmed no visibility extension before the lease ran out");
     }
 
+    /// Whether a lease ends too soon to keep: past the shutdown deadline, an
+    /// overtaken message's long one ends the wait for its delete too.
     pub(super) fn at_risk(&self, tracked: &Tracked, now: Instant) -> bool {
         tracked.expires.saturating_duration_since(now) <= self.visibility() / 6
+            || (tracked.pinned && self.phase == Phase::Abandoned)
+    }
+
+    /// Sets each overtaken message's visibility to the most SQS allows
+    /// (12 hours from its receive, less a minute), ten to a call: while its
+    /// delete is tried again, only a crash or an outage that long could let
+    /// SQS replay it after the later messages already deleted. One that
+    /// failed is tried again on the next tick.
+    pub(super) fn pin_overtaken(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<(Key, u32)> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.overtaken == Overtaken::Surely && !t.pinned && !t.visibility_call)
+            .filter_map(|(key, t)| {
+                let left = (t.received + MAX_INVISIBLE)
+                    .saturating_duration_since(now)
+                    .saturating_sub(Duration::from_secs(60));
+                let seconds = u32::try_from(left.as_secs()).unwrap_or(u32::MAX);
+                (seconds > self.config.visibility_timeout).then_some((*key, seconds))
+            })
+            .collect();
+        due.sort_unstable();
+        for batch in due.chunks(BATCH) {
+            let seconds = batch.iter().map(|(_, s)| *s).min().expect("a chunk");
+            let keys = batch.iter().map(|(key, _)| *key).collect();
+            self.change_visibility(keys, seconds, false);
+        }
     }
 
     /// Sends one visibility change for up to ten messages: a heartbeat, or
@@ -93,6 +124,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn on_extended(
         &mut self,
         keys: Vec<Key>,
+        seconds: u32,
         sent_at: Instant,
         result: Result<Vec<EntryFailure>, QueueError>,
     ) {
@@ -107,12 +139,22 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             outcomes.done.len() as u64,
             (outcomes.gone.len() + outcomes.retry.len()) as u64,
         );
-        let expires = sent_at + self.visibility();
+        let expires = sent_at + Duration::from_secs(u64::from(seconds));
         for key in outcomes.done {
             let tracked = self.tracked.get_mut(&key).expect("held");
             tracked.expires = tracked.expires.max(expires);
+            tracked.pinned |= seconds > self.config.visibility_timeout;
         }
         for (key, reason) in outcomes.gone {
+            // An overtaken message's delete may have landed with its answer
+            // lost: the delete tried again tells (SQS accepts it again with
+            // the same handle), not this refusal.
+            if let Some(tracked) = self.tracked.get_mut(&key)
+                && tracked.overtaken != Overtaken::No
+            {
+                tracked.pinned = true;
+                continue;
+            }
             self.lose(key, &format!("SQS refused to extend it: {reason}"));
         }
     }
@@ -171,6 +213,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         };
         let tracked = &self.tracked[&key];
         let group = tracked.message.group_id.clone();
+        if tracked.overtaken != Overtaken::No {
+            self.counters.add_order_risk();
+            tracing::error!(
+                "order risk: message {} of group {group} was not deleted, and later messages of its group were: SQS will deliver it again after them (its handler already succeeded)",
+                tracked.message.id
+            );
+        }
         let running = [key]
             .iter()
             .chain(&later)

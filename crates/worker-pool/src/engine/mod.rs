@@ -43,6 +43,13 @@ use crate::{Counters, Error, PoolConfig, Queue, Stats, backoff};
 const BATCH: usize = 10;
 /// Delete calls in flight at once.
 const DELETES_IN_FLIGHT: usize = 16;
+/// How long a done message may wait for later messages of its group to
+/// join its delete call while they still run: about one delete round trip
+/// (what the delete would take anyway), within these bounds, and the
+/// longest until deletes have been timed.
+const DELETE_HOLD: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
+/// SQS keeps a message invisible for at most this long after a receive.
+const MAX_INVISIBLE: Duration = Duration::from_secs(43_200);
 
 /// Runs the engine until `shutdown` is cancelled (or, with `until_empty` or
 /// `limit`, until the work is done), then drains: running handlers get
@@ -140,8 +147,18 @@ struct Tracked {
     /// Requests to retry later in this delivery: the backoff of those
     /// without a delay of their own grows with them.
     waits: u32,
-    /// Moved to the dead-letter queue instead of deleted when its turn comes.
-    dead_letter: bool,
+    /// When the receive that delivered it went out: SQS keeps a message
+    /// invisible for at most 12 hours from then.
+    received: Instant,
+    /// Whether a later message of its group was (or may have been) deleted
+    /// while its own delete is unconfirmed: were SQS to hand it out again,
+    /// it would run after that later one. Kept held until its delete is
+    /// confirmed; lost, it is an order risk.
+    overtaken: Overtaken,
+    /// Surely overtaken, and its visibility set to the most SQS allows at once,
+    /// so that only a crash or a half-day outage can replay it: heartbeats
+    /// leave it alone.
+    pinned: bool,
     /// Its last failure in this delivery, for a dead letter's attributes.
     last_failure: Option<LastFailure>,
     /// After a failure (or a handler's request to wait): how long it and
@@ -201,6 +218,7 @@ impl Tracked {
     /// deadline, so that the group comes back whole).
     fn extendable(&self) -> bool {
         !self.visibility_call
+            && !self.pinned
             && !matches!(
                 self.state,
                 State::Cancelling {
@@ -209,6 +227,17 @@ impl Tracked {
                 }
             )
     }
+}
+
+/// Whether a held message was overtaken by a later one's delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Overtaken {
+    No,
+    /// A delete call with a later message of its group got no answer: it
+    /// may have been deleted. Kept held as usual; an order risk if lost.
+    Maybe,
+    /// SQS confirmed a later message's delete: pinned (see `pin_overtaken`).
+    Surely,
 }
 
 /// A lane handed back: its messages go back to the queue in one call, in
@@ -423,8 +452,16 @@ struct Engine<Q, H> {
     slots: Vec<Slot>,
     receiving: usize,
     pace: Pace,
-    deletes: VecDeque<Key>,
+    /// Messages to delete, in their groups' order, and since when each waits.
+    deletes: VecDeque<(Key, Instant)>,
     delete_calls: usize,
+    /// Groups with a delete call under way, and the group of each message
+    /// in one: a group's deletes go one call at a time, so that a
+    /// partial failure is seen in one answer (see `on_deleted`).
+    deleting_groups: HashMap<String, usize>,
+    deleting_keys: HashMap<Key, String>,
+    /// When the loop wakes for a delete's hold to end (see `flush_deletes`).
+    delete_hold_wake: Option<Instant>,
     deletes_not_before: Instant,
     releases: HashMap<u64, Release>,
     next_release: u64,
@@ -483,6 +520,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             receiving: 0,
             deletes: VecDeque::new(),
             delete_calls: 0,
+            deleting_groups: HashMap::new(),
+            deleting_keys: HashMap::new(),
+            delete_hold_wake: None,
             deletes_not_before: now,
             releases: HashMap::new(),
             next_release: 0,
@@ -565,9 +605,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Event::DeadLettered { key, result } => self.on_dead_lettered(key, result),
             Event::Extended {
                 keys,
+                seconds,
                 sent_at,
                 result,
-            } => self.on_extended(keys, sent_at, result),
+            } => self.on_extended(keys, seconds, sent_at, result),
             Event::Released { keys, result } => self.on_released(keys, result),
             Event::QueueEmpty(result) => {
                 self.checking_empty = false;

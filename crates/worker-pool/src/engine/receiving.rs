@@ -109,7 +109,7 @@ impl Pace {
     }
 
     /// The fastest delete answer of the two windows.
-    fn fastest(&self) -> Option<Duration> {
+    pub(super) fn fastest(&self) -> Option<Duration> {
         self.fastest.iter().flatten().min().copied()
     }
 
@@ -367,7 +367,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 visibility_call: false,
                 attempts: 0,
                 waits: 0,
-                dead_letter: false,
+                received: expires - self.visibility(),
+                overtaken: Overtaken::No,
+                pinned: false,
                 last_failure: None,
                 release_after: Duration::ZERO,
                 kill_ends: None,

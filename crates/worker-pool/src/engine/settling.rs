@@ -1,18 +1,19 @@
-//! Settling held messages: deletes in group order, moves to the
-//! dead-letter queue, and hand-backs of whole groups.
+//! Settling held messages: a group's done messages deleted together, moves
+//! to the dead-letter queue, and hand-backs of whole groups.
 
 use super::*;
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
-    /// Takes what the router decided: deletes in group order, lanes to hand back.
+    /// Takes what the router decided: deletes and dead-letter moves in
+    /// group order, lanes to hand back.
     pub(super) fn take_router_decisions(&mut self) {
+        let now = Instant::now();
         while let Some(key) = self.router.pop_delete() {
-            if self.tracked[&key].dead_letter {
-                let wait = self.tracked[&key].kill_left();
-                self.move_to_dead_letters(key, wait);
-            } else {
-                self.deletes.push_back(key);
-            }
+            self.deletes.push_back((key, now));
+        }
+        while let Some(key) = self.router.pop_dead_letter() {
+            let wait = self.tracked[&key].kill_left();
+            self.move_to_dead_letters(key, wait);
         }
         while let Some(keys) = self.router.pop_hand_back() {
             let seconds = keys
@@ -70,55 +71,175 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         seconds.max(1)
     }
 
-    /// A full batch goes while fewer than `DELETES_IN_FLIGHT` calls are under
-    /// way; a partial one only when none is, so deletes go at once when
-    /// the engine is idle and fill up while it is busy.
+    /// Sends deletes, up to ten per call, a group's done messages together
+    /// and each group in one call at a time. A full batch goes while fewer
+    /// than `DELETES_IN_FLIGHT` calls are under way; a partial one only
+    /// when none is, and only once one of its messages need not wait for
+    /// company: its group has nothing left that could succeed soon (SQS
+    /// hands out no more of a group until its whole delivery is deleted), it
+    /// waited about a delete round trip (see [`DELETE_HOLD`]), or the run is
+    /// stopping.
     pub(super) fn flush_deletes(&mut self) {
-        if self.deletes_not_before > Instant::now() {
+        let now = Instant::now();
+        if self.deletes_not_before > now {
             return;
         }
         // A message lost while waiting for its delete is not ours to delete.
-        self.deletes.retain(|key| self.tracked.contains_key(key));
-        loop {
-            let full = self.deletes.len() >= BATCH && self.delete_calls < DELETES_IN_FLIGHT;
-            let idle = !self.deletes.is_empty() && self.delete_calls == 0;
-            if !(full || idle) {
-                return;
+        self.deletes
+            .retain(|(key, _)| self.tracked.contains_key(key));
+        let mut next_hold: Option<Instant> = None;
+        let hold = self.pace.fastest().map_or(DELETE_HOLD.1, |took| {
+            took.clamp(DELETE_HOLD.0, DELETE_HOLD.1)
+        });
+        while self.delete_calls < DELETES_IN_FLIGHT {
+            let mut batch: Vec<usize> = Vec::with_capacity(BATCH);
+            let mut urgent = self.phase != Phase::Running;
+            for (index, (key, since)) in self.deletes.iter().enumerate() {
+                let group = self.tracked[key].message.group_id.as_str();
+                if self.deleting_groups.contains_key(group) {
+                    continue;
+                }
+                let held_until = *since + hold;
+                if held_until <= now || !self.router.may_finish_more(group) {
+                    urgent = true;
+                } else {
+                    next_hold = Some(next_hold.map_or(held_until, |at| at.min(held_until)));
+                }
+                batch.push(index);
+                if batch.len() == BATCH {
+                    break;
+                }
             }
-            let count = self.deletes.len().min(BATCH);
-            let keys: Vec<Key> = self.deletes.drain(..count).collect();
-            let handles = keys
-                .iter()
-                .map(|key| self.tracked[key].receipt_handle.clone())
-                .collect();
+            let full = batch.len() == BATCH;
+            let idle = !batch.is_empty() && urgent && self.delete_calls == 0;
+            if !(full || idle) {
+                break;
+            }
+            let mut keys = Vec::with_capacity(batch.len());
+            for index in batch.into_iter().rev() {
+                let (key, _) = self.deletes.remove(index).expect("listed");
+                keys.push(key);
+            }
+            keys.reverse();
+            let mut handles = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let tracked = &self.tracked[key];
+                let group = tracked.message.group_id.clone();
+                handles.push(tracked.receipt_handle.clone());
+                *self.deleting_groups.entry(group.clone()).or_default() += 1;
+                self.deleting_keys.insert(*key, group);
+            }
             self.delete_calls += 1;
             let call = calls::delete(self.queue.clone(), keys.clone(), handles);
             self.spawn_call(Pending::Delete(keys), call);
         }
+        // One wake-up per hold, not one per loop turn.
+        if let Some(at) = next_hold
+            && self
+                .delete_hold_wake
+                .is_none_or(|set| set <= now || set > at)
+        {
+            self.delete_hold_wake = Some(at);
+            self.wake_at(at);
+        }
     }
 
+    /// A delete call ended: its groups may send the next.
+    pub(super) fn delete_call_ended(&mut self, keys: &[Key]) {
+        self.delete_calls -= 1;
+        for key in keys {
+            if let Some(group) = self.deleting_keys.remove(key)
+                && let Some(count) = self.deleting_groups.get_mut(&group)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.deleting_groups.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// Confirmed deletes leave; a message whose later messages of its group
+    /// were deleted while its own entry failed is overtaken: it is kept
+    /// held with its visibility at the most SQS allows (see `pin_overtaken`)
+    /// and its delete is tried again; refused, it is an order risk.
     pub(super) fn on_deleted(
         &mut self,
         keys: Vec<Key>,
         result: Result<Vec<EntryFailure>, QueueError>,
     ) {
-        self.delete_calls -= 1;
+        // A message given up while its delete was under way (a heartbeat
+        // refused) may have been deleted all the same: the messages of its
+        // group held before it are overtaken too.
+        let given_up: Vec<(Key, String)> = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, key)| !self.tracked.contains_key(key))
+            .filter(|(index, _)| match &result {
+                Ok(failures) => !failures.iter().any(|f| f.index == *index),
+                Err(err) => err.kind() != QueueErrorKind::Refused,
+            })
+            .filter_map(|(_, key)| Some((*key, self.deleting_keys.get(key)?.clone())))
+            .collect();
+        let surely = if result.is_ok() {
+            Overtaken::Surely
+        } else {
+            Overtaken::Maybe
+        };
+        for (key, group) in given_up {
+            for (earlier, tracked) in &mut self.tracked {
+                if *earlier < key && tracked.message.group_id == group {
+                    tracked.overtaken = tracked.overtaken.max(surely);
+                }
+            }
+        }
+        // Without an answer any entry may have been deleted, and another
+        // failed: all but each group's last are possibly overtaken.
+        if result
+            .as_ref()
+            .is_err_and(|err| err.kind() != QueueErrorKind::Refused)
+        {
+            let mut last_of_group: HashMap<&str, Key> = HashMap::new();
+            for key in &keys {
+                if let Some(group) = self.deleting_keys.get(key) {
+                    last_of_group.insert(group, *key);
+                }
+            }
+            for key in &keys {
+                if let Some(group) = self.deleting_keys.get(key)
+                    && last_of_group[group.as_str()] != *key
+                    && let Some(tracked) = self.tracked.get_mut(key)
+                {
+                    tracked.overtaken = tracked.overtaken.max(Overtaken::Maybe);
+                }
+            }
+        }
+        self.delete_call_ended(&keys);
         let outcomes = self.sort_result(CallKind::Delete, &keys, result);
         for key in outcomes.done {
             let group = self.tracked[&key].message.group_id.clone();
             self.counters.add_deleted(1);
             self.untrack(key);
-            self.router.deleted(&group, key);
+            for earlier in self.router.deleted(&group, key) {
+                if let Some(tracked) = self.tracked.get_mut(&earlier) {
+                    tracked.overtaken = Overtaken::Surely;
+                }
+            }
         }
         for (key, reason) in outcomes.gone {
             self.lose(key, &format!("SQS refused to delete it: {reason}"));
         }
+        // After the losses: a message given up is not pinned.
+        self.pin_overtaken();
         if !outcomes.retry.is_empty() {
-            // Tried again, first, when the backoff allows.
+            // Tried again, first, when the backoff allows, without waiting
+            // for company again.
+            let now = Instant::now();
+            let long_ago = now.checked_sub(DELETE_HOLD.1).unwrap_or(now);
             for key in outcomes.retry.iter().rev() {
-                self.deletes.push_front(*key);
+                self.deletes.push_front((*key, long_ago));
             }
-            self.deletes_not_before = Instant::now() + self.retry_delay(CallKind::Delete);
+            self.deletes_not_before = now + self.retry_delay(CallKind::Delete);
             self.wake_at(self.deletes_not_before);
         }
     }

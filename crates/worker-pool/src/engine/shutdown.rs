@@ -154,7 +154,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             Pending::IsEmpty => self.checking_empty = false,
             Pending::Delete(keys) => {
-                self.delete_calls -= 1;
+                self.delete_call_ended(&keys);
                 for key in keys {
                     self.lose(key, message);
                 }
