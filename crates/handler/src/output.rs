@@ -28,9 +28,14 @@ pub struct Output {
 }
 
 impl Output {
-    /// Writes to the process's stdout and stderr.
+    /// Writes to the process's stdout and stderr. Buffered in front of
+    /// std's line buffering, so that a burst of lines leaves in one system
+    /// call (the writer flushes whenever nothing else waits).
     pub fn stdio() -> Output {
-        Output::new(std::io::stdout(), std::io::stderr())
+        Output::new(
+            std::io::BufWriter::new(std::io::stdout()),
+            std::io::BufWriter::new(std::io::stderr()),
+        )
     }
 
     /// Writes to the given writers (tests capture output this way).

@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -35,6 +36,10 @@ pub struct ConnectOptions<'a> {
 #[derive(Debug, Clone)]
 pub struct Client {
     sqs: aws_sdk_sqs::Client,
+    /// Receive clients by long poll, each with the deadlines of its wait,
+    /// built on first use: a per-call override of the timeouts would have
+    /// the SDK rebuild its runtime components on every receive.
+    receivers: Arc<Mutex<HashMap<u32, aws_sdk_sqs::Client>>>,
     /// Where requests go, for error messages.
     endpoint: String,
 }
@@ -82,6 +87,7 @@ pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
     let endpoint = endpoint.unwrap_or_else(|| format!("the AWS endpoint of {}", queue.url));
     Ok(Client {
         sqs: aws_sdk_sqs::Client::new(&config),
+        receivers: Arc::default(),
         endpoint,
     })
 }
@@ -355,6 +361,27 @@ pub fn payload_bytes(message: &OutgoingMessage) -> usize {
 
 impl Client {
     /// What a call of every kind but a receive is about, for its errors.
+    /// The client for receives that long-poll `wait_seconds`: the same
+    /// connection pool, credentials and endpoint, with `deadline`.
+    fn receiver(&self, wait_seconds: u32, deadline: Deadline) -> aws_sdk_sqs::Client {
+        let mut receivers = self
+            .receivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        receivers
+            .entry(wait_seconds)
+            .or_insert_with(|| {
+                let config = self
+                    .sqs
+                    .config()
+                    .to_builder()
+                    .timeout_config(deadline.timeout_config())
+                    .build();
+                aws_sdk_sqs::Client::from_conf(config)
+            })
+            .clone()
+    }
+
     fn call<'a>(&'a self, operation: &'static str, queue: &'a str) -> Call<'a> {
         Call {
             operation,
@@ -611,7 +638,7 @@ impl Client {
             ..self.call("ReceiveMessage", queue_url)
         };
         let output = self
-            .sqs
+            .receiver(options.wait_seconds, call.deadline)
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(options.max_messages as i32)
@@ -620,11 +647,6 @@ impl Client {
             .set_receive_request_attempt_id(options.attempt_id.clone())
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
-            .customize()
-            .config_override(
-                aws_sdk_sqs::config::Config::builder()
-                    .timeout_config(call.deadline.timeout_config()),
-            )
             .send()
             .await
             .map_err(|e| classify(e, &call))?;
