@@ -37,6 +37,7 @@ Commands:
   bench [--quick]    the criterion benchmarks, then fifo against LocalStack's own limit; writes BENCHMARKS.md
   bench --rtt MS     only the runs through a proxy adding MS per call; prints them
   bench --soak-only  only the engine's soak on the in-memory queue; prints it
+  bench --hot-only   only the hot group (one group, RTT 0 and 20 ms); prints it
   bench --send-memory-only  measure `fifo send`'s memory again, into BENCHMARKS.md
   bench --from-json  BENCHMARKS.md again from BENCHMARKS.json
   proxy [--listen ADDR] [--upstream ADDR] [--latency-ms N]
@@ -181,8 +182,8 @@ fn install_check() -> Result<()> {
 
 /// The criterion benchmarks (router, engine), then `fifo-bench`, which
 /// measures fifo against LocalStack and writes BENCHMARKS.md with the
-/// criterion figures. `--rtt`, `--soak-only`, `--send-memory-only` and
-/// `--from-json` go to `fifo-bench` alone.
+/// criterion figures. `--rtt`, `--soak-only`, `--hot-only`,
+/// `--send-memory-only` and `--from-json` go to `fifo-bench` alone.
 fn bench(args: &[String]) -> Result<()> {
     // fifo-bench's flags (checked again there): a typo is refused here,
     // before minutes of criterion.
@@ -190,6 +191,7 @@ fn bench(args: &[String]) -> Result<()> {
         "--quick",
         "--rtt",
         "--soak-only",
+        "--hot-only",
         "--send-memory-only",
         "--from-json",
     ];
@@ -208,7 +210,13 @@ fn bench(args: &[String]) -> Result<()> {
                 .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
         }
     }
-    let modes = ["--rtt", "--soak-only", "--send-memory-only", "--from-json"];
+    let modes = [
+        "--rtt",
+        "--soak-only",
+        "--hot-only",
+        "--send-memory-only",
+        "--from-json",
+    ];
     if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
         return Err(format!("give at most one of {}", modes.join(", ")));
     }

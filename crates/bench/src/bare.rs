@@ -267,3 +267,79 @@ pub(crate) async fn emulator_limit(
     }
     (best_send, best_receive)
 }
+
+/// A plain one-thread consumer of one group: receive up to ten, handle
+/// them one after another (`work` each), delete them in one call, again,
+/// until `total` messages are gone. What fifo's hot group is held against.
+/// Returns msgs/s.
+pub(crate) async fn one_group_loop(
+    client: &Client,
+    queue_url: &str,
+    total: usize,
+    work: std::time::Duration,
+) -> f64 {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let got = bare_receive(client, queue_url).await;
+        for _ in &got {
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
+        }
+        if got.is_empty() {
+            continue;
+        }
+        let handles: Vec<&str> = got.iter().map(|m| m.receipt_handle.as_str()).collect();
+        let failed = client.delete_batch(queue_url, &handles).await.unwrap();
+        assert!(failed.is_empty(), "a delete failed: {failed:?}");
+        done += got.len();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same consumer written the way most people would, in Python with
+/// boto3 (from LocalStack's own virtualenv), one thread; `None` when that
+/// Python is not there.
+pub(crate) fn boto3_one_group_loop(
+    endpoint: &str,
+    queue_url: &str,
+    total: usize,
+    work: std::time::Duration,
+) -> Option<f64> {
+    const SCRIPT: &str = r#"
+import sys, time, boto3
+endpoint, url, total, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+started, done = time.monotonic(), 0
+while done < total:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                              VisibilityTimeout=60).get("Messages", [])
+    for _ in got:
+        if work:
+            time.sleep(work)
+    if got:
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+        done += len(got)
+print(total / (time.monotonic() - started))
+"#;
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.localstack/venv/bin/python");
+    if !python.exists() {
+        return None;
+    }
+    let output = std::process::Command::new(python)
+        .args(["-c", SCRIPT, endpoint, queue_url])
+        .arg(total.to_string())
+        .arg(work.as_secs_f64().to_string())
+        .output()
+        .ok()?;
+    assert!(
+        output.status.success(),
+        "the boto3 consumer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}

@@ -12,14 +12,14 @@ use fifo_worker_pool::{PoolConfig, SqsQueue};
 use tokio_util::sync::CancellationToken;
 
 use crate::bare::{
-    bare_loop_cpu, emulator_limit, messages, new_queue, ordered_receive_delete, raw_receive_delete,
-    raw_send,
+    bare_loop_cpu, boto3_one_group_loop, emulator_limit, messages, new_queue, one_group_loop,
+    ordered_receive_delete, raw_receive_delete, raw_send,
 };
 use crate::fifo_runs::{end_to_end, latency_run};
 use crate::measure::{lower_bound, median, percentile};
 use crate::report::{
-    AtRtt, ByConcurrency, ByLoops, Latency, Limit, NoOp, Report, RttLatency, RttNoOp, ScaleOut,
-    Skew, SkewRun,
+    AtRtt, ByConcurrency, ByLoops, HotGroup, Latency, Limit, NoOp, Report, RttLatency, RttNoOp,
+    ScaleOut, Skew, SkewRun,
 };
 use crate::{PER_GROUP, Plan, engine, measure};
 
@@ -292,7 +292,15 @@ pub(crate) async fn run_all(plan: &Plan, criterion: BTreeMap<String, f64>) -> Re
     for &rtt_ms in &plan.rtts {
         rtt.push(at_rtt(&client, plan, rtt_ms).await);
     }
+    println!("== 11. one hot group");
+    let hot_group = hot_group(&client, plan).await;
+
+    println!("== 12. where fifo's CPU goes");
+    let profile = crate::fifo_runs::profile(&client, plan).await;
+
     Report {
+        hot_group,
+        profile: Some(profile),
         machine,
         quick: plan.quick,
         runs: plan.runs,
@@ -307,6 +315,82 @@ pub(crate) async fn run_all(plan: &Plan, criterion: BTreeMap<String, f64>) -> Re
         send_memory: Some(send_memory),
         rtt,
     }
+}
+
+/// Section 11 alone, printed as JSON.
+pub(crate) async fn hot_only(plan: &Plan) -> Vec<HotGroup> {
+    let client = localstack::client().await;
+    hot_group(&client, plan).await
+}
+
+/// Section 11: one group, at each round trip of `plan.rtts` that is 0 or 20
+/// ms, with a no-op handler and 10 ms of work: `fifo run` with default
+/// flags, the bare SDK loop of one consumer (receive ten, handle, delete
+/// them in one call) and the same loop in boto3, each on the same queue
+/// contents through the same proxy.
+pub(crate) async fn hot_group(client: &Client, plan: &Plan) -> Vec<HotGroup> {
+    let mut rows = Vec::new();
+    for rtt_ms in [0, 20] {
+        let proxy =
+            xtask::proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
+        proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
+        let through = fifo_sqs_client::connect(&ConnectOptions {
+            queue_url: &localstack::queue_url("bench.fifo"),
+            endpoint_url: Some(&proxy.url()),
+            region: None,
+        })
+        .await
+        .expect("a client through the proxy");
+        for work_ms in [0, 10] {
+            let n = match (rtt_ms, work_ms) {
+                (0, 0) => plan.hot_messages,
+                (_, 0) => plan.hot_messages / 2,
+                _ => plan.hot_messages / 5,
+            };
+            let work = Duration::from_millis(work_ms);
+            let mut args = vec!["--endpoint-url".to_owned(), proxy.url()];
+            if work_ms > 0 {
+                args.extend(["--work-ms".to_owned(), work_ms.to_string()]);
+            }
+            let one_group = Plan {
+                messages: n,
+                groups: 1,
+                ..Plan::new(plan.quick)
+            };
+            let (mut fifo, mut bare, mut boto3) = (Vec::new(), Vec::new(), Vec::new());
+            let mut violations = 0;
+            for run in 0..plan.runs {
+                let label = format!("hot{rtt_ms}w{work_ms}r{run}");
+                let (_, result) = end_to_end(client, &one_group, 400 + run, 1, &args).await;
+                violations += result.order_violations;
+                fifo.push(result.msgs_per_s);
+                let url = new_queue(client, &format!("{label}bare")).await;
+                raw_send(client, &url, messages(n, 1, &label), 1).await;
+                bare.push(one_group_loop(&through, &url, n, work).await);
+                let url = new_queue(client, &format!("{label}boto")).await;
+                raw_send(client, &url, messages(n, 1, &label), 1).await;
+                let proxy_url = proxy.url();
+                let python =
+                    tokio::task::block_in_place(|| boto3_one_group_loop(&proxy_url, &url, n, work));
+                boto3.push(python.unwrap_or(f64::NAN));
+                println!(
+                    "  RTT {rtt_ms} ms, work {work_ms} ms, {n} messages: fifo {:.0}, bare SDK loop {:.0}, boto3 {:.0} msgs/s",
+                    fifo[run], bare[run], boto3[run]
+                );
+            }
+            rows.push(HotGroup {
+                rtt_ms,
+                work_ms,
+                messages: n,
+                fifo_msgs_per_s: median(&fifo),
+                bare_msgs_per_s: median(&bare),
+                boto3_msgs_per_s: median(&boto3),
+                all_fifo: fifo,
+                order_violations: violations,
+            });
+        }
+    }
+    rows
 }
 
 /// Records, per message, the time from its send to its handler's start.

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use fifo_handler::log_line::{self, LogEvent};
 use fifo_sqs_client::Client;
 
-use crate::bare::{messages, new_queue, raw_send};
+use crate::bare::{bare_loop_cpu, messages, new_queue, raw_send};
 use crate::measure::{localstack_cpu, median, proc_usage};
-use crate::report::{RunResult, SendMemory, SendMemoryRun};
+use crate::report::{Profile, RunResult, SendMemory, SendMemoryRun};
 use crate::{PER_GROUP, Plan, WORK};
 use fifo_worker_pool::testing::localstack;
 
@@ -375,6 +375,80 @@ pub(crate) async fn send_memory(plan: &Plan) -> SendMemory {
     SendMemory {
         date: crate::measure::now_utc(),
         runs,
+    }
+}
+
+/// Section 12: `fifo run` (no-op, 200 groups, `--workers 16`) under `perf
+/// record`, and the top of its report: self time by function. Its CPU per
+/// message comes from a run of its own without the profiler, beside the
+/// bare SDK loop's on the same queue contents.
+pub(crate) async fn profile(client: &Client, plan: &Plan) -> Profile {
+    let n = plan.profile_messages;
+    let sized = Plan {
+        messages: n,
+        ..Plan::new(plan.quick)
+    };
+    let args = vec!["--workers".to_owned(), "16".to_owned()];
+    let (_, measured) = end_to_end(client, &sized, 500, 1, &args).await;
+    let url = new_queue(client, "profilesdk").await;
+    raw_send(client, &url, messages(n, plan.groups, "profilesdk"), 8).await;
+    let endpoint = format!("http://{}", localstack::localstack_addr());
+    let sdk_cpu = tokio::task::block_in_place(|| bare_loop_cpu(endpoint, url, n, 8));
+
+    let url = new_queue(client, "profile").await;
+    raw_send(client, &url, messages(n, plan.groups, "profile"), 8).await;
+    let data = empty_dir().join("perf.data");
+    let recorded = Command::new("perf")
+        .args(["record", "--quiet", "-F", "1999", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(fifo_binary())
+        .args(["--queue-url", &url, "--no-progress", "run", "--until-empty"])
+        .args(&args)
+        .env_clear()
+        .current_dir(empty_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let top = match recorded {
+        Ok(output) if output.status.success() => perf_top(&data),
+        Ok(output) => format!(
+            "perf record failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(e) => format!("perf is not available here: {e}"),
+    };
+    println!(
+        "  fifo {:.1} µs CPU per message, bare SDK loop {sdk_cpu:.1}",
+        measured.cpu_us_per_msg
+    );
+    Profile {
+        messages: n,
+        fifo_cpu_us_per_msg: measured.cpu_us_per_msg,
+        sdk_cpu_us_per_msg: sdk_cpu,
+        top,
+    }
+}
+
+/// The functions with at least 1 % of the samples, by self time.
+fn perf_top(data: &Path) -> String {
+    let report = Command::new("perf")
+        .args(["report", "--no-children", "--sort", "symbol", "--stdio"])
+        .args(["-g", "none", "--percent-limit", "1", "-i"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output();
+    match report {
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| line.trim_end().to_owned() + "\n")
+            .collect(),
+        Ok(output) => format!(
+            "perf report failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(e) => format!("perf is not available here: {e}"),
     }
 }
 

@@ -49,6 +49,11 @@ struct Plan {
     rtts: Vec<u64>,
     /// Messages for the limit and the no-op run through the proxy.
     rtt_messages: usize,
+    /// Messages of the hot group at RTT 0 with a no-op handler (fewer for
+    /// the slower cells).
+    hot_messages: usize,
+    /// Messages of the profiled run.
+    profile_messages: usize,
 }
 
 impl Plan {
@@ -66,6 +71,8 @@ impl Plan {
                 send_memory_messages: 100_000,
                 rtts: vec![0, 20],
                 rtt_messages: 2_000,
+                hot_messages: 1_000,
+                profile_messages: 10_000,
             }
         } else {
             Plan {
@@ -80,6 +87,8 @@ impl Plan {
                 send_memory_messages: 1_000_000,
                 rtts: vec![0, 5, 20],
                 rtt_messages: 6_000,
+                hot_messages: 2_000,
+                profile_messages: 30_000,
             }
         }
     }
@@ -94,6 +103,7 @@ const USAGE: &str = "\
 fifo-bench [--quick]        every section; writes BENCHMARKS.md, BENCHMARKS.json, benchmarks-latency.svg
 fifo-bench --rtt MS         section 10 at one round trip, printed as JSON
 fifo-bench --soak-only      section 8, printed as JSON
+fifo-bench --hot-only       section 11, printed as JSON
 fifo-bench --send-memory-only   section 9 again, into the last run's figures
 fifo-bench --from-json      the report again from BENCHMARKS.json";
 
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
         "--quick",
         "--rtt",
         "--soak-only",
+        "--hot-only",
         "--send-memory-only",
         "--from-json",
     ];
@@ -123,9 +134,17 @@ fn main() -> ExitCode {
     {
         return usage(&format!("unknown argument {unknown}"));
     }
-    let modes = ["--rtt", "--soak-only", "--send-memory-only", "--from-json"];
+    let modes = [
+        "--rtt",
+        "--soak-only",
+        "--hot-only",
+        "--send-memory-only",
+        "--from-json",
+    ];
     if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
-        return usage("give at most one of --rtt, --soak-only, --send-memory-only, --from-json");
+        return usage(
+            "give at most one of --rtt, --soak-only, --hot-only, --send-memory-only, --from-json",
+        );
     }
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let plan = Plan::new(has("--quick"));
@@ -136,6 +155,14 @@ fn main() -> ExitCode {
         println!(
             "{}",
             serde_json::to_string_pretty(&soak).expect("figures serialize")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if has("--hot-only") {
+        let rows = runtime().block_on(emulator::hot_only(&plan));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("figures serialize")
         );
         return ExitCode::SUCCESS;
     }

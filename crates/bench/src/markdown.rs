@@ -259,19 +259,11 @@ fn rtt_markdown(report: &Report, plan: &Plan) -> String {
         }
         let ordered = at.ordered_limit_msgs_per_s;
         let fifo = at.no_op.msgs_per_s;
-        let verdict = if fifo >= ordered {
-            format!(
-                "below fifo's {fifo:.0}: in this run, what the rule costs on this emulator covers the gap"
-            )
-        } else {
-            format!(
-                "and fifo {:.2} × that: the rest of the gap is fifo's own",
-                fifo / ordered
-            )
-        };
         md += &format!(
-            "**RTT {} ms, no-op ({fifo:.0} of {:.0} msgs/s).** The limit's loop deletes a receive's ten messages in one call, so it holds each group for one delete. fifo may delete a message only once every earlier one of its group is deleted (a replay is then always in order), so a group's ten messages take ten deletes one after another: a group is held ten deletes long instead of one, so more groups must be held at once for the same throughput. The ordered bare loop (the same loop under that rule, no fifo code) reached at best {ordered:.0} msgs/s in this run, {verdict}.\n\n",
-            at.rtt_ms, at.limit_msgs_per_s,
+            "**RTT {} ms, no-op ({fifo:.0} of {:.0} msgs/s).** The limit's loops receive ten messages of up to ten groups and delete them in one call. The ordered bare loop (each message deleted only once every earlier one of its group is, one round trip each: fifo's rule before a group's done messages went in one call) reached {ordered:.0} msgs/s in this run; fifo is {:.2} × that. For one group, see section 11.\n\n",
+            at.rtt_ms,
+            at.limit_msgs_per_s,
+            fifo / ordered,
         );
     }
     for at in all {
@@ -294,6 +286,92 @@ fn rtt_markdown(report: &Report, plan: &Plan) -> String {
         }
     }
     md
+}
+
+/// The summary's rows for section 11.
+fn hot_group_summary(report: &Report, verdict: impl Fn(bool) -> &'static str) -> String {
+    let mut md = String::new();
+    for row in &report.hot_group {
+        let what = if row.work_ms == 0 {
+            "no-op".to_owned()
+        } else {
+            format!("{} ms of work", row.work_ms)
+        };
+        let to_bare = row.fifo_msgs_per_s / row.bare_msgs_per_s;
+        md += &format!(
+            "| one hot group, RTT {} ms, {what}: fifo ≥ 0.90 × the bare SDK loop and ahead of a one-thread boto3 consumer | {to_bare:.2} × bare ({:.0} of {:.0} msgs/s); boto3 {:.0} | {} |\n",
+            row.rtt_ms,
+            row.fifo_msgs_per_s,
+            row.bare_msgs_per_s,
+            row.boto3_msgs_per_s,
+            verdict(to_bare >= 0.9 && ahead_of(row.fifo_msgs_per_s, row.boto3_msgs_per_s))
+        );
+        if row.rtt_ms == 20 && row.work_ms == 0 {
+            md += &format!(
+                "| one hot group, RTT 20 ms, no-op: ≥ 200 msgs/s | {:.0} msgs/s | {} |\n",
+                row.fifo_msgs_per_s,
+                verdict(row.fifo_msgs_per_s >= 200.0)
+            );
+        }
+    }
+    md
+}
+
+/// Whether `fifo` is ahead of `other`, or `other` was not measured (NaN).
+fn ahead_of(fifo: f64, other: f64) -> bool {
+    other.is_nan() || fifo > other
+}
+
+/// Section 11.
+fn hot_group_markdown(report: &Report) -> String {
+    if report.hot_group.is_empty() {
+        return String::new();
+    }
+    let mut md = "## 11. One hot group
+
+Every message in one group, as when one tenant, account or device carries the traffic: a group moves only as fast as its consumer receives, handles and deletes it (SQS hands out no more of a group while any of it is in flight). Through the proxy of section 10 at each RTT. fifo: `fifo send --groups 1`, then `fifo run --until-empty` with default flags (`--work-ms 10` for the work), timed until SQS holds none. The bare SDK loop: one Rust task on the same client, receive ten, handle them one after another, delete them in one `DeleteMessageBatch`, again. boto3: the same loop in Python (boto3 from LocalStack's virtualenv), one thread.\n\n| RTT (ms) | handler | messages | fifo (msgs/s) | bare SDK loop (msgs/s) | boto3, one thread (msgs/s) | fifo ÷ bare | fifo ÷ boto3 | order violations |\n|---|---|---|---|---|---|---|---|---|\n".to_owned();
+    for row in &report.hot_group {
+        md += &format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} |\n",
+            row.rtt_ms,
+            if row.work_ms == 0 {
+                "no-op".to_owned()
+            } else {
+                format!("{} ms", row.work_ms)
+            },
+            row.messages,
+            row.fifo_msgs_per_s,
+            row.bare_msgs_per_s,
+            row.boto3_msgs_per_s,
+            row.fifo_msgs_per_s / row.bare_msgs_per_s,
+            row.fifo_msgs_per_s / row.boto3_msgs_per_s,
+            row.order_violations
+        );
+    }
+    md += "\nA group's done messages leave in one `DeleteMessageBatch`; before, each waited for the previous one's delete, so ten messages took ten round trips (36 msgs/s at RTT 20 in the measurement that opened this work).\n\n";
+    md
+}
+
+/// The top of `perf report` for `fifo run` before this work (built from
+/// b705f4e, the same run as section 12), kept for comparison.
+const PROFILE_BEFORE: &str = include_str!("profile-before.txt");
+
+/// Section 12.
+fn profile_markdown(report: &Report) -> String {
+    let Some(profile) = &report.profile else {
+        return String::new();
+    };
+    format!(
+        "## 12. Where fifo's CPU goes
+
+`fifo run --until-empty --workers 16` (log handler, no work) on {} messages over 200 groups at RTT 0, under `perf record -F 1999`; below, the functions with at least 1 % of the samples, by self time. CPU per message from a run of its own without the profiler: fifo {:.1} µs, the bare SDK loop (8 loops, same queue contents, same run) {:.1} µs, so fifo's own work is {:.1} µs per message.\n\nReceives no longer pass a per-call configuration: the SDK rebuilt its runtime components for each of them (`RuntimeComponentsBuilder::merge_from`, config-bag lookups); a receive client per long-poll length is built once instead.\n\nAfter (this run):\n\n```\n{}```\n\nBefore (b705f4e, same command, 20,000 messages):\n\n```\n{}```\n\n",
+        profile.messages,
+        profile.fifo_cpu_us_per_msg,
+        profile.sdk_cpu_us_per_msg,
+        profile.fifo_cpu_us_per_msg - profile.sdk_cpu_us_per_msg,
+        profile.top,
+        PROFILE_BEFORE
+    )
 }
 
 /// The largest makespan-to-bound ratio of a list of latency-bound runs.
@@ -423,6 +501,21 @@ pub(crate) fn markdown(report: &Report, plan: &Plan) -> String {
         md += &format!(
             "| RTT {rtt} ms: latency-bound makespan ≤ 1.15 × bound at W = 16, 64, 100 | worst {worst:.2} | {} |\n",
             verdict(worst <= 1.15)
+        );
+    }
+    md += &hot_group_summary(report, verdict);
+    if let Some(profile) = &report.profile {
+        let own = profile.fifo_cpu_us_per_msg - profile.sdk_cpu_us_per_msg;
+        md += &format!(
+            "| fifo CPU ≤ 40 µs per message end to end at RTT 0 (no-op, section 12) | {:.1} µs | {} |\n",
+            profile.fifo_cpu_us_per_msg,
+            verdict(profile.fifo_cpu_us_per_msg <= 40.0)
+        );
+        md += &format!(
+            "| fifo's own work (fifo minus the bare SDK loop, same run) ≤ 10 µs per message | {own:.1} µs ({:.1} − {:.1}) | {} |\n",
+            profile.fifo_cpu_us_per_msg,
+            profile.sdk_cpu_us_per_msg,
+            verdict(own <= 10.0)
         );
     }
     md += "\n";
@@ -604,7 +697,9 @@ pub(crate) fn markdown(report: &Report, plan: &Plan) -> String {
     }
     md += "\n";
     md += &rtt_markdown(report, plan);
+    md += &hot_group_markdown(report);
+    md += &profile_markdown(report);
     md += &bounds(report);
-    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 30 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\ncargo xtask bench --rtt 20  # section 10 at one round trip, printed\ncargo xtask bench --send-memory-only   # section 9 again, into these figures\ncargo xtask bench --from-json          # this report again from BENCHMARKS.json\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
+    md += "\n## Reproduce\n\n```sh\ncargo xtask bench           # the full run (about 30 minutes here)\ncargo xtask bench --quick   # a short run (a few minutes)\ncargo xtask bench --rtt 20  # section 10 at one round trip, printed\ncargo xtask bench --hot-only   # section 11, printed\ncargo xtask bench --send-memory-only   # section 9 again, into these figures\ncargo xtask bench --from-json          # this report again from BENCHMARKS.json\n```\n\nRaw figures: [BENCHMARKS.json](BENCHMARKS.json).\n";
     md
 }

@@ -32,6 +32,46 @@ pub(crate) struct Report {
     pub(crate) send_memory: Option<SendMemory>,
     /// 10.
     pub(crate) rtt: Vec<AtRtt>,
+    /// 11.
+    #[serde(default)]
+    pub(crate) hot_group: Vec<HotGroup>,
+    /// 12.
+    #[serde(default)]
+    pub(crate) profile: Option<Profile>,
+}
+
+/// Section 11: one group only, at one round trip and one handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HotGroup {
+    pub(crate) rtt_ms: u64,
+    /// The handler's work per message.
+    pub(crate) work_ms: u64,
+    pub(crate) messages: usize,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub(crate) fifo_msgs_per_s: f64,
+    /// The bare SDK loop: receive ten, handle, delete them in one call.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub(crate) bare_msgs_per_s: f64,
+    /// The same loop in Python with boto3, one thread; NaN when not run.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub(crate) boto3_msgs_per_s: f64,
+    pub(crate) all_fifo: Vec<f64>,
+    pub(crate) order_violations: u64,
+}
+
+/// Section 12: where `fifo run` spends its CPU, from `perf`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Profile {
+    pub(crate) messages: usize,
+    /// CPU per message of the profiled run, and of the bare SDK loop on
+    /// the same queue contents, in the same run.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub(crate) fifo_cpu_us_per_msg: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub(crate) sdk_cpu_us_per_msg: f64,
+    /// The top of `perf report` (self time by function), or why there is
+    /// none.
+    pub(crate) top: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
