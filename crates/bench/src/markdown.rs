@@ -163,8 +163,8 @@ fn bounds(report: &Report) -> String {
                  is {limit_rate:.0} msgs/s, so the {messages:.0} messages alone need at least \
                  {at_the_limit:.2} s of receives and deletes. Then groups come in one receive at a time: \
                  the last group's first message started {:.3} s after the first one, and after \
-                 its 10th message a group waited a median {:.3} s for the next ten (its deletes \
-                 confirmed in order, the group unlocked, and a receive among all the others).\n\n",
+                 its 10th message a group waited a median {:.3} s for the next ten (its done \
+                 messages deleted together, the group unlocked, and a receive among all the others).\n\n",
                 r.workers, r.makespan_s, r.bound_s, r.last_group_first_start_s, r.refill_gap_p50_s,
             );
         }
@@ -187,8 +187,8 @@ fn bounds(report: &Report) -> String {
              thread (wall time, so at least its CPU time), for the engine and the in-memory queue together. Each message is received \
              into an owned message (its id, body, group and sequence number are strings), tracked by \
              id with its lease, pushed into its group's lane, handed to a task of its own (one per \
-             handler call) so that handlers run concurrently and a panic stays contained, and deleted by receipt handle in \
-             its group's order, its delete confirmed before the next one of its group goes. The \
+             handler call) so that handlers run concurrently and a panic stays contained, and deleted by receipt handle \
+             with the group's other done messages, in one call. The \
              router's part costs {:.0} ns per message (criterion `router_cycle`: handed out, \
              finished, deleted). With batches of {} (one task per call, `--batch`), {:.0} msgs/s \
              and {:.2} µs per message: what remains is per message (tracking, lanes, deletes in \

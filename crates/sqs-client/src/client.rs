@@ -70,7 +70,8 @@ pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
     // (a receive overrides them for its long poll).
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .timeout_config(Deadline::CALL.timeout_config());
+        .timeout_config(Deadline::CALL.timeout_config())
+        .http_client(https_client());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
@@ -89,6 +90,25 @@ pub async fn connect(options: &ConnectOptions<'_>) -> Result<Client, Error> {
         sqs: aws_sdk_sqs::Client::new(&config),
         receivers: Arc::default(),
         endpoint,
+    })
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, the proxy from the
+/// environment), made here so that every client built from the config
+/// shares it, and with it one connection pool: left unset, each client
+/// would make a client of its own.
+fn https_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    use aws_smithy_http_client::{ConnectorBuilder, proxy::ProxyConfig, tls};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
     })
 }
 
@@ -360,9 +380,9 @@ pub fn payload_bytes(message: &OutgoingMessage) -> usize {
 }
 
 impl Client {
-    /// What a call of every kind but a receive is about, for its errors.
     /// The client for receives that long-poll `wait_seconds`: the same
-    /// connection pool, credentials and endpoint, with `deadline`.
+    /// HTTP client (see `https_client`), credentials and endpoint, with
+    /// `deadline`.
     fn receiver(&self, wait_seconds: u32, deadline: Deadline) -> aws_sdk_sqs::Client {
         let mut receivers = self
             .receivers
@@ -382,6 +402,7 @@ impl Client {
             .clone()
     }
 
+    /// What a call of every kind but a receive is about, for its errors.
     fn call<'a>(&'a self, operation: &'static str, queue: &'a str) -> Call<'a> {
         Call {
             operation,

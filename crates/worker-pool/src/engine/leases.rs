@@ -213,10 +213,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         };
         let tracked = &self.tracked[&key];
         let group = tracked.message.group_id.clone();
-        if tracked.overtaken != Overtaken::No {
+        // A later message's delete already sent may land all the same.
+        let later_deleting = later.iter().any(|k| self.deleting_keys.contains_key(k));
+        if tracked.overtaken != Overtaken::No || later_deleting {
             self.counters.add_order_risk();
             tracing::error!(
-                "order risk: message {} of group {group} was not deleted, and later messages of its group were: SQS will deliver it again after them (its handler already succeeded)",
+                "order risk: message {} of group {group} is given up while later messages of its group were or may be deleted: SQS may deliver it again after them",
                 tracked.message.id
             );
         }

@@ -312,6 +312,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     pub(super) fn track(&mut self, received: Delivery, expires: Instant) {
         self.counters.add_received(1);
+        let visibility = self.visibility();
         if let Some(&key) = self.by_message_id.get(&received.message_id) {
             let tracked = self.tracked.get_mut(&key).expect("indexed");
             let group = tracked.message.group_id.clone();
@@ -321,6 +322,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.counters.add_lost(1);
                 tracked.receipt_handle = received.receipt_handle;
                 tracked.expires = expires;
+                // A new lease: pinned again if it is still overtaken.
+                tracked.received = expires - visibility;
+                tracked.pinned = false;
                 return;
             }
             // The old delivery had left its lane. Handed back: the hand-back

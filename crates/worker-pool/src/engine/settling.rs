@@ -186,6 +186,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         } else {
             Overtaken::Maybe
         };
+        let mut overtook = surely == Overtaken::Surely && !given_up.is_empty();
         for (key, group) in given_up {
             for (earlier, tracked) in &mut self.tracked {
                 if *earlier < key && tracked.message.group_id == group {
@@ -223,6 +224,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             for earlier in self.router.deleted(&group, key) {
                 if let Some(tracked) = self.tracked.get_mut(&earlier) {
                     tracked.overtaken = Overtaken::Surely;
+                    overtook = true;
                 }
             }
         }
@@ -230,7 +232,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.lose(key, &format!("SQS refused to delete it: {reason}"));
         }
         // After the losses: a message given up is not pinned.
-        self.pin_overtaken();
+        if overtook {
+            self.pin_overtaken();
+        }
         if !outcomes.retry.is_empty() {
             // Tried again, first, when the backoff allows, without waiting
             // for company again.
