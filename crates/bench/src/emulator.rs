@@ -33,9 +33,9 @@ fn workers_16() -> Vec<String> {
     vec!["--workers".into(), "16".into()]
 }
 
-/// Section 10: the limit, the no-op run with default flags and the
-/// latency-bound runs, all through the proxy adding `rtt_ms` per call.
-async fn at_rtt(client: &Client, plan: &Plan, rtt_ms: u64) -> AtRtt {
+/// A proxy in front of LocalStack adding `rtt_ms` per call, and a client
+/// through it.
+async fn proxied(rtt_ms: u64) -> (xtask::proxy::Proxy, Client) {
     let proxy =
         xtask::proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
     proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
@@ -46,6 +46,13 @@ async fn at_rtt(client: &Client, plan: &Plan, rtt_ms: u64) -> AtRtt {
     })
     .await
     .expect("a client through the proxy");
+    (proxy, through)
+}
+
+/// Section 10: the limit, the no-op run with default flags and the
+/// latency-bound runs, all through the proxy adding `rtt_ms` per call.
+async fn at_rtt(client: &Client, plan: &Plan, rtt_ms: u64) -> AtRtt {
+    let (proxy, through) = proxied(rtt_ms).await;
     let n = plan.rtt_messages;
     let mut limits = Vec::new();
     for concurrency in [4, 8, 16, 32, 64] {
@@ -331,16 +338,7 @@ pub(crate) async fn hot_only(plan: &Plan) -> Vec<HotGroup> {
 pub(crate) async fn hot_group(client: &Client, plan: &Plan) -> Vec<HotGroup> {
     let mut rows = Vec::new();
     for rtt_ms in [0, 20] {
-        let proxy =
-            xtask::proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
-        proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
-        let through = fifo_sqs_client::connect(&ConnectOptions {
-            queue_url: &localstack::queue_url("bench.fifo"),
-            endpoint_url: Some(&proxy.url()),
-            region: None,
-        })
-        .await
-        .expect("a client through the proxy");
+        let (proxy, through) = proxied(rtt_ms).await;
         for work_ms in [0, 10] {
             let n = match (rtt_ms, work_ms) {
                 (0, 0) => plan.hot_messages,
