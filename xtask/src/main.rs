@@ -187,14 +187,7 @@ fn install_check() -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     // fifo-bench's flags (checked again there): a typo is refused here,
     // before minutes of criterion.
-    let known = [
-        "--quick",
-        "--rtt",
-        "--soak-only",
-        "--hot-only",
-        "--send-memory-only",
-        "--from-json",
-    ];
+    let (known, modes) = (xtask::BENCH_FLAGS, xtask::BENCH_MODES);
     let mut given = args.iter();
     while let Some(arg) = given.next() {
         if !known.contains(&arg.as_str()) {
@@ -210,13 +203,6 @@ fn bench(args: &[String]) -> Result<()> {
                 .ok_or("--rtt takes a round trip in whole milliseconds, e.g. `--rtt 20`")?;
         }
     }
-    let modes = [
-        "--rtt",
-        "--soak-only",
-        "--hot-only",
-        "--send-memory-only",
-        "--from-json",
-    ];
     if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
         return Err(format!("give at most one of {}", modes.join(", ")));
     }

@@ -110,14 +110,7 @@ fifo-bench --from-json      the report again from BENCHMARKS.json";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo xtask bench` checks the same list before running criterion.
-    let known = [
-        "--quick",
-        "--rtt",
-        "--soak-only",
-        "--hot-only",
-        "--send-memory-only",
-        "--from-json",
-    ];
+    let (known, modes) = (xtask::BENCH_FLAGS, xtask::BENCH_MODES);
     let rtt_at = args.iter().position(|a| a == "--rtt");
     let rtt = match rtt_at {
         Some(at) => match args.get(at + 1).map(|ms| ms.parse::<u64>()) {
@@ -134,17 +127,8 @@ fn main() -> ExitCode {
     {
         return usage(&format!("unknown argument {unknown}"));
     }
-    let modes = [
-        "--rtt",
-        "--soak-only",
-        "--hot-only",
-        "--send-memory-only",
-        "--from-json",
-    ];
     if args.iter().filter(|a| modes.contains(&a.as_str())).count() > 1 {
-        return usage(
-            "give at most one of --rtt, --soak-only, --hot-only, --send-memory-only, --from-json",
-        );
+        return usage(&format!("give at most one of {}", modes.join(", ")));
     }
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let plan = Plan::new(has("--quick"));
