@@ -168,50 +168,37 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         keys: Vec<Key>,
         result: Result<Vec<EntryFailure>, QueueError>,
     ) {
-        // A message given up while its delete was under way (a heartbeat
-        // refused) may have been deleted all the same: the messages of its
-        // group held before it are overtaken too.
-        let given_up: Vec<(Key, String)> = keys
-            .iter()
-            .enumerate()
-            .filter(|(_, key)| !self.tracked.contains_key(key))
-            .filter(|(index, _)| match &result {
-                Ok(failures) => !failures.iter().any(|f| f.index == *index),
+        // An entry may have been deleted without a message held for it now:
+        // given up while its delete was under way (a heartbeat refused), or
+        // in a call without an answer. The held messages of its group before
+        // it are then overtaken: surely when SQS answered, maybe when not.
+        let mut latest_deleted: HashMap<String, Key> = HashMap::new();
+        for (index, key) in keys.iter().enumerate() {
+            let maybe_deleted = match &result {
+                Ok(failures) => {
+                    !self.tracked.contains_key(key) && !failures.iter().any(|f| f.index == index)
+                }
                 Err(err) => err.kind() != QueueErrorKind::Refused,
-            })
-            .filter_map(|(_, key)| Some((*key, self.deleting_keys.get(key)?.clone())))
-            .collect();
-        let surely = if result.is_ok() {
+            };
+            if maybe_deleted && let Some(group) = self.deleting_keys.get(key) {
+                let latest = latest_deleted.entry(group.clone()).or_insert(*key);
+                *latest = (*latest).max(*key);
+            }
+        }
+        let level = if result.is_ok() {
             Overtaken::Surely
         } else {
             Overtaken::Maybe
         };
-        let mut overtook = surely == Overtaken::Surely && !given_up.is_empty();
-        for (key, group) in given_up {
-            for (earlier, tracked) in &mut self.tracked {
-                if *earlier < key && tracked.message.group_id == group {
-                    tracked.overtaken = tracked.overtaken.max(surely);
-                }
-            }
-        }
-        // Without an answer any entry may have been deleted, and another
-        // failed: all but each group's last are possibly overtaken.
-        if result
-            .as_ref()
-            .is_err_and(|err| err.kind() != QueueErrorKind::Refused)
-        {
-            let mut last_of_group: HashMap<&str, Key> = HashMap::new();
-            for key in &keys {
-                if let Some(group) = self.deleting_keys.get(key) {
-                    last_of_group.insert(group, *key);
-                }
-            }
-            for key in &keys {
-                if let Some(group) = self.deleting_keys.get(key)
-                    && last_of_group[group.as_str()] != *key
-                    && let Some(tracked) = self.tracked.get_mut(key)
+        let mut overtook = false;
+        if !latest_deleted.is_empty() {
+            for (key, tracked) in &mut self.tracked {
+                if latest_deleted
+                    .get(&tracked.message.group_id)
+                    .is_some_and(|latest| key < latest)
                 {
-                    tracked.overtaken = tracked.overtaken.max(Overtaken::Maybe);
+                    tracked.overtaken = tracked.overtaken.max(level);
+                    overtook |= level == Overtaken::Surely;
                 }
             }
         }
