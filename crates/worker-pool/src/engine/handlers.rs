@@ -1,16 +1,69 @@
 //! Running handlers: dispatch in the router's order, outcomes, in-process
 //! retries, and cancelling a handler (waiting out its kill grace).
 
-use fifo_handler::Verdict;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use super::*;
+use fifo_handler::{Handler, Message, Verdict};
+use futures_util::FutureExt;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::{Duration, Instant};
+
+use super::fate::{Facts, Fate, HandBack, fate};
+use super::{AfterCancel, Engine, Phase, State, Timer, Tracked, message_event};
+use crate::backoff;
+use crate::calls::Key;
+use crate::queue::{DeadLetterReason, Queue};
+
+/// The workers' part of the engine: handler calls under way and the
+/// retries due.
+#[derive(Debug, Default)]
+pub(super) struct Workers {
+    /// The handler calls' tasks; each returns how its messages went.
+    pub(super) tasks: JoinSet<Ran>,
+    /// The messages, in lane order, of each handler call running or being
+    /// cancelled (each call takes one worker).
+    pub(super) running: HashMap<Id, Vec<Key>>,
+    /// Retries whose backoff is over: they go before new work.
+    pub(super) retry_ready: VecDeque<Key>,
+    /// Handler runs that succeeded in this run, for `limit`.
+    succeeded: u64,
+    /// Handlers failing to start (fifo's own trouble), as `trouble` is SQS's.
+    unstarted: Unstarted,
+}
+
+/// One handler call's result: the first `succeeded` of its messages
+/// succeeded; `failed`, why the next one failed (later ones were not run).
+#[derive(Debug)]
+pub(super) struct Ran {
+    /// How many of its messages, from the first, succeeded.
+    succeeded: usize,
+    /// The next one's result, when it failed.
+    failed: Option<Attempt>,
+    /// How long the call took.
+    took: Duration,
+}
+
+/// One message's result.
+#[derive(Debug)]
+pub(super) enum Attempt {
+    /// It succeeded.
+    Succeeded,
+    /// It failed.
+    Failed {
+        /// Kept as the handler's error until it is logged.
+        error: fifo_handler::HandlerError,
+        /// The handler was cut off (timeout): it may still be ending.
+        cut_off: bool,
+    },
+}
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts handlers while workers are free: due retries first, then the
     /// next ready lane.
     pub(super) fn dispatch(&mut self) {
-        while self.running.len() < self.config.workers && self.batch_room() > 0 {
-            let key = match self.retry_ready.pop_front() {
+        while self.workers.running.len() < self.config.workers && self.batch_room() > 0 {
+            let key = match self.workers.retry_ready.pop_front() {
                 Some(key) => key,
                 None if self.phase == Phase::Running => match self.router.take_next() {
                     Some((_, key)) => key,
@@ -28,8 +81,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let Some(limit) = self.config.limit else {
             return self.config.batch;
         };
-        let running: usize = self.running.values().map(Vec::len).sum();
-        let left = limit.saturating_sub(self.succeeded + running as u64);
+        let running: usize = self.workers.running.values().map(Vec::len).sum();
+        let left = limit.saturating_sub(self.workers.succeeded + running as u64);
         self.config
             .batch
             .min(usize::try_from(left).unwrap_or(usize::MAX))
@@ -60,7 +113,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // A later message whose lease is about to run out ends the
             // batch (it is lost on its own turn, not run), as does one that
             // ran before.
-            let safe_until = now + self.visibility() / 6;
+            let safe_until = now + self.lease_margin();
             let tracked = &self.tracked;
             keys.extend(self.router.take_following(&group, key, most, |k| {
                 tracked
@@ -83,7 +136,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let handler = self.handler.clone();
         let (batches, timeout) = (self.config.batch > 1, self.config.handler_timeout);
         let counters = self.counters.clone();
-        let task = self.workers.spawn(async move {
+        let task = self.workers.tasks.spawn(async move {
             let started = Instant::now();
             let mut ran = work(handler, messages, batches, timeout).await;
             ran.took = started.elapsed();
@@ -93,7 +146,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         for k in &keys {
             self.tracked.get_mut(k).expect("tracked").state = State::Running(task.clone());
         }
-        self.running.insert(task.id(), keys);
+        self.workers.running.insert(task.id(), keys);
     }
 
     pub(super) fn on_worker(&mut self, joined: Result<(tokio::task::Id, Ran), JoinError>) {
@@ -105,7 +158,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // `cancel_done`).
             Err(err) => (err.id(), None),
         };
-        let Some(keys) = self.running.get(&id) else {
+        let Some(keys) = self.workers.running.get(&id) else {
             return;
         };
         let cancelled = keys.iter().any(|key| {
@@ -124,7 +177,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let Some(ran) = ran else {
             return;
         };
-        let keys = self.running.remove(&id).expect("running");
+        let keys = self.workers.running.remove(&id).expect("running");
         let unstarted = ran.succeeded == 0
             && matches!(&ran.failed, Some(Attempt::Failed { error, .. })
                 if Verdict::of(error) == Verdict::CannotStart);
@@ -200,40 +253,44 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
+    /// Applies a message's [`fate`] after its handler ran: the run's
+    /// figures, its log lines, and what to do next.
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt) {
-        let group = self.tracked[&key].message.group_id.clone();
+        let tracked = &self.tracked[&key];
         let (error, cut_off) = match attempt {
-            Attempt::Succeeded => {
-                self.counters.add_succeeded();
-                self.succeeded += 1;
-                self.router.finished(&group, key);
-                if self
-                    .config
-                    .limit
-                    .is_some_and(|limit| self.succeeded >= limit)
-                {
-                    self.shutdown.cancel();
-                }
-                return;
-            }
-            Attempt::Failed { error, cut_off } => (error, cut_off),
+            Attempt::Succeeded => (None, false),
+            Attempt::Failed { error, cut_off } => (Some(error), cut_off),
         };
-        let verdict = Verdict::of(&error);
-        if verdict == Verdict::CannotStart {
+        let verdict = error.as_ref().map(Verdict::of);
+        let facts = Facts {
+            verdict,
+            running: self.phase == Phase::Running,
+            attempts: tracked.attempts,
+            retries: self.config.retries,
+            receive_count: tracked.message.receive_count,
+            max_receive_count: self.queue.max_receive_count(),
+        };
+        let fate = fate(facts);
+        let group = tracked.message.group_id.clone();
+        let Some(error) = error else {
+            self.counters.add_succeeded();
+            self.workers.succeeded += 1;
+            self.router.finished(&group, key);
+            if self
+                .config
+                .limit
+                .is_some_and(|limit| self.workers.succeeded >= limit)
+            {
+                self.shutdown.cancel();
+            }
+            return;
+        };
+        if fate == Fate::NotStarted {
             return self.could_not_start(key, &error);
         }
-        let has_dead_letters = self.queue.max_receive_count().is_some();
-        let retries = self.config.retries;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
-        if !matches!(verdict, Verdict::RetryLater(_)) {
-            tracked.last_failure = Some(LastFailure {
-                error: error.to_string(),
-                status: fifo_handler::status_of(&error).map(str::to_owned),
-                at: std::time::SystemTime::now(),
-            });
-        }
         let id = tracked.message.id.clone();
-        if let Verdict::RetryLater(after) = verdict {
+        if let Fate::Wait(after) | Fate::HandBack(HandBack::Waiting(after)) = fate {
             // Not a failure: the attempt does not count against its retries.
             // Never sooner than the first backoff step, so that a service
             // answering "now" is not asked in a tight loop.
@@ -249,8 +306,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 .clamp(self.config.backoff_base, LONGEST_WAIT);
             // Handed back meanwhile (a shutdown), it stays hidden as long.
             tracked.release_after = delay;
-            let waits = tracked.waits;
-            if self.phase == Phase::Running {
+            if fate == Fate::Wait(after) {
                 self.counters.add_retried();
                 message_event(
                     "retried",
@@ -260,6 +316,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     Some(&error),
                 );
                 tracked.state = State::BackingOff;
+                let waits = tracked.waits;
                 if waits == 1 {
                     tracing::warn!(
                         "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure; its group waits"
@@ -278,16 +335,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             return;
         }
-        // While stopping, nothing moves to the dead-letter queue: a reject
-        // then is handed back like a failure and rejected on its next run.
-        let rejected =
-            verdict == Verdict::Reject && has_dead_letters && self.phase == Phase::Running;
-        if verdict == Verdict::Reject && !has_dead_letters {
+        tracked.last_failure = Some(DeadLetterReason {
+            error: error.to_string(),
+            status: fifo_handler::status_of(&error).map(str::to_owned),
+            attempts: tracked.attempts + 1,
+            receive_count: tracked.message.receive_count,
+            failed_at: std::time::SystemTime::now(),
+        });
+        if verdict == Some(Verdict::Reject) && facts.max_receive_count.is_none() {
             tracing::warn!(
                 "message {id} of group {group} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted"
             );
         }
-        if self.phase == Phase::Running && !rejected && tracked.attempts < retries {
+        if fate == Fate::Retry {
             tracked.attempts += 1;
             tracked.state = State::BackingOff;
             let attempt = tracked.attempts;
@@ -300,14 +360,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 // process group gets the kill grace): never run it twice at once.
                 delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
             }
+            let retries = self.config.retries;
             tracing::info!(
                 "message {id} of group {group} failed ({error}); retry {attempt} of {retries} in {delay:?}"
             );
             self.add_timer(Instant::now() + delay, Timer::Retry(key));
             return;
         }
-
-        if rejected {
+        debug_assert!(fate.ends_the_delivery(), "{fate:?}");
+        if fate == (Fate::DeadLetter { rejected: true }) {
             self.counters.add_rejected();
             message_event(
                 "rejected",
@@ -322,49 +383,47 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if cut_off {
             tracked.kill_ends = Some(Instant::now() + self.config.kill_grace() + KILL_MARGIN);
         }
-        let receive_count = tracked.message.receive_count;
-        let last_receive = self
-            .queue
-            .max_receive_count()
-            .is_some_and(|max| receive_count >= max);
-        if self.phase == Phase::Running && (last_receive || rejected) {
-            if rejected {
-                tracing::warn!(
-                    "message {id} of group {group} was rejected by its handler ({error}); moving it to the dead-letter queue"
-                );
-            } else {
-                tracing::warn!(
-                    "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
-                );
+        match fate {
+            Fate::DeadLetter { rejected } => {
+                if rejected {
+                    tracing::warn!(
+                        "message {id} of group {group} was rejected by its handler ({error}); moving it to the dead-letter queue"
+                    );
+                } else {
+                    tracing::warn!(
+                        "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
+                    );
+                }
+                if let Some(gone) = tracked.kill_ends {
+                    // Its program may still be ending: the group goes on (and
+                    // the message moves) once it is gone.
+                    tracked.state = State::BackingOff;
+                    self.add_timer(gone, Timer::DeadLetter(key));
+                    return;
+                }
+                self.router.dead_letter(&group, key);
             }
-            if let Some(gone) = tracked.kill_ends {
-                // Its program may still be ending: the group goes on (and
-                // the message moves) once it is gone.
-                tracked.state = State::BackingOff;
-                self.add_timer(gone, Timer::DeadLetter(key));
-                return;
+            Fate::HandBack(HandBack::Exhausted) => {
+                let seconds = backoff::release_seconds(
+                    tracked.message.receive_count,
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                );
+                tracked.release_after = Duration::from_secs(u64::from(seconds));
+                tracing::warn!(
+                    "message {id} of group {group} failed after {} attempt{} ({error}); it and the rest of its group go back to the queue in {seconds} s",
+                    tracked.attempts + 1,
+                    if tracked.attempts == 0 { "" } else { "s" },
+                );
+                self.router.failed(&group, key);
             }
-            self.router.dead_letter(&group, key);
-            return;
+            _ => {
+                tracing::warn!(
+                    "message {id} of group {group} failed ({error}); handing it back with the rest of its group"
+                );
+                self.router.failed(&group, key);
+            }
         }
-        if self.phase == Phase::Running {
-            let seconds = backoff::release_seconds(
-                receive_count,
-                self.config.backoff_base,
-                self.config.backoff_max,
-            );
-            tracked.release_after = Duration::from_secs(u64::from(seconds));
-            tracing::warn!(
-                "message {id} of group {group} failed after {} attempt{} ({error}); it and the rest of its group go back to the queue in {seconds} s",
-                tracked.attempts + 1,
-                if tracked.attempts == 0 { "" } else { "s" },
-            );
-        } else {
-            tracing::warn!(
-                "message {id} of group {group} failed ({error}); handing it back with the rest of its group"
-            );
-        }
-        self.router.failed(&group, key);
     }
 
     /// The handler of `key` could not start: fifo's own trouble (no file
@@ -383,7 +442,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 Some(error),
             );
         }
-        let trouble = &mut self.unstarted;
+        let trouble = &mut self.workers.unstarted;
         trouble.in_a_row = trouble.in_a_row.saturating_add(1);
         trouble.failed = trouble.failed.saturating_add(1);
         trouble.last_failed = Some(Instant::now());
@@ -412,7 +471,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// them is over once none failed for [`CALM`] (at a limit, starts fail
     /// and succeed by turns: that is one trouble, not many).
     fn handlers_start_again(&mut self) {
-        let trouble = &mut self.unstarted;
+        let trouble = &mut self.workers.unstarted;
         trouble.in_a_row = 0;
         if trouble
             .last_failed
@@ -438,7 +497,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         }
         if self.phase == Phase::Running {
-            self.retry_ready.push_back(key);
+            self.workers.retry_ready.push_back(key);
         } else {
             tracked.state = State::InLane;
             let group = tracked.message.group_id.clone();
@@ -473,7 +532,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Some(State::Cancelling { task, .. }) => *task,
             _ => return,
         };
-        for key in self.running.get(&task).into_iter().flatten() {
+        for key in self.workers.running.get(&task).into_iter().flatten() {
             if let Some(tracked) = self.tracked.get_mut(key)
                 && matches!(tracked.state, State::Running(_) | State::Cancelling { .. })
             {
@@ -485,7 +544,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// A cancelled handler call has ended (or its kill grace passed): its
     /// worker is free, and its messages are given up or handed back.
     pub(super) fn cancel_done(&mut self, task: tokio::task::Id) {
-        let Some(keys) = self.running.remove(&task) else {
+        let Some(keys) = self.workers.running.remove(&task) else {
             return;
         };
         for key in keys {
@@ -603,4 +662,18 @@ impl Ran {
     fn panicked() -> Ran {
         Ran::first_failed("handler panicked".to_owned(), false)
     }
+}
+
+/// Handlers that could not start: since when, how many (in a row, for the
+/// backoff, and in all), and the last one.
+#[derive(Debug, Default)]
+struct Unstarted {
+    /// Since when handlers fail to start; `None` while they start.
+    since: Option<Instant>,
+    /// Failures to start in a row, for the backoff.
+    in_a_row: u32,
+    /// Failures to start in this trouble, for the line that ends it.
+    failed: u32,
+    /// When a handler last failed to start.
+    last_failed: Option<Instant>,
 }

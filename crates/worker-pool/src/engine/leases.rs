@@ -2,7 +2,18 @@
 //! (a group's messages together), and giving up what SQS would not let us
 //! keep.
 
-use super::*;
+use std::collections::{BTreeMap, HashSet};
+
+use fifo_handler::Handler;
+use tokio::time::{Duration, Instant};
+
+use super::in_flight::{CallKind, Pending};
+use super::{AfterCancel, BATCH, Engine, Overtaken, Phase, State, Tracked, pack};
+use crate::calls::{self, Key};
+use crate::queue::{EntryFailure, Queue, QueueError};
+
+/// SQS keeps a message invisible for at most this long after a receive.
+const MAX_INVISIBLE: Duration = Duration::from_secs(43_200);
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Gives up messages whose lease is about to end without a confirmed
@@ -76,7 +87,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Whether a lease ends too soon to keep: past the shutdown deadline, an
     /// overtaken message's long one ends the wait for its delete too.
     pub(super) fn at_risk(&self, tracked: &Tracked, now: Instant) -> bool {
-        tracked.expires.saturating_duration_since(now) <= self.visibility() / 6
+        tracked.expires.saturating_duration_since(now) <= self.lease_margin()
             || (tracked.pinned && self.phase == Phase::Abandoned)
     }
 
@@ -203,7 +214,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // A lane waiting to go back stays together: if one of its
             // messages is lost, so are the others (they share its lease, and
             // handing back only some would let them overtake it).
-            State::Releasing(id) => match self.releases.get(&id) {
+            State::Releasing(id) => match self.settling.releases.get(&id) {
                 Some(release) if !release.sent => {
                     release.keys.iter().copied().filter(|k| *k != key).collect()
                 }
@@ -214,7 +225,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let tracked = &self.tracked[&key];
         let group = tracked.message.group_id.clone();
         // A later message's delete already sent may land all the same.
-        let later_deleting = later.iter().any(|k| self.deleting_keys.contains_key(k));
+        let later_deleting = later
+            .iter()
+            .any(|k| self.settling.deleting_keys.contains_key(k));
         if tracked.overtaken != Overtaken::No || later_deleting {
             self.counters.add_order_risk();
             tracing::error!(
@@ -260,7 +273,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.counters.add_lost(1);
             }
             State::InLane | State::BackingOff => {
-                self.retry_ready.retain(|k| *k != key);
+                self.workers.retry_ready.retain(|k| *k != key);
                 self.untrack(key);
                 self.counters.add_lost(1);
             }

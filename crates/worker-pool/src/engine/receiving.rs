@@ -2,7 +2,85 @@
 //! `max_in_flight` (a fixed number with `pollers`, else as many as pay, see
 //! [`Pace`]), and tracking what they bring.
 
-use super::*;
+use std::sync::Arc;
+
+use fifo_handler::{Handler, Message};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::in_flight::{CallKind, Pending};
+use super::trouble::is_fatal;
+use super::{Engine, Overtaken, Phase, State, Tracked, message_event};
+use crate::backoff;
+use crate::calls;
+use crate::queue::{Delivery, Queue, QueueError, QueueErrorKind, ReceiveRequest};
+
+/// The receiving part of the engine: its slots and how many of them to use.
+#[derive(Debug)]
+pub(super) struct Receiving {
+    /// One receive under way at most per slot.
+    pub(super) slots: Vec<Slot>,
+    /// How many receives to keep under way.
+    pub(super) pace: Pace,
+    /// Cuts receives under way short; see `cut_receives_when_idle`.
+    pub(super) abort: CancellationToken,
+}
+
+impl Receiving {
+    pub(super) fn new(pollers: Option<usize>) -> Receiving {
+        let now = Instant::now();
+        let slots = (0..pollers.unwrap_or(crate::MAX_POLLERS))
+            .map(|poller| Slot {
+                busy: false,
+                cut: CancellationToken::new(),
+                wait: Duration::ZERO,
+                attempt_id: new_attempt_id(poller),
+                attempt_sent: None,
+                attempt_retried: false,
+                failures: 0,
+                not_before: now,
+            })
+            .collect();
+        Receiving {
+            slots,
+            pace: Pace::new(pollers),
+            abort: CancellationToken::new(),
+        }
+    }
+}
+
+/// A receive slot: one receive under way at most (`pollers` slots, or
+/// [`crate::MAX_POLLERS`] when they adapt).
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// A receive of this slot is under way.
+    pub(super) busy: bool,
+    /// Cuts this slot's receive short: one without an answer past its long
+    /// poll is sent again (see `notice_unanswered_calls`).
+    pub(super) cut: CancellationToken,
+    /// The long poll of its receive under way.
+    pub(super) wait: Duration,
+    /// Kept after a network error, so that SQS returns the same messages.
+    pub(super) attempt_id: String,
+    /// When a receive with `attempt_id` went out first, and whether it went
+    /// out again since: messages returned by a retry were taken (and their
+    /// visibility timeout started) no later than that first receive.
+    pub(super) attempt_sent: Option<Instant>,
+    /// See `attempt_sent`.
+    pub(super) attempt_retried: bool,
+    /// Receives failed in a row, for its backoff.
+    pub(super) failures: u32,
+    /// Its backoff: no receive before then.
+    pub(super) not_before: Instant,
+}
+
+impl Slot {
+    pub(super) fn new_attempt(&mut self, slot_index: usize) {
+        self.attempt_id = new_attempt_id(slot_index);
+        self.attempt_sent = None;
+        self.attempt_retried = false;
+    }
+}
 
 /// How many receives to keep under way when their number adapts.
 ///
@@ -186,17 +264,18 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         // A slot backing off after a failed receive keeps its place, so
         // that the other slots do not retry at once in its stead.
         let backing_off = self
+            .receiving
             .slots
             .iter()
             .filter(|slot| !slot.busy && slot.not_before > now)
             .count();
-        for slot_index in 0..self.slots.len() {
+        for slot_index in 0..self.receiving.slots.len() {
             let room = self
                 .config
                 .max_in_flight
-                .saturating_sub(self.tracked.len() + self.receiving * wanted);
-            let in_use = self.receiving + backing_off;
-            if room < wanted || in_use >= self.pace.wanted(self.slots.len()) {
+                .saturating_sub(self.tracked.len() + self.in_flight.receives() * wanted);
+            let in_use = self.in_flight.receives() + backing_off;
+            if room < wanted || in_use >= self.receiving.pace.wanted(self.receiving.slots.len()) {
                 return;
             }
             // Adapting, receives beyond the first two go only while workers
@@ -204,13 +283,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // more (the next worker to finish its group). The first two keep
             // receiving up to `max_in_flight`, as fixed pollers do, so a
             // group whose held messages ran out comes back at once.
-            if self.pace.adapts()
+            if self.receiving.pace.adapts()
                 && in_use >= BUSY_POLLERS
                 && self.router.ready_groups() > self.idle_workers()
             {
                 return;
             }
-            let slot = &mut self.slots[slot_index];
+            let slot = &mut self.receiving.slots[slot_index];
             if slot.busy || slot.not_before > now {
                 continue;
             }
@@ -220,14 +299,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             } else {
                 slot.attempt_sent = Some(now);
             }
-            self.receiving += 1;
             let options = ReceiveRequest {
                 max_messages: self.config.max_messages,
                 wait_seconds,
                 visibility_timeout: Some(self.config.visibility_timeout),
                 attempt_id: Some(slot.attempt_id.clone()),
             };
-            slot.cut = self.abort_receives.child_token();
+            slot.cut = self.receiving.abort.child_token();
             slot.wait = Duration::from_secs(wait_seconds.into());
             let call = calls::receive(self.queue.clone(), options, slot_index, slot.cut.clone());
             self.spawn_call(Pending::Receive(slot_index), call);
@@ -239,9 +317,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         slot_index: usize,
         result: Option<Result<crate::Received, QueueError>>,
     ) {
-        self.receiving -= 1;
         let visibility = self.visibility();
-        let slot = &mut self.slots[slot_index];
+        let slot = &mut self.receiving.slots[slot_index];
         slot.busy = false;
         let Some(result) = result else { return };
         let output = match result {
@@ -280,7 +357,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         slot.new_attempt(slot_index);
         let workers_waiting = self.idle_workers() > self.router.ready_groups();
         let holding = !self.tracked.is_empty();
-        self.pace
+        self.receiving
+            .pace
             .on_receive(output.deliveries.len(), workers_waiting, holding);
         self.call_succeeded(CallKind::Receive);
         for malformed in &output.malformed {
@@ -300,14 +378,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         // A receive retried after a lost answer may bring messages whose
         // lease is nearly over already.
-        if expires.saturating_duration_since(Instant::now()) <= self.visibility() / 6 {
+        if expires.saturating_duration_since(Instant::now()) <= self.lease_margin() {
             self.give_up_expiring();
         }
     }
 
     /// Workers with no handler to run.
     fn idle_workers(&self) -> usize {
-        self.config.workers.saturating_sub(self.running.len())
+        self.config
+            .workers
+            .saturating_sub(self.workers.running.len())
     }
 
     pub(super) fn track(&mut self, received: Delivery, expires: Instant) {
@@ -386,14 +466,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// queue whether anything is left anywhere (in flight elsewhere, delayed).
     pub(super) fn check_empty(&mut self) {
         if !self.config.until_empty
-            || self.checking_empty
+            || self.in_flight.checking_empty()
             || self.phase != Phase::Running
             || !self.tracked.is_empty()
-            || !self.running.is_empty()
+            || !self.workers.running.is_empty()
         {
             return;
         }
-        self.checking_empty = true;
         self.spawn_call(Pending::IsEmpty, calls::is_empty(self.queue.clone()));
     }
 }

@@ -1,7 +1,85 @@
 //! Settling held messages: a group's done messages deleted together, moves
 //! to the dead-letter queue, and hand-backs of whole groups.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use fifo_handler::Handler;
+use tokio::time::{Duration, Instant};
+
+use super::in_flight::{CallKind, Pending};
+use super::{BATCH, Engine, Overtaken, Phase, State, Tracked, message_event, pack};
+use crate::calls::{self, Key};
+use crate::queue::{
+    DeadLetterCopy, DeadLetterReason, EntryFailure, Queue, QueueError, QueueErrorKind,
+};
+
+/// Delete calls in flight at once.
+const DELETES_IN_FLIGHT: usize = 16;
+/// How long a done message may wait for later messages of its group to
+/// join its delete call while they still run: about one delete round trip
+/// (what the delete would take anyway), within these bounds, and the
+/// longest until deletes have been timed.
+const DELETE_HOLD: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
+
+/// The settling part of the engine: deletes and hand-backs waiting to be
+/// sent or under way.
+#[derive(Debug)]
+pub(super) struct Settling {
+    /// Messages to delete, in their groups' order, and since when each waits.
+    deletes: VecDeque<(Key, Instant)>,
+    /// Groups with a delete call under way, and how many of their messages
+    /// are in one: a group's deletes go one call at a time, so that a
+    /// partial failure is seen in one answer (see `on_deleted`).
+    deleting_groups: HashMap<String, usize>,
+    /// The group of each message in a delete call under way.
+    pub(super) deleting_keys: HashMap<Key, String>,
+    /// When the loop wakes for a delete's hold to end (see `flush_deletes`).
+    delete_hold_wake: Option<Instant>,
+    /// The backoff of deletes after a failed call: none before then.
+    deletes_not_before: Instant,
+    /// Lanes handed back, by id (ids grow in the order decided).
+    pub(super) releases: HashMap<u64, Release>,
+    /// The id the next release gets.
+    next_release: u64,
+    /// The backoff of hand-backs after a failed call: none before then.
+    releases_not_before: Instant,
+}
+
+impl Settling {
+    pub(super) fn new() -> Settling {
+        let now = Instant::now();
+        Settling {
+            deletes: VecDeque::new(),
+            deleting_groups: HashMap::new(),
+            deleting_keys: HashMap::new(),
+            delete_hold_wake: None,
+            deletes_not_before: now,
+            releases: HashMap::new(),
+            next_release: 0,
+            releases_not_before: now,
+        }
+    }
+
+    /// Whether deletes wait to be sent.
+    pub(super) fn deletes_waiting(&self) -> bool {
+        !self.deletes.is_empty()
+    }
+}
+
+/// A lane handed back: its messages go back to the queue in one call, in
+/// order, so SQS makes them visible together.
+#[derive(Debug)]
+pub(super) struct Release {
+    /// Its group.
+    group: String,
+    /// Its messages, in lane order.
+    pub(super) keys: Vec<Key>,
+    /// The visibility timeout the lane gets: at least 1 s (see
+    /// `take_router_decisions`).
+    seconds: u32,
+    /// The call is under way (or done).
+    pub(super) sent: bool,
+}
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Takes what the router decided: deletes and dead-letter moves in
@@ -9,7 +87,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn take_router_decisions(&mut self) {
         let now = Instant::now();
         while let Some(key) = self.router.pop_delete() {
-            self.deletes.push_back((key, now));
+            self.settling.deletes.push_back((key, now));
         }
         while let Some(key) = self.router.pop_dead_letter() {
             let wait = self.tracked[&key].kill_left();
@@ -25,6 +103,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             // A later part of a group joins the part still waiting to go
             // back, so the group goes back in one piece and in order.
             let waiting = self
+                .settling
                 .releases
                 .iter_mut()
                 .find(|(_, r)| r.group == group && !r.sent);
@@ -35,15 +114,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     *id
                 }
                 None => {
-                    let id = self.next_release;
-                    self.next_release += 1;
+                    let id = self.settling.next_release;
+                    self.settling.next_release += 1;
                     let release = Release {
                         group,
                         keys: keys.clone(),
                         seconds,
                         sent: false,
                     };
-                    self.releases.insert(id, release);
+                    self.settling.releases.insert(id, release);
                     id
                 }
             };
@@ -81,22 +160,23 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// stopping.
     pub(super) fn flush_deletes(&mut self) {
         let now = Instant::now();
-        if self.deletes_not_before > now {
+        if self.settling.deletes_not_before > now {
             return;
         }
         // A message lost while waiting for its delete is not ours to delete.
-        self.deletes
+        self.settling
+            .deletes
             .retain(|(key, _)| self.tracked.contains_key(key));
         let mut next_hold: Option<Instant> = None;
-        let hold = self.pace.fastest().map_or(DELETE_HOLD.1, |took| {
+        let hold = self.receiving.pace.fastest().map_or(DELETE_HOLD.1, |took| {
             took.clamp(DELETE_HOLD.0, DELETE_HOLD.1)
         });
-        while self.delete_calls < DELETES_IN_FLIGHT {
+        while self.in_flight.deletes() < DELETES_IN_FLIGHT {
             let mut batch: Vec<usize> = Vec::with_capacity(BATCH);
             let mut urgent = self.phase != Phase::Running;
-            for (index, (key, since)) in self.deletes.iter().enumerate() {
+            for (index, (key, since)) in self.settling.deletes.iter().enumerate() {
                 let group = self.tracked[key].message.group_id.as_str();
-                if self.deleting_groups.contains_key(group) {
+                if self.settling.deleting_groups.contains_key(group) {
                     continue;
                 }
                 let held_until = *since + hold;
@@ -111,13 +191,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 }
             }
             let full = batch.len() == BATCH;
-            let idle = !batch.is_empty() && urgent && self.delete_calls == 0;
+            let idle = !batch.is_empty() && urgent && self.in_flight.deletes() == 0;
             if !(full || idle) {
                 break;
             }
             let mut keys = Vec::with_capacity(batch.len());
             for index in batch.into_iter().rev() {
-                let (key, _) = self.deletes.remove(index).expect("listed");
+                let (key, _) = self.settling.deletes.remove(index).expect("listed");
                 keys.push(key);
             }
             keys.reverse();
@@ -126,34 +206,37 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 let tracked = &self.tracked[key];
                 let group = tracked.message.group_id.clone();
                 handles.push(tracked.receipt_handle.clone());
-                *self.deleting_groups.entry(group.clone()).or_default() += 1;
-                self.deleting_keys.insert(*key, group);
+                *self
+                    .settling
+                    .deleting_groups
+                    .entry(group.clone())
+                    .or_default() += 1;
+                self.settling.deleting_keys.insert(*key, group);
             }
-            self.delete_calls += 1;
             let call = calls::delete(self.queue.clone(), keys.clone(), handles);
             self.spawn_call(Pending::Delete(keys), call);
         }
         // One wake-up per hold, not one per loop turn.
         if let Some(at) = next_hold
             && self
+                .settling
                 .delete_hold_wake
                 .is_none_or(|set| set <= now || set > at)
         {
-            self.delete_hold_wake = Some(at);
+            self.settling.delete_hold_wake = Some(at);
             self.wake_at(at);
         }
     }
 
     /// A delete call ended: its groups may send the next.
     pub(super) fn delete_call_ended(&mut self, keys: &[Key]) {
-        self.delete_calls -= 1;
         for key in keys {
-            if let Some(group) = self.deleting_keys.remove(key)
-                && let Some(count) = self.deleting_groups.get_mut(&group)
+            if let Some(group) = self.settling.deleting_keys.remove(key)
+                && let Some(count) = self.settling.deleting_groups.get_mut(&group)
             {
                 *count -= 1;
                 if *count == 0 {
-                    self.deleting_groups.remove(&group);
+                    self.settling.deleting_groups.remove(&group);
                 }
             }
         }
@@ -180,7 +263,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 }
                 Err(err) => err.kind() != QueueErrorKind::Refused,
             };
-            if maybe_deleted && let Some(group) = self.deleting_keys.get(key) {
+            if maybe_deleted && let Some(group) = self.settling.deleting_keys.get(key) {
                 let latest = latest_deleted.entry(group.clone()).or_insert(*key);
                 *latest = (*latest).max(*key);
             }
@@ -228,10 +311,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             let now = Instant::now();
             let long_ago = now.checked_sub(DELETE_HOLD.1).unwrap_or(now);
             for key in outcomes.retry.iter().rev() {
-                self.deletes.push_front((*key, long_ago));
+                self.settling.deletes.push_front((*key, long_ago));
             }
-            self.deletes_not_before = now + self.retry_delay(CallKind::Delete);
-            self.wake_at(self.deletes_not_before);
+            self.settling.deletes_not_before = now + self.retry_delay(CallKind::Delete);
+            self.wake_at(self.settling.deletes_not_before);
         }
     }
 
@@ -271,19 +354,22 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// after `delay` (a backoff when retrying).
     pub(super) fn move_to_dead_letters(&mut self, key: Key, delay: Duration) {
         let tracked = &self.tracked[&key];
-        let failure = tracked.last_failure.as_ref();
+        let why = tracked
+            .last_failure
+            .clone()
+            .unwrap_or_else(|| DeadLetterReason {
+                error: String::new(),
+                status: None,
+                attempts: tracked.attempts + 1,
+                receive_count: tracked.message.receive_count,
+                failed_at: std::time::SystemTime::now(),
+            });
         let copy = DeadLetterCopy {
             body: tracked.message.body.clone(),
             group_id: tracked.message.group_id.clone(),
             dedup_id: tracked.message.id.clone(),
             attributes: tracked.attributes.clone(),
-            why: DeadLetterReason {
-                error: failure.map_or_else(String::new, |f| f.error.clone()),
-                status: failure.and_then(|f| f.status.clone()),
-                attempts: tracked.attempts + 1,
-                receive_count: tracked.message.receive_count,
-                failed_at: failure.map_or_else(std::time::SystemTime::now, |f| f.at),
-            },
+            why,
         };
         let queue = self.queue.clone();
         let receipt_handle = tracked.receipt_handle.clone();
@@ -333,24 +419,25 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// land after the release and undo it).
     pub(super) fn send_releases(&mut self) {
         let now = Instant::now();
-        if self.releases_not_before > now {
+        if self.settling.releases_not_before > now {
             return;
         }
         // While stopping, a receive still under way could take a group
         // handed back and bring it back again (another delivery, one receive
         // closer to the dead-letter queue): the group waits, held, until the
         // receives have ended.
-        if self.phase != Phase::Running && self.receiving > 0 {
+        if self.phase != Phase::Running && self.in_flight.receives() > 0 {
             return;
         }
         // One release of a group at a time, oldest first: two calls under way
         // could land in either order.
         let mut first_of_group: HashMap<&str, u64> = HashMap::new();
-        for (id, release) in &self.releases {
+        for (id, release) in &self.settling.releases {
             let first = first_of_group.entry(&release.group).or_insert(*id);
             *first = (*first).min(*id);
         }
         let mut ready: Vec<(u64, u32, Vec<Key>)> = self
+            .settling
             .releases
             .iter()
             .filter(|(id, r)| {
@@ -363,7 +450,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         ready.sort_unstable_by_key(|(id, _, _)| *id);
         let mut lanes_by_seconds: BTreeMap<u32, Vec<Vec<Key>>> = BTreeMap::new();
         for (id, seconds, keys) in ready {
-            self.releases.get_mut(&id).expect("listed").sent = true;
+            self.settling.releases.get_mut(&id).expect("listed").sent = true;
             lanes_by_seconds.entry(seconds).or_default().push(keys);
         }
         for (seconds, lanes) in lanes_by_seconds {
@@ -412,12 +499,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     pub(super) fn finish_release(&mut self, key: Key) {
         if let Some(State::Releasing(id)) = self.tracked.get(&key).map(|t| &t.state)
-            && let Some(release) = self.releases.get_mut(id)
+            && let Some(release) = self.settling.releases.get_mut(id)
         {
             release.keys.retain(|k| *k != key);
             if release.keys.is_empty() {
                 let id = *id;
-                self.releases.remove(&id);
+                self.settling.releases.remove(&id);
             }
         }
         self.untrack(key);
@@ -430,13 +517,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         for key in keys {
             if let Some(State::Releasing(id)) = self.tracked.get(key).map(|t| &t.state)
-                && let Some(release) = self.releases.get_mut(id)
+                && let Some(release) = self.settling.releases.get_mut(id)
             {
                 release.sent = false;
             }
         }
-        self.releases_not_before = Instant::now() + self.retry_delay(CallKind::Visibility);
-        self.wake_at(self.releases_not_before);
+        self.settling.releases_not_before = Instant::now() + self.retry_delay(CallKind::Visibility);
+        self.wake_at(self.settling.releases_not_before);
     }
 }
 

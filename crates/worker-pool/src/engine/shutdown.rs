@@ -1,7 +1,13 @@
 //! Stopping: draining on shutdown, abandoning handlers past the deadline,
 //! and ending the run when the queue or a call fails for good.
 
-use super::*;
+use fifo_handler::Handler;
+use tokio::time::Instant;
+
+use super::{AfterCancel, Engine, Phase, State, Timer};
+use crate::Error;
+use crate::calls::Key;
+use crate::queue::{Queue, QueueError};
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Stops taking work. Every held message not running is handed back with
@@ -15,7 +21,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.add_timer(deadline, Timer::DrainDeadline);
         self.router.stop();
         // Said now, or the wait looks like a hang.
-        if self.receiving > 0 && self.poll_seconds() > 1 && !self.tracked.is_empty() {
+        if self.in_flight.receives() > 0 && self.poll_seconds() > 1 && !self.tracked.is_empty() {
             tracing::warn!(
                 "held messages go back once the receives under way have ended, within {} s (a long poll still open could take them again)",
                 self.poll_seconds()
@@ -29,7 +35,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             .map(|(key, _)| *key)
             .collect();
         waiting.sort_unstable();
-        self.retry_ready.clear();
+        self.workers.retry_ready.clear();
         for key in waiting {
             let tracked = self.tracked.get_mut(&key).expect("listed");
             tracked.state = State::InLane;
@@ -50,10 +56,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn cut_receives_when_idle(&mut self) {
         if self.phase != Phase::Running
             && self.tracked.is_empty()
-            && self.running.is_empty()
+            && self.workers.running.is_empty()
             && self.poll_seconds() > 1
         {
-            self.abort_receives.cancel();
+            self.receiving.abort.cancel();
         }
     }
 
@@ -65,6 +71,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         // One message per handler call still running: cancelling it
         // cancels its whole batch.
         let mut calls: Vec<Key> = self
+            .workers
             .running
             .values()
             .filter_map(|keys| keys.first().copied())
@@ -95,79 +102,5 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.fatal = Some(Error::Queue(err));
         }
         self.shutdown.cancel();
-    }
-
-    /// Starts a call to the queue.
-    pub(super) fn spawn_call(
-        &mut self,
-        pending: Pending,
-        call: impl std::future::Future<Output = Event> + Send + 'static,
-    ) {
-        self.spawn_call_after(pending, call, Duration::ZERO);
-    }
-
-    /// Starts a call that first waits `starts_after`: it counts as under
-    /// way (see `notice_unanswered_calls`) only after that.
-    pub(super) fn spawn_call_after(
-        &mut self,
-        pending: Pending,
-        call: impl std::future::Future<Output = Event> + Send + 'static,
-        starts_after: Duration,
-    ) {
-        let kind = match &pending {
-            Pending::Receive(_) => Some(CallKind::Receive),
-            Pending::Delete(_) => Some(CallKind::Delete),
-            Pending::DeadLetter(_) => Some(CallKind::DeadLetter),
-            Pending::Visibility(_) => Some(CallKind::Visibility),
-            Pending::IsEmpty => None,
-        };
-        let id = self.calls.spawn(call).id();
-        self.call_owners.insert(id, pending);
-        if let Some(kind) = kind {
-            self.call_started
-                .insert(id, (Instant::now() + starts_after, kind));
-        }
-    }
-
-    /// A call panicked (a bug in the queue implementation): its outcome is
-    /// unknown, so what it was about is resolved as if it had failed for
-    /// good, and the run ends with an error.
-    pub(super) fn on_call_failure(&mut self, err: &JoinError) {
-        let message = if err.is_panic() {
-            "a call to the queue panicked"
-        } else {
-            "a call to the queue was cancelled"
-        };
-        tracing::error!("stopping: {message}");
-        if self.fatal.is_none() {
-            self.fatal = Some(Error::Internal(message.to_owned()));
-        }
-        self.shutdown.cancel();
-        self.call_started.remove(&err.id());
-        let Some(pending) = self.call_owners.remove(&err.id()) else {
-            return;
-        };
-        match pending {
-            Pending::Receive(slot) => {
-                self.receiving -= 1;
-                self.slots[slot].busy = false;
-            }
-            Pending::IsEmpty => self.checking_empty = false,
-            Pending::Delete(keys) => {
-                self.delete_call_ended(&keys);
-                for key in keys {
-                    self.lose(key, message);
-                }
-            }
-            Pending::Visibility(keys) => {
-                for key in keys {
-                    if let Some(tracked) = self.tracked.get_mut(&key) {
-                        tracked.visibility_call = false;
-                    }
-                    self.lose(key, message);
-                }
-            }
-            Pending::DeadLetter(key) => self.lose(key, message),
-        }
     }
 }
