@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use fifo_handler::{Handler, Message, Verdict};
+use fifo_handler::{Handler, HandlerError, Message, Verdict};
 use futures_util::FutureExt;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Duration, Instant};
@@ -253,8 +253,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// Applies a message's [`fate`] after its handler ran: the run's
-    /// figures, its log lines, and what to do next.
+    /// Applies a message's [`fate`] after its handler ran.
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt) {
         let tracked = &self.tracked[&key];
         let (error, cut_off) = match attempt {
@@ -271,103 +270,138 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             max_receive_count: self.queue.max_receive_count(),
         };
         let fate = fate(facts);
-        let group = tracked.message.group_id.clone();
         let Some(error) = error else {
-            self.counters.add_succeeded();
-            self.workers.succeeded += 1;
-            self.router.finished(&group, key);
-            if self
-                .config
-                .limit
-                .is_some_and(|limit| self.workers.succeeded >= limit)
-            {
-                self.shutdown.cancel();
-            }
-            return;
+            return self.succeeded(key);
         };
-        if fate == Fate::NotStarted {
-            return self.could_not_start(key, &error);
-        }
-        let tracked = self.tracked.get_mut(&key).expect("tracked");
-        let id = tracked.message.id.clone();
-        if let Fate::Wait(after) | Fate::HandBack(HandBack::Waiting(after)) = fate {
-            // Not a failure: the attempt does not count against its retries.
-            // Never sooner than the first backoff step, so that a service
-            // answering "now" is not asked in a tight loop.
-            tracked.waits += 1;
-            let delay = after
-                .unwrap_or_else(|| {
-                    backoff::jittered(
-                        tracked.waits,
-                        self.config.backoff_base,
-                        self.config.backoff_max,
-                    )
-                })
-                .clamp(self.config.backoff_base, LONGEST_WAIT);
-            // Handed back meanwhile (a shutdown), it stays hidden as long.
-            tracked.release_after = delay;
-            if fate == Fate::Wait(after) {
-                self.counters.add_retried();
-                message_event(
-                    "retried",
-                    &tracked.message,
-                    tracked.attempts + 1,
-                    None,
-                    Some(&error),
-                );
-                tracked.state = State::BackingOff;
-                let waits = tracked.waits;
-                if waits == 1 {
+        match fate {
+            Fate::Done => unreachable!("a failure is never done"),
+            Fate::NotStarted => self.could_not_start(key, &error),
+            Fate::Wait(after) => self.wait(key, after, &error, true),
+            Fate::HandBack(HandBack::Waiting(after)) => self.wait(key, after, &error, false),
+            Fate::Retry | Fate::DeadLetter { .. } | Fate::HandBack(_) => {
+                self.record_failure(key, &error);
+                if verdict == Some(Verdict::Reject) && facts.max_receive_count.is_none() {
+                    let message = &self.tracked[&key].message;
                     tracing::warn!(
-                        "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure; its group waits"
-                    );
-                } else {
-                    tracing::info!(
-                        "message {id} of group {group} asked to run again later, {waits} times now ({error}); retry in {delay:?}"
+                        "message {} of group {} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted",
+                        message.id,
+                        message.group_id
                     );
                 }
-                self.add_timer(Instant::now() + delay, Timer::Retry(key));
-            } else {
-                tracing::info!(
-                    "message {id} of group {group} asked to run again later ({error}); handing it back with the rest of its group, hidden for {delay:?}"
-                );
-                self.router.failed(&group, key);
+                if fate == Fate::Retry {
+                    self.retry(key, &error, cut_off);
+                } else {
+                    self.end_delivery(key, fate, &error, cut_off);
+                }
             }
-            return;
         }
+    }
+
+    /// Its handler succeeded: the router may delete it; `limit` may be reached.
+    fn succeeded(&mut self, key: Key) {
+        self.counters.add_succeeded();
+        self.workers.succeeded += 1;
+        let group = self.tracked[&key].message.group_id.clone();
+        self.router.finished(&group, key);
+        if self
+            .config
+            .limit
+            .is_some_and(|limit| self.workers.succeeded >= limit)
+        {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// Its handler asked to run it again later: not a failure, so the
+    /// attempt does not count against its retries. It waits in its lane
+    /// (`now`), or goes back hidden as long when the run is stopping.
+    fn wait(&mut self, key: Key, after: Option<Duration>, error: &HandlerError, now: bool) {
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        let (id, group) = (tracked.message.id.clone(), tracked.message.group_id.clone());
+        tracked.waits += 1;
+        // Never sooner than the first backoff step, so that a service
+        // answering "now" is not asked in a tight loop.
+        let delay = after
+            .unwrap_or_else(|| {
+                backoff::jittered(
+                    tracked.waits,
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                )
+            })
+            .clamp(self.config.backoff_base, LONGEST_WAIT);
+        // Handed back meanwhile (a shutdown), it stays hidden as long.
+        tracked.release_after = delay;
+        if !now {
+            tracing::info!(
+                "message {id} of group {group} asked to run again later ({error}); handing it back with the rest of its group, hidden for {delay:?}"
+            );
+            return self.router.failed(&group, key);
+        }
+        self.counters.add_retried();
+        message_event(
+            "retried",
+            &tracked.message,
+            tracked.attempts + 1,
+            None,
+            Some(error),
+        );
+        tracked.state = State::BackingOff;
+        let waits = tracked.waits;
+        if waits == 1 {
+            tracing::warn!(
+                "message {id} of group {group} asked to run again later ({error}); retry in {delay:?}, not counted as a failure; its group waits"
+            );
+        } else {
+            tracing::info!(
+                "message {id} of group {group} asked to run again later, {waits} times now ({error}); retry in {delay:?}"
+            );
+        }
+        self.add_timer(Instant::now() + delay, Timer::Retry(key));
+    }
+
+    /// Keeps a failure as a dead letter would tell it, should it become one.
+    fn record_failure(&mut self, key: Key, error: &HandlerError) {
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
         tracked.last_failure = Some(DeadLetterReason {
             error: error.to_string(),
-            status: fifo_handler::status_of(&error).map(str::to_owned),
+            status: fifo_handler::status_of(error).map(str::to_owned),
             attempts: tracked.attempts + 1,
             receive_count: tracked.message.receive_count,
             failed_at: std::time::SystemTime::now(),
         });
-        if verdict == Some(Verdict::Reject) && facts.max_receive_count.is_none() {
-            tracing::warn!(
-                "message {id} of group {group} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted"
-            );
+    }
+
+    /// A failure with retries left: it runs again after a backoff.
+    fn retry(&mut self, key: Key, error: &HandlerError, cut_off: bool) {
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        tracked.attempts += 1;
+        tracked.state = State::BackingOff;
+        let attempt = tracked.attempts;
+        self.counters.add_retried();
+        message_event("retried", &tracked.message, attempt + 1, None, Some(error));
+        let mut delay =
+            backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max);
+        if cut_off {
+            // The cut-off handler may still be ending (an exec handler's
+            // process group gets the kill grace): never run it twice at once.
+            delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
         }
-        if fate == Fate::Retry {
-            tracked.attempts += 1;
-            tracked.state = State::BackingOff;
-            let attempt = tracked.attempts;
-            self.counters.add_retried();
-            message_event("retried", &tracked.message, attempt + 1, None, Some(&error));
-            let mut delay =
-                backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max);
-            if cut_off {
-                // The cut-off handler may still be ending (an exec handler's
-                // process group gets the kill grace): never run it twice at once.
-                delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
-            }
-            let retries = self.config.retries;
-            tracing::info!(
-                "message {id} of group {group} failed ({error}); retry {attempt} of {retries} in {delay:?}"
-            );
-            self.add_timer(Instant::now() + delay, Timer::Retry(key));
-            return;
-        }
+        tracing::info!(
+            "message {} of group {} failed ({error}); retry {attempt} of {} in {delay:?}",
+            tracked.message.id,
+            tracked.message.group_id,
+            self.config.retries
+        );
+        self.add_timer(Instant::now() + delay, Timer::Retry(key));
+    }
+
+    /// It failed for good in this delivery: to the dead-letter queue, or
+    /// back to the queue with the rest of its lane.
+    fn end_delivery(&mut self, key: Key, fate: Fate, error: &HandlerError, cut_off: bool) {
         debug_assert!(fate.ends_the_delivery(), "{fate:?}");
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        let (id, group) = (tracked.message.id.clone(), tracked.message.group_id.clone());
         if fate == (Fate::DeadLetter { rejected: true }) {
             self.counters.add_rejected();
             message_event(
@@ -375,7 +409,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 &tracked.message,
                 tracked.attempts + 1,
                 None,
-                Some(&error),
+                Some(error),
             );
         } else {
             self.counters.add_failed();
@@ -398,8 +432,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     // Its program may still be ending: the group goes on (and
                     // the message moves) once it is gone.
                     tracked.state = State::BackingOff;
-                    self.add_timer(gone, Timer::DeadLetter(key));
-                    return;
+                    return self.add_timer(gone, Timer::DeadLetter(key));
                 }
                 self.router.dead_letter(&group, key);
             }
@@ -431,7 +464,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// its lane and starts again after a backoff that grows while starts
     /// keep failing, no attempt counted; the trouble is said once when it
     /// begins and once when handlers start again.
-    fn could_not_start(&mut self, key: Key, error: &fifo_handler::HandlerError) {
+    fn could_not_start(&mut self, key: Key, error: &HandlerError) {
         self.counters.add_start_failure();
         if let Some(tracked) = self.tracked.get(&key) {
             message_event(
