@@ -14,10 +14,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{
-    BatchOutcome, CannotStart, Handler, HandlerError, Message, Outcome, Output, Reject, RetryLater,
-    StatusError, trace,
+use fifo_handler::{
+    BatchOutcome, CannotStart, Handler, HandlerError, Message, Outcome, Reject, RetryLater,
+    StatusError,
 };
+
+use crate::{Output, trace};
 
 /// The exit status that rejects the message (sysexits' `EX_DATAERR`):
 /// it can never succeed and goes to the dead-letter queue now.
@@ -843,8 +845,8 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::Verdict;
     use crate::testing::Capture;
+    use fifo_handler::Verdict;
 
     fn message() -> Message {
         Message {

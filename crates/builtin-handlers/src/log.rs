@@ -1,6 +1,8 @@
 use std::time::{Duration, SystemTime};
 
-use crate::{Handler, Message, Outcome, Output, log_line};
+use fifo_handler::{Handler, Message, Outcome};
+
+use crate::{Output, log_line};
 
 /// Prints each message's group, sequence number and body to stdout when it
 /// starts, waits `work` to simulate processing, and with work prints `done`
