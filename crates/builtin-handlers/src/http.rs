@@ -1,3 +1,7 @@
+//! The http handler: POSTs each message to a service with the headers of
+//! Elastic Beanstalk's worker daemon, and reads the response status as the
+//! message's outcome.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;

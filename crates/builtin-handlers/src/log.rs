@@ -1,3 +1,6 @@
+//! The log handler: prints a line when each message starts (and, with
+//! simulated work, when it is done), for demos and benchmarks.
+
 use std::time::{Duration, SystemTime};
 
 use fifo_handler::{Handler, Message, Outcome};

@@ -1,5 +1,7 @@
 //! The failures that say more than "retry": [`Reject`], [`RetryLater`] and
-//! [`CannotStart`]. Any other error is a failure under the retry policy.
+//! [`CannotStart`], read from a handler's error as a [`Verdict`]; any other
+//! error is a failure under the retry policy. A [`StatusError`] carries how
+//! the work ended, for a dead letter's attributes.
 
 use std::fmt;
 use std::time::Duration;
