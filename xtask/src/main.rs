@@ -8,7 +8,7 @@
 mod localstack;
 // The log handler's line format, read back exactly as fifo writes it. The
 // file is std only, so xtask shares it without depending on our crates.
-#[path = "../../crates/handler/src/log_line.rs"]
+#[path = "../../crates/builtin-handlers/src/log_line.rs"]
 #[allow(
     dead_code,
     unreachable_pub,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fifo_handler::log_line::{self, LogEvent};
+use fifo_builtin_handlers::log_line::{self, LogEvent};
 use fifo_sqs_client::Client;
 
 use crate::bare::{bare_loop_cpu, messages, new_queue, raw_send};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_handler::{ExecHandler, HttpHandler, HttpOptions, LogHandler, Output};
+use fifo_builtin_handlers::{ExecHandler, HttpHandler, HttpOptions, LogHandler, Output};
 use fifo_sqs_client::{Client, QueueUrl};
 use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -149,7 +149,8 @@ pub(crate) async fn run(
         }
         (None, Some(handler)) => {
             if let Some(ready) = &settings.http_ready {
-                let ready = fifo_handler::http_url(ready).expect("checked with the settings");
+                let ready =
+                    fifo_builtin_handlers::http_url(ready).expect("checked with the settings");
                 let waited = handler.wait_until_ready(&ready, |shown, answer| {
                     tracing::warn!(
                         "waiting for {shown} to answer 2xx before receiving anything ({answer})"

@@ -602,16 +602,18 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
                 })
             })?,
             Kind::HttpUrl => self.text_that(key, |given| {
-                fifo_handler::http_url(&given.value).map(drop).map_err(|e| {
-                    UserError::new(
-                        format!("{}: {e}", given.origin.describe(key)),
-                        Some(
-                            given
-                                .origin
-                                .fix(key, "a URL such as http://localhost:8080/work"),
-                        ),
-                    )
-                })
+                fifo_builtin_handlers::http_url(&given.value)
+                    .map(drop)
+                    .map_err(|e| {
+                        UserError::new(
+                            format!("{}: {e}", given.origin.describe(key)),
+                            Some(
+                                given
+                                    .origin
+                                    .fix(key, "a URL such as http://localhost:8080/work"),
+                            ),
+                        )
+                    })
             })?,
             Kind::ListenAddress => self.text_that(key, |given| {
                 given

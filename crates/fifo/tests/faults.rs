@@ -16,7 +16,7 @@ use common::records::{
     wait_for,
 };
 use common::*;
-use fifo_handler::log_line;
+use fifo_builtin_handlers::log_line;
 use xtask::proxy::{Fault, Proxy};
 
 const TROUBLE_STARTS: &str = "SQS calls are failing";

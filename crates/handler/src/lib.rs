@@ -1,9 +1,9 @@
-//! The `Handler` trait that user code implements, the `Message` it gets,
-//! the outcome contract (`Reject`, `RetryLater`, `Verdict`), the built-in
-//! handlers of the `fifo` command, `log` (print, optionally simulate
-//! work), `exec` (run a program per message) and `http` (POST each message
-//! to a service), and `Output`, through which handlers write to stdout and
-//! stderr.
+//! The contract between the engine and the code that handles messages:
+//! the `Handler` trait that user code implements, the `Message` it gets,
+//! and what it returns (`Outcome`, `BatchOutcome`, and the failures that
+//! say more than "retry": `Reject`, `RetryLater`, `CannotStart`). It needs
+//! nothing but std; the `fifo` command's own handlers live in
+//! `fifo-builtin-handlers`.
 //!
 //! A handler is called for one message at a time per group (or one batch of
 //! a group's consecutive messages), in the group's order; it may be called
@@ -11,37 +11,17 @@
 //! idempotent. Returning `Err` (or panicking)
 //! means the message is retried and, failing that, redelivered by SQS. The
 //! engine drops a handler's future to give up on it (a timeout), so a handler
-//! cleans up on drop: `exec` ends its program's process group.
+//! cleans up on drop.
 //!
-//! The engine runs on one thread, so handlers never block it: `Output`
-//! writes on threads of its own and makes a handler wait, not the thread,
-//! when the reader of our output is slow; its failure never fails a message.
-//!
-//! Layout: `log.rs`, `exec.rs` and `http.rs` are the built-in handlers,
-//! `log_line.rs` the log handler's line format (written and read back),
-//! `outcome.rs` the failures that say more than "retry", `trace.rs` the
-//! trace context passed on, `output.rs` the writer threads.
+//! The engine runs on one thread, so handlers never block it.
 #![warn(missing_docs)]
 
-mod exec;
-mod http;
-mod log;
-pub mod log_line;
-mod orphans;
 mod outcome;
-mod output;
-#[cfg(test)]
-mod testing;
-mod trace;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
-pub use http::{HttpError, HttpHandler, HttpOptions, http_url};
-pub use log::LogHandler;
 pub use outcome::{CannotStart, Reject, RetryLater, StatusError, Verdict, status_of};
-pub use output::Output;
 
 /// One message as a handler sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,18 +1,19 @@
 //! The failures that say more than "retry": [`Reject`], [`RetryLater`] and
-//! [`CannotStart`]. Any other error is a failure under the retry policy.
+//! [`CannotStart`], read from a handler's error as a [`Verdict`]; any other
+//! error is a failure under the retry policy. A [`StatusError`] carries how
+//! the work ended, for a dead letter's attributes.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::HandlerError;
 
-/// What the engine does with a message, from its handler's result. Every
-/// handler maps onto it: the Rust `Handler` by the error it returns
-/// ([`Verdict::of`]), `exec` by exit status, `http` by response status.
+/// What the engine does with a message whose handler failed, from its
+/// error ([`Verdict::of`]); `Ok` deletes the message and its group goes
+/// on. The built-in handlers map onto it too: `exec` by exit status,
+/// `http` by response status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// `Ok`: deleted, and its group goes on.
-    Succeeded,
     /// Any error but the two below: retried with backoff; once retries run
     /// out, handed back to the queue with the rest of its group.
     Retry,

@@ -1,6 +1,11 @@
+//! The log handler: prints a line when each message starts (and, with
+//! simulated work, when it is done), for demos and benchmarks.
+
 use std::time::{Duration, SystemTime};
 
-use crate::{Handler, Message, Outcome, Output, log_line};
+use fifo_handler::{Handler, Message, Outcome};
+
+use crate::{Output, log_line};
 
 /// Prints each message's group, sequence number and body to stdout when it
 /// starts, waits `work` to simulate processing, and with work prints `done`

@@ -1,3 +1,6 @@
+//! Where handlers write: our stdout and stderr, each fed by a thread of its
+//! own, so that a slow reader slows the handlers, never the engine.
+
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! or converted from SQS's `AWSTraceHeader` system attribute (X-Ray's
 //! format).
 
-use crate::Message;
+use fifo_handler::Message;
 
 /// The `traceparent` for `message`: its `traceparent` attribute as sent,
 /// otherwise its X-Ray trace header converted

@@ -1,9 +1,15 @@
+//! The http handler: POSTs each message to a service with the headers of
+//! Elastic Beanstalk's worker daemon, and reads the response status as the
+//! message's outcome.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
-use crate::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError, trace};
+use fifo_handler::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError};
+
+use crate::trace;
 
 /// sqsd's `User-Agent` starts `aws-sqsd/`, which some worker apps check.
 const USER_AGENT_VALUE: &str = concat!("aws-sqsd/fifo-", env!("CARGO_PKG_VERSION"));
@@ -342,7 +348,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Verdict;
+    use fifo_handler::Verdict;
 
     #[test]
     fn statuses_map_onto_the_outcome_contract() {
