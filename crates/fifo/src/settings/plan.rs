@@ -250,7 +250,7 @@ impl Settings {
 
     /// Workers beyond `max_in_flight` never work (each runs a held
     /// message): the warning that says so, if any.
-    fn idle_workers(&self, workers: usize, max_in_flight: usize) -> Option<String> {
+    pub(super) fn idle_workers(&self, workers: usize, max_in_flight: usize) -> Option<String> {
         (workers > max_in_flight).then(|| {
             format!(
                 "{} is more than {}: at most {max_in_flight} messages are held at once, so {} workers never get one; give fewer workers or a higher --max-in-flight",

@@ -409,3 +409,157 @@ proptest::proptest! {
         }
     }
 }
+
+mod plan {
+    use std::ffi::OsString;
+    use std::time::Duration;
+
+    use super::super::plan::{HandlerPlan, RunPlan, RunRequest};
+    use super::*;
+
+    fn request(command: &[OsString]) -> RunRequest<'_> {
+        RunRequest {
+            until_empty: false,
+            limit: None,
+            work_ms: 0,
+            quiet: false,
+            command,
+        }
+    }
+
+    fn settings_of(flags: Flags, env: &[(&str, &str)]) -> Settings {
+        let (_dir, empty) = write_config("");
+        load(Some(&empty), &flags, env_of(env)).unwrap()
+    }
+
+    #[test]
+    fn the_handler_is_chosen_by_command_and_http_url() {
+        let settings = settings_of(vec![], &[]);
+        let plan = RunPlan::new(
+            &settings,
+            RunRequest {
+                work_ms: 7,
+                quiet: true,
+                ..request(&[])
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.handler,
+            HandlerPlan::Log { work, quiet: true } if work == Duration::from_millis(7)
+        ));
+        assert_eq!(plan.queue_url, DEFAULT_QUEUE_URL);
+
+        let command = [OsString::from("cat"), OsString::from("-n")];
+        let plan = RunPlan::new(&settings, request(&command)).unwrap();
+        let HandlerPlan::Exec { program, args } = plan.handler else {
+            panic!("{:?}", plan.handler)
+        };
+        assert_eq!((program.to_str(), args), (Some("cat"), vec!["-n".into()]));
+
+        let settings = settings_of(
+            vec![(&MAX_WORKERS, "7".to_owned())],
+            &[("FIFO_HTTP_URL", "http://127.0.0.1:9/work")],
+        );
+        let plan = RunPlan::new(&settings, request(&[])).unwrap();
+        let HandlerPlan::Http {
+            url,
+            ready,
+            options,
+        } = plan.handler
+        else {
+            panic!("{:?}", plan.handler)
+        };
+        assert_eq!((url.as_str(), ready), ("http://127.0.0.1:9/work", None));
+        assert_eq!(options.queue_name, "test-fifo-queue.fifo");
+        assert_eq!(options.connections, 7);
+        assert_eq!(options.reject_status, 422);
+        assert_eq!(plan.pool.handler_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn options_of_the_http_handler_need_it() {
+        let settings = settings_of(vec![(&HTTP_REJECT_STATUS, "409".to_owned())], &[]);
+        let err = RunPlan::new(&settings, request(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "--http-reject-status 409 is given without --http"
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some(
+                "give --http URL (FIFO_HTTP_URL) too, or drop --http-reject-status (FIFO_HTTP_REJECT_STATUS)"
+            )
+        );
+        // A default is no choice.
+        assert!(RunPlan::new(&settings_of(vec![], &[]), request(&[])).is_ok());
+    }
+
+    #[test]
+    fn the_http_handler_takes_no_log_flags_no_batch_and_no_command() {
+        let http = [("FIFO_HTTP_URL", "http://127.0.0.1:9/work")];
+        let settings = settings_of(vec![], &http);
+        for (change, message) in [
+            (
+                RunRequest {
+                    work_ms: 5,
+                    ..request(&[])
+                },
+                "--work-ms is for the log handler, and the HTTP handler is chosen (--http or FIFO_HTTP_URL)",
+            ),
+            (
+                RunRequest {
+                    quiet: true,
+                    ..request(&[])
+                },
+                "--quiet is for the log handler, and the HTTP handler is chosen (--http or FIFO_HTTP_URL)",
+            ),
+        ] {
+            let err = RunPlan::new(&settings, change).unwrap_err();
+            assert_eq!(err.message, message);
+        }
+        let batched = settings_of(vec![(&BATCH, "2".to_owned())], &http);
+        let err = RunPlan::new(&batched, request(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "--batch 2 does not apply to the HTTP handler: it sends one request per message"
+        );
+        let command = [OsString::from("cat")];
+        let err = RunPlan::new(&settings, request(&command)).unwrap_err();
+        assert_eq!(
+            err.message,
+            "both a command to run and an HTTP URL (http://127.0.0.1:9/work) are given"
+        );
+    }
+
+    #[test]
+    fn workers_beyond_max_in_flight_are_warned_of() {
+        let settings = settings_of(
+            vec![(&MAX_IN_FLIGHT, "10".to_owned())],
+            &[("MAX_WORKERS", "30")],
+        );
+        let plan = RunPlan::new(&settings, request(&[])).unwrap();
+        assert_eq!((plan.pool.workers, plan.pool.max_in_flight), (30, 10));
+        assert_eq!(
+            settings.idle_workers(30, 10).as_deref(),
+            Some(
+                "MAX_WORKERS=30 is more than --max-in-flight 10: at most 10 messages are held at once, so 20 workers never get one; give fewer workers or a higher --max-in-flight"
+            )
+        );
+        assert_eq!(settings.idle_workers(10, 10), None);
+    }
+
+    #[test]
+    fn the_plan_fails_on_a_visibility_timeout_the_engine_cannot_keep() {
+        let settings = settings_of(vec![(&VISIBILITY_TIMEOUT, "0".to_owned())], &[]);
+        let err = RunPlan::new(&settings, request(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "--visibility-timeout 0: fifo run needs a visibility timeout of at least 1 s"
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("give --visibility-timeout a whole number from 1 to 43200")
+        );
+    }
+}
