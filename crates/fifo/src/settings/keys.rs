@@ -2,15 +2,15 @@
 //! in `fifo.toml`, its environment variables, its flag, its default and its
 //! range. The layers, the flags' help and the checks all read this table;
 //! the engine's ranges come from `fifo_worker_pool::limits`, not written
-//! again.
+//! again. [`Origin`] is where a value came from, which [`Settings`] keeps
+//! for the checks that follow the layers.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
 use fifo_worker_pool::limits;
 use serde::Deserialize;
-
-use super::layers::Origin;
 
 pub(crate) const DEFAULT_QUEUE_URL: &str =
     "http://localhost:4566/000000000000/test-fifo-queue.fifo";
@@ -218,6 +218,11 @@ impl Key {
     }
 }
 
+/// The setting a flag sets, if any.
+pub(crate) fn key_for_flag(flag: &str) -> Option<&'static Key> {
+    KEYS.iter().copied().find(|key| key.flag == flag)
+}
+
 impl Kind {
     /// A number's range: `1 to 10`, `above 0, at most 86400`.
     pub(super) fn range(self) -> Option<String> {
@@ -229,7 +234,40 @@ impl Kind {
     }
 }
 
-/// The setting a flag sets, if any.
-pub(crate) fn key_for_flag(flag: &str) -> Option<&'static Key> {
-    KEYS.iter().copied().find(|key| key.flag == flag)
+/// Where a setting's value came from, to name it in an error and to say
+/// where to fix it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) enum Origin {
+    Flag(String),
+    Env(&'static str, String),
+    File(PathBuf),
+    #[default]
+    Default,
+}
+
+impl Origin {
+    /// `--workers abc`, `MAX_WORKERS=abc`, `` `max_workers` in fifo.toml ``.
+    pub(super) fn describe(&self, key: &Key) -> String {
+        match self {
+            Origin::Flag(value) if value.is_empty() => format!("{} \"\"", key.flag),
+            Origin::Flag(value) => format!("{} {value}", key.flag),
+            Origin::Env(name, value) => format!("{name}={value}"),
+            Origin::File(path) => format!("`{}` in {}", key.name, path.display()),
+            Origin::Default => format!("the default {}", key.name),
+        }
+    }
+
+    /// Where to put a value `wanted`: only where the user gave one.
+    pub(super) fn fix(&self, key: &Key, wanted: &str) -> String {
+        match self {
+            Origin::Flag(_) => format!("give {} {wanted}", key.flag),
+            Origin::Env(name, _) => format!("set {name} to {wanted}, or unset it for the default"),
+            Origin::File(path) => format!(
+                "write `{} = …` in {} with {wanted}",
+                key.name,
+                path.display()
+            ),
+            Origin::Default => format!("set {} to {wanted}", key.flag),
+        }
+    }
 }

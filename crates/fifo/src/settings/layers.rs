@@ -10,7 +10,7 @@ use config::{Config, File, FileFormat, Source};
 use fifo_sqs_client::QueueUrl;
 
 use super::error::{SettingsError, queue_url_hint};
-use super::keys::{DEFAULT_CONFIG_FILE, KEYS, Key, Kind, Settings};
+use super::keys::{DEFAULT_CONFIG_FILE, KEYS, Key, Kind, Origin, Settings};
 
 /// Values given as flags, by setting.
 pub(crate) type Flags = Vec<(&'static Key, String)>;
@@ -63,55 +63,17 @@ struct Layers<'a, E> {
     file: Option<&'a (PathBuf, Config)>,
 }
 
-/// Where a setting's value came from, to name it in an error and to say
-/// where to fix it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(super) enum Origin {
-    Flag(String),
-    Env(&'static str, String),
-    File(PathBuf),
-    #[default]
-    Default,
-}
-
-impl Origin {
-    /// `--workers abc`, `MAX_WORKERS=abc`, `` `max_workers` in fifo.toml ``.
-    pub(super) fn describe(&self, key: &Key) -> String {
-        match self {
-            Origin::Flag(value) if value.is_empty() => format!("{} \"\"", key.flag),
-            Origin::Flag(value) => format!("{} {value}", key.flag),
-            Origin::Env(name, value) => format!("{name}={value}"),
-            Origin::File(path) => format!("`{}` in {}", key.name, path.display()),
-            Origin::Default => format!("the default {}", key.name),
-        }
-    }
-
-    /// `MAX_WORKERS=0 is out of range: max_workers must be …`, with where
-    /// to put a good value as the hint.
-    pub(super) fn error(&self, key: &Key, problem: &str, wanted: &str) -> SettingsError {
-        SettingsError::new(
-            format!(
-                "{} {problem}: {} must be {wanted}",
-                self.describe(key),
-                key.name
-            ),
-            Some(self.fix(key, wanted)),
-        )
-    }
-
-    /// Where to put a value `wanted`: only where the user gave one.
-    pub(super) fn fix(&self, key: &Key, wanted: &str) -> String {
-        match self {
-            Origin::Flag(_) => format!("give {} {wanted}", key.flag),
-            Origin::Env(name, _) => format!("set {name} to {wanted}, or unset it for the default"),
-            Origin::File(path) => format!(
-                "write `{} = …` in {} with {wanted}",
-                key.name,
-                path.display()
-            ),
-            Origin::Default => format!("set {} to {wanted}", key.flag),
-        }
-    }
+/// `MAX_WORKERS=0 is out of range: max_workers must be …`, with where to
+/// put a good value as the hint.
+fn refused(origin: &Origin, key: &Key, problem: &str, wanted: &str) -> SettingsError {
+    SettingsError::new(
+        format!(
+            "{} {problem}: {} must be {wanted}",
+            origin.describe(key),
+            key.name
+        ),
+        Some(origin.fix(key, wanted)),
+    )
 }
 
 /// A setting's value and where it came from.
@@ -275,7 +237,7 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
         let Some(Given { value, origin }) = self.raw(key)? else {
             return Ok(None);
         };
-        let error = |problem: String| origin.error(key, &problem, wanted);
+        let error = |problem: String| refused(&origin, key, &problem, wanted);
         let numeral = match value.kind {
             config::ValueKind::String(text) if matches!(origin, Origin::File(_)) => {
                 return Err(error(format!(
@@ -307,7 +269,7 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
         let Some(Given { value, origin }) = self.numeral(key, &wanted)? else {
             return Ok(None);
         };
-        let error = |problem: &str| origin.error(key, problem, &wanted);
+        let error = |problem: &str| refused(&origin, key, problem, &wanted);
         let number = match value {
             Numeral::Text(text) => match text.parse::<i128>() {
                 Ok(n) => n,
@@ -333,7 +295,7 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
         let Some(Given { value, origin }) = self.numeral(key, &wanted)? else {
             return Ok(None);
         };
-        let error = |problem: &str| origin.error(key, problem, &wanted);
+        let error = |problem: &str| refused(&origin, key, problem, &wanted);
         let seconds = match value {
             Numeral::Text(text) => text.parse::<f64>().map_err(|_| error("is not a number"))?,
             Numeral::Whole(n) => n as f64,

@@ -14,10 +14,9 @@ use fifo_worker_pool::{PoolConfig, limits};
 
 use super::error::SettingsError;
 use super::keys::{
-    HTTP_CONTENT_TYPE, HTTP_READY, HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT, MAX_WORKERS, Settings,
-    VISIBILITY_TIMEOUT,
+    HTTP_CONTENT_TYPE, HTTP_READY, HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT, MAX_WORKERS, Origin,
+    Settings, VISIBILITY_TIMEOUT,
 };
-use super::layers::Origin;
 
 /// What `fifo run` was asked on its command line beyond the settings.
 #[derive(Debug, Clone, Copy)]
