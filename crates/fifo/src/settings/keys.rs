@@ -146,11 +146,13 @@ settings! {
         default: Some("100"),
         kind: Kind::Whole { low: 1, high: 3_600_000 },
     }
+    // It also caps how long a message handed back stays hidden, which SQS
+    // allows as long as a visibility timeout.
     BACKOFF_MAX_MS backoff_max_ms: u64 = {
         env: &["FIFO_BACKOFF_MAX_MS"],
         flag: "--backoff-max-ms",
         default: Some("20000"),
-        kind: Kind::Whole { low: 1, high: 43_200_000 },
+        kind: Kind::Whole { low: 1, high: *limits::VISIBILITY_TIMEOUT.end() as u64 * 1000 },
     }
     HANDLER_TIMEOUT handler_timeout: Option<f64> = {
         env: &["FIFO_HANDLER_TIMEOUT"],

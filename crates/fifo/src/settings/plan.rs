@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fifo_handler::HttpOptions;
 use fifo_sqs_client::QueueUrl;
-use fifo_worker_pool::{PoolConfig, limits};
+use fifo_worker_pool::{ConfigError, PoolConfig, limits};
 
 use super::error::SettingsError;
 use super::keys::{
@@ -186,39 +186,19 @@ impl Settings {
         Ok(())
     }
 
-    /// The engine's configuration for `fifo run`, which holds the visibility
-    /// timeout to the engine's range (a queue may default to 0).
+    /// The engine's configuration for `fifo run`, held to the engine's own
+    /// check: the table keeps every value within the engine's ranges but the
+    /// visibility timeout, which a queue may default to 0.
     pub(super) fn pool_config(
         &self,
         until_empty: bool,
         limit: Option<u64>,
     ) -> Result<PoolConfig, SettingsError> {
-        if !limits::VISIBILITY_TIMEOUT.contains(&self.visibility_timeout) {
-            let origin = self.origin(&VISIBILITY_TIMEOUT);
-            return Err(SettingsError::new(
-                format!(
-                    "{}: fifo run needs a visibility timeout of at least {} s",
-                    origin.describe(&VISIBILITY_TIMEOUT),
-                    limits::VISIBILITY_TIMEOUT.start()
-                ),
-                Some(origin.fix(
-                    &VISIBILITY_TIMEOUT,
-                    &format!(
-                        "a whole number from {} to {}",
-                        limits::VISIBILITY_TIMEOUT.start(),
-                        limits::VISIBILITY_TIMEOUT.end()
-                    ),
-                )),
-            ));
-        }
         let workers = self.max_workers as usize;
         let max_in_flight = self
             .max_in_flight
             .map_or((workers * 20).max(1000), |n| n as usize)
             .max(self.max_messages as usize);
-        if let Some(warning) = self.idle_workers(workers, max_in_flight) {
-            tracing::warn!("{warning}");
-        }
         let config = PoolConfig {
             workers,
             batch: self.batch as usize,
@@ -239,12 +219,40 @@ impl Settings {
             until_empty,
             limit,
         };
-        debug_assert_eq!(
-            config.check(),
-            Ok(()),
-            "the table holds the engine's ranges"
-        );
+        match config.check() {
+            Ok(()) => {}
+            Err(ConfigError::VisibilityTimeout) => return Err(self.visibility_timeout_error()),
+            Err(other) => {
+                return Err(SettingsError::new(
+                    format!("fifo run cannot run on these settings: {other}"),
+                    None,
+                ));
+            }
+        }
+        if let Some(warning) = self.idle_workers(workers, max_in_flight) {
+            tracing::warn!("{warning}");
+        }
         Ok(config)
+    }
+
+    /// The engine refused the visibility timeout: which one, and the range
+    /// to give instead.
+    fn visibility_timeout_error(&self) -> SettingsError {
+        let origin = self.origin(&VISIBILITY_TIMEOUT);
+        let (low, high) = (
+            limits::VISIBILITY_TIMEOUT.start(),
+            limits::VISIBILITY_TIMEOUT.end(),
+        );
+        SettingsError::new(
+            format!(
+                "{}: fifo run needs a visibility timeout of at least {low} s",
+                origin.describe(&VISIBILITY_TIMEOUT)
+            ),
+            Some(origin.fix(
+                &VISIBILITY_TIMEOUT,
+                &format!("a whole number from {low} to {high}"),
+            )),
+        )
     }
 
     /// Workers beyond `max_in_flight` never work (each runs a held
