@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::settings::{self, Flags};
 
@@ -19,6 +19,9 @@ pub(crate) struct Cli {
     pub(crate) global: GlobalArgs,
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// The settings given as flags, read by their long names.
+    #[arg(skip)]
+    setting_flags: Flags,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +166,8 @@ impl Cli {
 pub(crate) struct RunArgs {
     // Setting flags take text: `settings::load` checks them against their
     // row of `settings::KEYS`, as it does the file and the environment.
+    // They are found by their long names (`setting_flags`), so a field
+    // here and the row are all a new setting flag needs.
     /// Handlers running at once, each on a different group
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<String>,
@@ -445,55 +450,48 @@ impl Cli {
     /// ends with its environment variables and default, and `--config`'s
     /// with the file's keys, all from the one table in `settings`.
     pub(crate) fn parse_args() -> Cli {
-        let command = Cli::command()
+        Cli::parse_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_args`] on the arguments given.
+    fn parse_from_args(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    ) -> Result<Cli, clap::Error> {
+        let mut command = Cli::command()
             .mut_args(with_setting)
             .mut_subcommands(|sub| sub.mut_args(with_setting));
-        let matches = command.get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.setting_flags = setting_flags(&command, &matches);
+        Ok(cli)
     }
 
     /// The flags that override settings, for `settings::load`.
     pub(crate) fn setting_flags(&self) -> Flags {
-        let mut flags = Flags::new();
-        let mut add = |key, value: &Option<String>| {
-            if let Some(value) = value {
-                flags.push((key, value.clone()));
-            }
-        };
-        add(&settings::QUEUE_URL, &self.global.queue_url);
-        add(&settings::ENDPOINT_URL, &self.global.endpoint_url);
-        add(&settings::REGION, &self.global.region);
-        match &self.command {
-            Command::CreateQueue(args) => {
-                add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
-            }
-            Command::Run(args) => {
-                add(&settings::MAX_WORKERS, &args.workers);
-                add(&settings::MAX_MESSAGES, &args.max_messages);
-                add(&settings::WAIT_TIME_SECONDS, &args.wait_time);
-                add(&settings::VISIBILITY_TIMEOUT, &args.visibility_timeout);
-                add(&settings::POLLERS, &args.pollers);
-                add(&settings::MAX_IN_FLIGHT, &args.max_in_flight);
-                add(&settings::RETRIES, &args.retries);
-                add(&settings::BACKOFF_BASE_MS, &args.backoff_base_ms);
-                add(&settings::BACKOFF_MAX_MS, &args.backoff_max_ms);
-                add(&settings::HANDLER_TIMEOUT, &args.handler_timeout);
-                add(&settings::SHUTDOWN_TIMEOUT, &args.shutdown_timeout);
-                add(&settings::BATCH, &args.batch);
-                add(&settings::HTTP_URL, &args.http);
-                add(&settings::HTTP_READY, &args.http_ready);
-                add(&settings::HTTP_CONTENT_TYPE, &args.http_content_type);
-                add(&settings::HTTP_REJECT_STATUS, &args.http_reject_status);
-                add(&settings::METRICS_ADDR, &args.metrics_addr);
-            }
-            Command::Send(_)
-            | Command::ListQueues(_)
-            | Command::Dlq(_)
-            | Command::Purge(_)
-            | Command::Completions { .. } => {}
-        }
-        flags
+        self.setting_flags.clone()
     }
+}
+
+/// The settings given as flags to the subcommand `matches` ran: every
+/// argument whose long name is a setting's flag, by that setting's row.
+fn setting_flags(command: &clap::Command, matches: &ArgMatches) -> Flags {
+    let (mut command, mut matches) = (command, matches);
+    while let Some((name, sub_matches)) = matches.subcommand() {
+        let Some(sub) = command.find_subcommand(name) else {
+            break;
+        };
+        (command, matches) = (sub, sub_matches);
+    }
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let key = settings::key_for_flag(&format!("--{}", arg.get_long()?))?;
+            let value = matches
+                .try_get_one::<String>(arg.get_id().as_str())
+                .ok()??;
+            Some((key, value.clone()))
+        })
+        .collect()
 }
 
 /// `arg` with where else its setting comes from appended to its help.
@@ -515,4 +513,43 @@ fn with_setting(arg: Arg) -> Arg {
         None => return arg,
     };
     arg.help(format!("{help} {suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    /// The setting flags given, as `--flag value`, in the order found.
+    fn flags_of(args: &[&str]) -> Vec<String> {
+        let cli = Cli::parse_from_args(["fifo"].iter().chain(args)).unwrap();
+        cli.setting_flags()
+            .iter()
+            .map(|(key, value)| format!("{} {value}", key.flag))
+            .collect()
+    }
+
+    #[test]
+    fn setting_flags_are_found_by_their_long_names_at_every_level() {
+        assert_eq!(
+            flags_of(&[
+                "--region",
+                "eu-west-1",
+                "run",
+                "--workers",
+                "3",
+                "--http",
+                "http://a/"
+            ]),
+            ["--workers 3", "--http http://a/", "--region eu-west-1"]
+        );
+        assert_eq!(
+            flags_of(&["create-queue", "q.fifo", "--visibility-timeout", "0"]),
+            ["--visibility-timeout 0"]
+        );
+        assert_eq!(
+            flags_of(&["dlq", "peek", "--queue-url", "http://h/1/q.fifo"]),
+            ["--queue-url http://h/1/q.fifo"]
+        );
+        assert!(flags_of(&["run", "--limit", "3", "--quiet"]).is_empty());
+    }
 }

@@ -102,6 +102,9 @@ fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(user) = err.downcast_ref::<UserError>() {
         return user.hint.clone();
     }
+    if let Some(settings) = err.downcast_ref::<crate::settings::SettingsError>() {
+        return settings.hint.clone();
+    }
     if let Some(queue) = err.downcast_ref::<fifo_worker_pool::QueueError>() {
         return sqs_hint(queue.cause().downcast_ref::<SqsError>()?);
     }
@@ -118,13 +121,9 @@ pub(crate) fn sqs_hint(err: &SqsError) -> Option<String> {
             let name = queue.rsplit('/').next().unwrap_or(queue);
             format!("create it with `fifo create-queue {name}`, or point --queue-url / SQS_QUEUE_URL at an existing queue")
         }
-        SqsError::NotFifo { .. } => {
-            "fifo works on FIFO queues only: create one with `fifo create-queue NAME.fifo`".to_owned()
+        SqsError::NotFifo { .. } | SqsError::BadQueueUrl { .. } => {
+            return crate::settings::queue_url_hint(err);
         }
-        SqsError::BadQueueUrl { .. } => format!(
-            "use http(s)://HOST/ACCOUNT/QUEUE.fifo, e.g. {}",
-            crate::settings::DEFAULT_QUEUE_URL
-        ),
         SqsError::BadEndpointUrl { .. } => "use http(s)://HOST[:PORT], e.g. http://localhost:4566".to_owned(),
         SqsError::MissingRegion => {
             "set AWS_REGION or --region, or use a queue URL like https://sqs.REGION.amazonaws.com/ACCOUNT/NAME.fifo".to_owned()

@@ -1,60 +1,54 @@
-//! `fifo run`: the engine on an SQS queue with the log, exec or HTTP handler, a
-//! live status line, and signals mapped to a graceful shutdown.
+//! `fifo run`: the plan resolved from the settings, its handler built, then
+//! the engine on the SQS queue, with a live status line and signals mapped
+//! to a graceful shutdown.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_builtin_handlers::{ExecHandler, HttpHandler, HttpOptions, LogHandler, Output};
-use fifo_sqs_client::{Client, QueueUrl};
+use fifo_builtin_handlers::{ExecHandler, HttpHandler, LogHandler, Output};
+use fifo_sqs_client::Client;
 use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
 use crate::error::{UserError, stderr_line};
-use crate::settings::Settings;
+use crate::settings::{HandlerPlan, RunPlan, RunRequest, Settings};
 
 /// How often the status line is redrawn, and how often it is logged instead
 /// when stderr is not a terminal.
 const REDRAW: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Resolves the plan and builds its handler, so that a mistake in what was
+/// given is told before the queue is opened; then runs the engine until
+/// it stops, and prints the summary.
 pub(crate) async fn run(
     client: Client,
     settings: &Settings,
     args: &RunArgs,
     progress: bool,
 ) -> Result<ExitCode> {
-    let config = settings.pool_config(args.until_empty, args.limit)?;
-    settings.check_http_only()?;
-    // clap refuses them beside a command; the URL may come from elsewhere.
-    if settings.http_url.is_some() && (args.work_ms > 0 || args.quiet) {
-        let flag = if args.work_ms > 0 {
-            "--work-ms"
-        } else {
-            "--quiet"
-        };
-        return Err(UserError::new(
-            format!("{flag} is for the log handler, and the HTTP handler is chosen (--http or FIFO_HTTP_URL)"),
-            Some(format!(
-                "drop {flag}: the HTTP handler does the work, and says nothing per message"
-            )),
-        )
-        .into());
-    }
-    let per_worker = if !args.command.is_empty() {
-        EXEC_DESCRIPTORS
-    } else if settings.http_url.is_some() {
-        HTTP_DESCRIPTORS
-    } else {
-        0
+    let plan = RunPlan::new(
+        settings,
+        RunRequest {
+            until_empty: args.until_empty,
+            limit: args.limit,
+            work_ms: args.work_ms,
+            quiet: args.quiet,
+            command: &args.command,
+        },
+    )?;
+    let config = &plan.pool;
+    let per_worker = match plan.handler {
+        HandlerPlan::Log { .. } => 0,
+        HandlerPlan::Exec { .. } => EXEC_DESCRIPTORS,
+        HandlerPlan::Http { .. } => HTTP_DESCRIPTORS,
     };
     raise_open_file_limit(config.workers, per_worker)?;
-    let queue_url = settings.queue_url.clone();
-    let queue = SqsQueue::open(client, &queue_url).await?;
 
     let shutdown = CancellationToken::new();
     // Handler output goes through writer threads: a slow or stalled reader
@@ -66,70 +60,53 @@ pub(crate) async fn run(
     } else {
         Output::stdio()
     };
-    let exec = if args.command.is_empty() {
-        None
-    } else {
-        let handler = ExecHandler::new(
-            Path::new(&args.command[0]),
-            args.command[1..].to_vec(),
-            config.kill_grace(),
-            output.clone(),
-        )
-        .map_err(|e| {
-            UserError::new(
-                e.to_string(),
-                Some("give the path of an executable file, or a name found in PATH".to_owned()),
-            )
-        })?;
-        Some(handler)
-    };
-    let http = match &settings.http_url {
-        Some(_) if config.batch > 1 => {
-            return Err(UserError::new(
-                format!("--batch {} does not apply to the HTTP handler: it sends one request per message", config.batch),
-                Some("drop --batch (FIFO_BATCH) or set it to 1".to_owned()),
-            )
-            .into());
+    let handler = match &plan.handler {
+        HandlerPlan::Log { work, quiet } => {
+            Built::Log(LogHandler::new(*work, *quiet, output.clone()))
         }
-        Some(url) => {
-            let options = HttpOptions {
-                queue_name: QueueUrl::parse(&queue_url)
-                    .map(|parsed| parsed.name)
-                    .unwrap_or_default(),
-                content_type: settings.http_content_type.clone(),
-                reject_status: settings.http_reject_status,
-                connections: config.workers,
-            };
-            let handler = HttpHandler::new(url, options).map_err(|e| {
+        HandlerPlan::Exec { program, args } => Built::Exec(
+            ExecHandler::new(program, args.clone(), config.kill_grace(), output.clone()).map_err(
+                |e| {
+                    UserError::new(
+                        e.to_string(),
+                        Some(
+                            "give the path of an executable file, or a name found in PATH"
+                                .to_owned(),
+                        ),
+                    )
+                },
+            )?,
+        ),
+        HandlerPlan::Http {
+            url,
+            ready,
+            options,
+        } => Built::Http(
+            HttpHandler::new(url, options.clone()).map_err(|e| {
                 UserError::new(
                     e.to_string(),
                     Some("check --http, --http-content-type and --http-reject-status".to_owned()),
                 )
-            })?;
-            if exec.is_some() {
-                return Err(UserError::new(
-                    format!("both a command to run and an HTTP URL ({url}) are given"),
-                    Some(
-                        "give one handler: a command after --, or --http (FIFO_HTTP_URL), not both"
-                            .to_owned(),
-                    ),
-                )
-                .into());
-            }
-            Some(handler)
-        }
-        None => None,
+            })?,
+            ready.clone(),
+        ),
     };
+    let programs = match &handler {
+        Built::Exec(programs) => Some(programs.clone()),
+        Built::Log(_) | Built::Http(..) => None,
+    };
+    let queue_url = &plan.queue_url;
+    let queue = SqsQueue::open(client, queue_url).await?;
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     tokio::spawn(forward_signals(
         shutdown.clone(),
-        exec.clone(),
+        programs,
         counters.clone(),
         started,
     ));
     tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
-    if let Some(addr) = &settings.metrics_addr {
+    if let Some(addr) = &plan.metrics_addr {
         let bound = crate::metrics::serve(addr, counters.clone()).await?;
         tracing::info!("serving metrics on http://{bound}/metrics, health on /healthz and /readyz");
     }
@@ -137,20 +114,14 @@ pub(crate) async fn run(
     tracing::info!("processing {queue_url} with {} workers", config.workers);
     let until_empty_or_limit = config.until_empty || config.limit.is_some();
     let shutdown_timeout = config.shutdown_timeout;
-    let result = match (exec, http) {
-        (None, None) => {
-            let handler = LogHandler::new(
-                Duration::from_millis(args.work_ms),
-                args.quiet,
-                output.clone(),
-            );
-            fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
-                .await
+    let result = match handler {
+        Built::Log(handler) => {
+            fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters).await
         }
-        (None, Some(handler)) => {
-            if let Some(ready) = &settings.http_ready {
+        Built::Http(handler, ready) => {
+            if let Some(ready) = ready {
                 let ready =
-                    fifo_builtin_handlers::http_url(ready).expect("checked with the settings");
+                    fifo_builtin_handlers::http_url(&ready).expect("checked with the settings");
                 let waited = handler.wait_until_ready(&ready, |shown, answer| {
                     tracing::warn!(
                         "waiting for {shown} to answer 2xx before receiving anything ({answer})"
@@ -161,13 +132,12 @@ pub(crate) async fn run(
                     () = shutdown.cancelled() => {}
                 }
             }
-            fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
-                .await
+            fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters).await
         }
-        (Some(handler), _) => {
+        Built::Exec(handler) => {
             let programs = handler.clone();
             let result =
-                fifo_worker_pool::run_observed(queue, handler, &config, shutdown.clone(), counters)
+                fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters)
                     .await;
             // Programs cancelled at the end (the shutdown deadline) get their
             // SIGKILL before we exit.
@@ -197,6 +167,14 @@ pub(crate) async fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The plan's handler, built (its program found, its HTTP client made)
+/// before the queue is opened; the HTTP handler with the URL to wait for.
+enum Built {
+    Log(LogHandler),
+    Exec(ExecHandler),
+    Http(HttpHandler, Option<String>),
 }
 
 /// Open files a running exec handler costs fifo (its three pipes, two of

@@ -19,7 +19,7 @@ pub(crate) fn jittered(attempt: u32, base: Duration, max: Duration) -> Duration 
 /// for a message released after its `receive_count`-th delivery failed.
 pub(crate) fn release_seconds(receive_count: u32, base: Duration, max: Duration) -> u32 {
     let step = step(receive_count, base, max);
-    (step.as_millis().div_ceil(1000) as u32).clamp(1, 43_200)
+    (step.as_millis().div_ceil(1000) as u32).clamp(1, crate::limits::MAX_INVISIBLE_SECONDS)
 }
 
 #[cfg(test)]

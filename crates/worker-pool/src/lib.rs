@@ -8,7 +8,8 @@
 //! `sqs` implements it on SQS (feature `sqs`) and `memory` in memory, for
 //! tests and benchmarks; `engine` owns the router,
 //! every held message and every decision; `calls` are the one-call tasks it
-//! spawns; `backoff` computes retry delays; `stats` the counters.
+//! spawns; `backoff` computes retry delays; `stats` the counters; `limits`
+//! the ranges a [`PoolConfig`] takes.
 //!
 //! Guarantees, against AWS and LocalStack alike: per group, a message's
 //! handler starts only after every earlier message of the group succeeded; a
@@ -27,6 +28,7 @@
 mod backoff;
 mod calls;
 mod engine;
+pub mod limits;
 pub mod memory;
 mod queue;
 #[cfg(feature = "sqs")]
@@ -46,8 +48,7 @@ pub use queue::{
 pub use sqs::{OpenError, SqsQueue};
 pub use stats::{Counters, Stats};
 
-/// The most receives under way at once when they adapt.
-pub const MAX_POLLERS: usize = 16;
+pub use limits::MAX_POLLERS;
 
 /// How the engine runs. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -68,11 +69,12 @@ pub struct PoolConfig {
     /// Messages held at most (queued, running or backing off); pollers wait
     /// below this. At least `max_messages`.
     pub max_in_flight: usize,
-    /// Messages per receive, 1..=10.
+    /// Messages per receive, within [`limits::MAX_MESSAGES`].
     pub max_messages: u32,
-    /// Long poll, 0..=20 seconds.
+    /// Long poll in seconds, within [`limits::WAIT_TIME_SECONDS`].
     pub wait_time_seconds: u32,
-    /// Visibility timeout set on receive and renewed by the heartbeat.
+    /// Visibility timeout set on receive and renewed by the heartbeat, in
+    /// seconds within [`limits::VISIBILITY_TIMEOUT`].
     pub visibility_timeout: u32,
     /// In-process retries after a failure, before the message is released.
     pub retries: u32,
@@ -120,6 +122,29 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// Whether the engine can run on this configuration: the first value
+    /// out of its range, if any. [`run`] checks it before touching the
+    /// queue.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            Err(ConfigError::NoWorkers)
+        } else if self.batch == 0 {
+            Err(ConfigError::NoBatch)
+        } else if self.pollers == Some(0) {
+            Err(ConfigError::NoPollers)
+        } else if !limits::MAX_MESSAGES.contains(&self.max_messages) {
+            Err(ConfigError::MaxMessages)
+        } else if self.max_in_flight < self.max_messages as usize {
+            Err(ConfigError::MaxInFlightBelowMaxMessages)
+        } else if !limits::WAIT_TIME_SECONDS.contains(&self.wait_time_seconds) {
+            Err(ConfigError::WaitTime)
+        } else if !limits::VISIBILITY_TIMEOUT.contains(&self.visibility_timeout) {
+            Err(ConfigError::VisibilityTimeout)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The time a cancelled handler gets to end: `cancel_grace`, but at
     /// most a twelfth of the visibility timeout. A handler cancelled because
     /// its lease is about to lapse (a sixth of the timeout before) is then
@@ -141,10 +166,9 @@ impl PoolConfig {
 /// Why the engine stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A [`PoolConfig`] value is invalid (the text says which); the queue was
-    /// not touched.
+    /// A [`PoolConfig`] value is invalid; the queue was not touched.
     #[error("invalid pool configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
     /// The queue turned out unusable (gone, not FIFO, no access) or refused a
     /// receive; the run stopped after handing back what it could.
     #[error("the queue cannot be used")]
@@ -153,4 +177,84 @@ pub enum Error {
     /// implementation); the run stopped after handing back what it could.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The value of a [`PoolConfig`] out of its range (see [`limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `workers` is 0.
+    #[error("workers must be at least 1")]
+    NoWorkers,
+    /// `batch` is 0.
+    #[error("batch must be at least 1")]
+    NoBatch,
+    /// `pollers` is `Some(0)`.
+    #[error("pollers must be at least 1")]
+    NoPollers,
+    /// `max_messages` is outside [`limits::MAX_MESSAGES`].
+    #[error(
+        "max_messages must be {} to {}",
+        limits::MAX_MESSAGES.start(),
+        limits::MAX_MESSAGES.end()
+    )]
+    MaxMessages,
+    /// `max_in_flight` is below `max_messages`.
+    #[error("max_in_flight must be at least max_messages")]
+    MaxInFlightBelowMaxMessages,
+    /// `wait_time_seconds` is outside [`limits::WAIT_TIME_SECONDS`].
+    #[error(
+        "wait_time_seconds must be {} to {}",
+        limits::WAIT_TIME_SECONDS.start(),
+        limits::WAIT_TIME_SECONDS.end()
+    )]
+    WaitTime,
+    /// `visibility_timeout` is outside [`limits::VISIBILITY_TIMEOUT`].
+    #[error(
+        "visibility_timeout must be {} to {} seconds",
+        limits::VISIBILITY_TIMEOUT.start(),
+        limits::VISIBILITY_TIMEOUT.end()
+    )]
+    VisibilityTimeout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_is_valid() {
+        assert_eq!(PoolConfig::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn each_value_out_of_range_is_named_as_before() {
+        let with = |change: fn(&mut PoolConfig)| {
+            let mut config = PoolConfig::default();
+            change(&mut config);
+            config.check().unwrap_err().to_string()
+        };
+        assert_eq!(with(|c| c.workers = 0), "workers must be at least 1");
+        assert_eq!(with(|c| c.batch = 0), "batch must be at least 1");
+        assert_eq!(with(|c| c.pollers = Some(0)), "pollers must be at least 1");
+        assert_eq!(
+            with(|c| c.max_messages = 11),
+            "max_messages must be 1 to 10"
+        );
+        assert_eq!(
+            with(|c| c.max_in_flight = 9),
+            "max_in_flight must be at least max_messages"
+        );
+        assert_eq!(
+            with(|c| c.wait_time_seconds = 21),
+            "wait_time_seconds must be 0 to 20"
+        );
+        assert_eq!(
+            with(|c| c.visibility_timeout = 0),
+            "visibility_timeout must be 1 to 43200 seconds"
+        );
+        assert_eq!(
+            Error::Config(ConfigError::NoWorkers).to_string(),
+            "invalid pool configuration: workers must be at least 1"
+        );
+    }
 }

@@ -489,7 +489,10 @@ impl MemoryQueue {
         match visibility {
             Some(seconds) => {
                 let visible_at = now + Duration::from_secs(u64::from(seconds));
-                if visible_at > group[position].taken_at + Duration::from_secs(43_200) {
+                if visible_at
+                    > group[position].taken_at
+                        + Duration::from_secs(u64::from(crate::limits::MAX_INVISIBLE_SECONDS))
+                {
                     return Err(Refusal::TooLong);
                 }
                 group[position].visible_at = visible_at;

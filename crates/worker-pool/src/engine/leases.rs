@@ -10,10 +10,11 @@ use tokio::time::{Duration, Instant};
 use super::in_flight::{CallKind, Pending};
 use super::{AfterCancel, BATCH, Engine, Overtaken, Phase, State, Tracked, pack};
 use crate::calls::{self, Key};
+use crate::limits::MAX_INVISIBLE_SECONDS;
 use crate::queue::{EntryFailure, Queue, QueueError};
 
 /// SQS keeps a message invisible for at most this long after a receive.
-const MAX_INVISIBLE: Duration = Duration::from_secs(43_200);
+const MAX_INVISIBLE: Duration = Duration::from_secs(MAX_INVISIBLE_SECONDS as u64);
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Gives up messages whose lease is about to end without a confirmed

@@ -76,7 +76,7 @@ pub async fn run_observed<Q: Queue, H: Handler>(
     shutdown: CancellationToken,
     live: Arc<Counters>,
 ) -> Result<Stats, Error> {
-    check(config)?;
+    config.check().map_err(Error::Config)?;
     let before = live.snapshot();
     let mut engine = Engine::new(queue, handler, config.clone(), shutdown, live.clone());
     engine.run_loop().await;
@@ -84,27 +84,6 @@ pub async fn run_observed<Q: Queue, H: Handler>(
         Some(err) => Err(err),
         None => Ok(live.snapshot().since(&before)),
     }
-}
-
-fn check(config: &PoolConfig) -> Result<(), Error> {
-    let problem = if config.workers == 0 {
-        "workers must be at least 1"
-    } else if config.batch == 0 {
-        "batch must be at least 1"
-    } else if config.pollers == Some(0) {
-        "pollers must be at least 1"
-    } else if !(1..=10).contains(&config.max_messages) {
-        "max_messages must be 1 to 10"
-    } else if config.max_in_flight < config.max_messages as usize {
-        "max_in_flight must be at least max_messages"
-    } else if config.wait_time_seconds > 20 {
-        "wait_time_seconds must be 0 to 20"
-    } else if !(1..=43_200).contains(&config.visibility_timeout) {
-        "visibility_timeout must be 1 to 43200 seconds"
-    } else {
-        return Ok(());
-    };
-    Err(Error::Config(problem.to_owned()))
 }
 
 /// Where the run stands.
