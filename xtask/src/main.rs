@@ -1,8 +1,7 @@
 //! `cargo xtask`: the project's automation, in Rust so that it runs wherever
 //! cargo does. LocalStack lifecycle (`localstack.rs`), the test gate, the demo,
-//! the benchmarks and the fault proxy (`xtask::proxy`, a library module so
-//! that tests can run it in-process); each subcommand is idempotent and says
-//! what it did.
+//! the benchmarks and the fault proxy (the `fifo-fault-proxy` crate, which
+//! tests run in-process); each subcommand is idempotent and says what it did.
 #![allow(clippy::print_stdout)]
 
 mod localstack;
@@ -21,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use xtask::proxy::{Fault, Proxy};
+use fifo_fault_proxy::{Fault, Proxy};
 
 const HELP: &str = "\
 cargo xtask <COMMAND>

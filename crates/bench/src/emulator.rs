@@ -35,9 +35,9 @@ fn workers_16() -> Vec<String> {
 
 /// A proxy in front of LocalStack adding `rtt_ms` per call, and a client
 /// through it.
-async fn proxied(rtt_ms: u64) -> (xtask::proxy::Proxy, Client) {
+async fn proxied(rtt_ms: u64) -> (fifo_fault_proxy::Proxy, Client) {
     let proxy =
-        xtask::proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
+        fifo_fault_proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
     proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
     let through = fifo_sqs_client::connect(&ConnectOptions {
         queue_url: &localstack::queue_url("bench.fifo"),

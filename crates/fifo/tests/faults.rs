@@ -16,8 +16,8 @@ use common::records::{
     wait_for,
 };
 use common::*;
+use fifo_fault_proxy::{Fault, Proxy};
 use fifo_handler::log_line;
-use xtask::proxy::{Fault, Proxy};
 
 const TROUBLE_STARTS: &str = "SQS calls are failing";
 const TROUBLE_ENDS: &str = "SQS answers again";

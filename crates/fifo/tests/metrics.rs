@@ -167,7 +167,7 @@ fn readiness_becomes(addr: &str, wanted: u16, limit: Duration) -> Duration {
 #[test]
 fn readiness_returns_with_the_first_answer_after_a_silence_on_an_idle_queue() {
     let url = create_queue(&unique_queue_name("m-ready"), &[]);
-    let proxy = xtask::proxy::Proxy::start(localstack_addr()).expect("the fault proxy starts");
+    let proxy = fifo_fault_proxy::Proxy::start(localstack_addr()).expect("the fault proxy starts");
     let dir = TempDir::new();
     let addr = free_addr();
     let endpoint = proxy.url();
@@ -189,10 +189,10 @@ fn readiness_returns_with_the_first_answer_after_a_silence_on_an_idle_queue() {
     let run = common::records::Process::spawn(&dir, "ready", command);
     readiness_becomes(&addr, 200, Duration::from_secs(30));
 
-    proxy.set_fault(xtask::proxy::Fault::Silent);
+    proxy.set_fault(fifo_fault_proxy::Fault::Silent);
     // A receive unanswered past its long poll and an attempt's deadline.
     readiness_becomes(&addr, 503, Duration::from_secs(40));
-    proxy.set_fault(xtask::proxy::Fault::None);
+    proxy.set_fault(fifo_fault_proxy::Fault::None);
     let back = readiness_becomes(&addr, 200, Duration::from_secs(40));
     assert!(
         back < Duration::from_secs(15),

@@ -12,7 +12,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use xtask::proxy::{Fault, Proxy};
+use fifo_fault_proxy::{Fault, Proxy};
 
 /// `fifo send --file - ARGS` with `input` on stdin.
 fn send_stdin(url: &str, input: &str, args: &[&str]) -> Output {

@@ -297,7 +297,7 @@ async fn a_hot_groups_done_messages_leave_together_in_one_delete_call() {
     // At a region's round trip (10 ms each way through our proxy), so that
     // a delete's hold (about one round trip) outlasts a delivery's handlers.
     let proxy =
-        xtask::proxy::Proxy::start(fifo_worker_pool::testing::localstack::localstack_addr())
+        fifo_fault_proxy::Proxy::start(fifo_worker_pool::testing::localstack::localstack_addr())
             .expect("the proxy starts");
     proxy.set_latency(Duration::from_millis(10));
     let through = fifo_sqs_client::connect(&fifo_sqs_client::ConnectOptions {

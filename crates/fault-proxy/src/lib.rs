@@ -1,6 +1,7 @@
 //! A TCP proxy between fifo and LocalStack that injects the faults fifo must
 //! survive: latency, connection resets (all, or the calls of one SQS action),
-//! refused connects and silence, switchable while it runs.
+//! refused connects and silence, switchable while it runs. The tests and
+//! the benchmark run it in-process; `cargo xtask proxy` runs it by hand.
 //!
 //! Layout: one accept thread owns the listener and a join handle per
 //! connection; the shared [`State`] holds the fault, the latency, the counters
