@@ -117,14 +117,7 @@ fn test(nextest_args: &[String]) -> Result<()> {
     // The README's library example is one of them.
     cargo(&["build", "--workspace", "--examples"])?;
     // The engine builds without the AWS SDK (the workspace turns `sqs` on).
-    cargo(&[
-        "check",
-        "--package",
-        "fifo-worker-pool",
-        "--all-targets",
-        "--features",
-        "testing",
-    ])?;
+    cargo(&["check", "--package", "fifo-worker-pool", "--all-targets"])?;
     install_check()?;
     let mut args = vec!["nextest", "run", "--workspace"];
     if std::env::var_os("CI").is_some() {
@@ -230,8 +223,6 @@ fn bench(args: &[String]) -> Result<()> {
             "bench",
             "--package",
             "fifo-worker-pool",
-            "--features",
-            "testing",
             "--bench",
             "engine",
         ];

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fifo_handler::{Handler, Message, Outcome};
 use fifo_sqs_client::{Client, ConnectOptions, OutgoingMessage};
-use fifo_worker_pool::testing::localstack;
+use fifo_test_support::localstack;
 use fifo_worker_pool::{PoolConfig, SqsQueue};
 use tokio_util::sync::CancellationToken;
 
