@@ -1,14 +1,9 @@
-//! The library half of xtask: test infrastructure that the workspace's
-//! integration tests use in-process and that the `cargo xtask` binary also
-//! offers by hand. Today that is [`proxy`], a TCP proxy that puts latency,
-//! resets, refused connects and silence between fifo and LocalStack, and
-//! the benchmark program's flags ([`BENCH_MODES`], [`BENCH_FLAGS`]), which
-//! `cargo xtask bench` checks before minutes of criterion.
+//! The library half of xtask: the benchmark program's flags ([`BENCH_MODES`],
+//! [`BENCH_FLAGS`]), listed once for `fifo-bench` and for `cargo xtask
+//! bench`, which checks them before minutes of criterion.
 //!
-//! It stays on std threads, with `socket2` as its one dependency, so that
-//! xtask keeps building fast on a fresh machine.
-
-pub mod proxy;
+//! It is std only, so that `fifo-bench` reads the flags without building
+//! more than this.
 
 /// The flags of `fifo-bench` that run one part alone; at most one is given.
 pub const BENCH_MODES: [&str; 5] = [

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::{Result, project_root, run};
+use crate::Result;
+use crate::project::{project_root, run};
 
 const ADDRESS: &str = "127.0.0.1:4566";
 const VERSION: &str = "4.13.1";

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fifo_handler::{Handler, Message, Outcome};
 use fifo_sqs_client::{Client, ConnectOptions, OutgoingMessage};
-use fifo_worker_pool::testing::localstack;
+use fifo_test_support::localstack;
 use fifo_worker_pool::{PoolConfig, SqsQueue};
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +35,9 @@ fn workers_16() -> Vec<String> {
 
 /// A proxy in front of LocalStack adding `rtt_ms` per call, and a client
 /// through it.
-async fn proxied(rtt_ms: u64) -> (xtask::proxy::Proxy, Client) {
+async fn proxied(rtt_ms: u64) -> (fifo_fault_proxy::Proxy, Client) {
     let proxy =
-        xtask::proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
+        fifo_fault_proxy::Proxy::start(localstack::localstack_addr()).expect("the proxy starts");
     proxy.set_latency(Duration::from_millis(rtt_ms) / 2);
     let through = fifo_sqs_client::connect(&ConnectOptions {
         queue_url: &localstack::queue_url("bench.fifo"),

@@ -16,7 +16,7 @@ use crate::bare::{bare_loop_cpu, messages, new_queue, raw_send};
 use crate::measure::{localstack_cpu, median, proc_usage};
 use crate::report::{Profile, RunResult, SendMemory, SendMemoryRun};
 use crate::{PER_GROUP, Plan, WORK};
-use fifo_worker_pool::testing::localstack;
+use fifo_test_support::localstack;
 
 /// The `fifo` binary built next to this program.
 pub(crate) fn fifo_binary() -> PathBuf {

@@ -34,8 +34,6 @@ mod queue;
 #[cfg(feature = "sqs")]
 mod sqs;
 mod stats;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::time::Duration;
 

@@ -1,11 +1,11 @@
 //! Every bad input gets `error: …` and `hint: …`, a non-zero exit, nothing
 //! on stdout, no panic, and no message sent.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::temp_dir;
 
 /// Asserts a clean failure whose error and hint lines contain the given text.
 fn assert_fails(output: &Output, error: &str, hint: &str) {
@@ -87,7 +87,7 @@ fn a_malformed_queue_url_is_refused() {
             "http(s)://HOST/ACCOUNT/QUEUE.fifo",
         );
     }
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let output = fifo_in(&dir, &["list-queues"], &[("SQS_QUEUE_URL", "not a url")]);
     assert_fails(
         &output,
@@ -111,14 +111,14 @@ async fn invalid_group_ids_are_refused_before_anything_is_sent() {
             "ASCII letters",
         );
     }
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let lines = [
         r#"{"body": "one"}"#,
         r#"{"body": "two"}"#,
         r#"{"body": "three", "group": "bad group"}"#,
     ]
     .join("\n");
-    std::fs::write(dir.0.join("m.txt"), lines).unwrap();
+    std::fs::write(dir.path().join("m.txt"), lines).unwrap();
     let output = fifo_in(&dir, &["--queue-url", &url, "send", "--file", "m.txt"], &[]);
     assert_fails(
         &output,
@@ -137,9 +137,9 @@ async fn a_body_over_the_size_limit_is_refused_before_anything_is_sent() {
         .await
         .unwrap()
         .max_message_bytes;
-    let dir = TempDir::new();
+    let dir = temp_dir();
     std::fs::write(
-        dir.0.join("m.txt"),
+        dir.path().join("m.txt"),
         format!("small\n{}\n", "x".repeat(limit + 1)),
     )
     .unwrap();
@@ -154,14 +154,14 @@ async fn a_body_over_the_size_limit_is_refused_before_anything_is_sent() {
 
 #[test]
 fn a_malformed_config_file_is_refused() {
-    let dir = TempDir::new();
-    std::fs::write(dir.0.join("fifo.toml"), "max_workers = = 3\n").unwrap();
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("fifo.toml"), "max_workers = = 3\n").unwrap();
     assert_fails(
         &fifo_in(&dir, &["list-queues"], &[]),
         "malformed config file fifo.toml",
         "TOML",
     );
-    std::fs::write(dir.0.join("fifo.toml"), "max_wrokers = 3\n").unwrap();
+    std::fs::write(dir.path().join("fifo.toml"), "max_wrokers = 3\n").unwrap();
     assert_fails(
         &fifo_in(&dir, &["list-queues"], &[]),
         "unknown key `max_wrokers`",
@@ -173,7 +173,7 @@ fn a_malformed_config_file_is_refused() {
 
 #[test]
 fn out_of_range_values_name_the_variable_and_the_range() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let output = fifo_in(&dir, &["list-queues"], &[("WAIT_TIME_SECONDS", "25")]);
     assert_fails(
         &output,
@@ -222,7 +222,7 @@ fn assert_two_lines(output: &Output) {
 
 #[test]
 fn settings_that_are_not_numbers_or_empty_say_so_and_name_only_their_origin() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let output = fifo_in(&dir, &["list-queues"], &[("WAIT_TIME_SECONDS", "abc")]);
     assert_fails(
         &output,
@@ -244,7 +244,7 @@ fn settings_that_are_not_numbers_or_empty_say_so_and_name_only_their_origin() {
     );
     assert_two_lines(&output);
 
-    std::fs::write(dir.0.join("fifo.toml"), "max_workers = \"5\"\n").unwrap();
+    std::fs::write(dir.path().join("fifo.toml"), "max_workers = \"5\"\n").unwrap();
     let output = fifo_in(&dir, &["list-queues"], &[]);
     assert_fails(
         &output,
@@ -256,9 +256,9 @@ fn settings_that_are_not_numbers_or_empty_say_so_and_name_only_their_origin() {
 
 #[test]
 fn a_config_file_that_is_not_a_regular_file_is_refused_at_once() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let status = std::process::Command::new("mkfifo")
-        .arg(dir.0.join("fifo.toml"))
+        .arg(dir.path().join("fifo.toml"))
         .status()
         .expect("mkfifo runs");
     assert!(status.success());
@@ -269,8 +269,8 @@ fn a_config_file_that_is_not_a_regular_file_is_refused_at_once() {
         "fix or remove fifo.toml",
     );
     assert!(!stderr(&output).contains("--config"), "{}", stderr(&output));
-    std::fs::remove_file(dir.0.join("fifo.toml")).unwrap();
-    std::os::unix::fs::symlink("/dev/zero", dir.0.join("fifo.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("fifo.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("fifo.toml")).unwrap();
     let output = fifo_in(&dir, &["list-queues"], &[]);
     assert_fails(
         &output,
@@ -281,7 +281,7 @@ fn a_config_file_that_is_not_a_regular_file_is_refused_at_once() {
 
 #[test]
 fn missing_credentials_are_one_error_line_and_one_hint() {
-    let home = TempDir::new();
+    let home = temp_dir();
     let mut command = fifo_command(
         &home,
         &[
@@ -290,7 +290,7 @@ fn missing_credentials_are_one_error_line_and_one_hint() {
             "send",
         ],
         &[
-            ("HOME", home.0.to_str().unwrap()),
+            ("HOME", home.path().to_str().unwrap()),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ],
     );
@@ -354,7 +354,7 @@ type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
 fn options_of_another_handler_are_refused_before_the_queue_is_opened() {
     // Nothing listens there: the refusal must come before any SQS call.
     let url = "http://127.0.0.1:1/000000000000/q.fifo";
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let cases: [Case; 5] = [
         (
             &["--work-ms", "5", "--http", "http://127.0.0.1:9/"],
@@ -419,7 +419,7 @@ fn more_workers_than_messages_held_is_said() {
 
 #[test]
 fn an_open_file_limit_too_low_for_one_handler_is_refused() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let fifo = fifo_command(
         &dir,
         &[

@@ -3,8 +3,6 @@
 //! records of every request (start and end, as the exec handler's script
 //! does), and every assertion comes from them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,9 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::records::{Event, Record, assert_order, numbered_groups, runs};
-use common::*;
 use fifo_sqs_client::{AttributeValue, MessageAttribute, OutgoingMessage, ReceivedMessage};
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::records::{Event, Record, assert_order, numbered_groups, runs};
+use fifo_test_support::temp_dir;
 
 /// What the worker app answers to one request.
 #[derive(Debug, Clone, Copy)]
@@ -183,7 +183,7 @@ async fn serve(script: Script) -> (App, SocketAddr) {
 
 /// `fifo run --http` until the queue is empty, off the runtime's threads.
 async fn run_http(url: &str, addr: SocketAddr, extra: &[&str]) -> std::process::Output {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let target = format!("http://{addr}/work");
     let ready = format!("http://{addr}/ready");
     let mut args = vec![

@@ -1,10 +1,5 @@
-//! Fixtures for tests of the binary against the real emulator: the
-//! engine's LocalStack fixtures (a check that LocalStack answers, failing
-//! loudly with the command that starts it; uniquely named queues; a client),
-//! and a way to run the `fifo` binary in a clean environment.
-#![allow(dead_code, unreachable_pub, unused_imports)]
-
-pub mod records;
+//! The `fifo` binary run in a clean environment, in a directory of its
+//! own, and what tests read back from it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,29 +7,26 @@ use std::process::{Command, Output};
 
 use fifo_sqs_client::ReceivedMessage;
 
-pub use fifo_worker_pool::testing::localstack::{
-    ENDPOINT, client, drain, localstack_addr, queue_url, require_localstack, unique_queue_name,
-};
+use crate::TempDir;
+use crate::localstack::require_localstack;
 
-/// A working directory of its own, so no `fifo.toml` of ours is read.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "fifo-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The `fifo` binary cargo built for the running test: cargo builds a
+/// package's binaries before its integration tests, into the directory that
+/// holds the test's `deps/` (`env!("CARGO_BIN_EXE_fifo")` names the same
+/// file, but only inside the fifo package's own tests).
+pub fn fifo_binary() -> PathBuf {
+    let test = std::env::current_exe().expect("the test binary's path");
+    let binary = test
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lies in target/PROFILE/deps")
+        .join("fifo");
+    assert!(
+        binary.is_file(),
+        "no fifo binary at {}: run this test as one of the fifo package's",
+        binary.display()
+    );
+    binary
 }
 
 /// `fifo ARGS` with none of fifo's settings in the environment, in `dir`.
@@ -50,7 +42,7 @@ pub fn fifo_in(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// so a variable in the developer's shell (`MAX_WORKERS`, `FIFO_RETRIES`,
 /// `AWS_PROFILE`…) changes no test.
 pub fn fifo_command(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fifo"));
+    let mut command = Command::new(fifo_binary());
     command.env_clear();
     for kept in ["PATH", "TMPDIR"] {
         if let Some(value) = std::env::var_os(kept) {
@@ -60,12 +52,12 @@ pub fn fifo_command(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Comma
     command
         .args(args)
         .envs(env.iter().copied())
-        .current_dir(&dir.0);
+        .current_dir(dir.path());
     command
 }
 
 pub fn fifo(args: &[&str]) -> Output {
-    fifo_in(&TempDir::new(), args, &[])
+    fifo_in(&crate::temp_dir(), args, &[])
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use fifo_test_support::recorder::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::memory::MemoryQueue;
-use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::{PoolConfig, Stats};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{TempDir, fifo_command};
+use crate::TempDir;
+use crate::binary::fifo_command;
 
 /// The exec handler. It records `start`, runs `$BEHAVIOUR` (shell code that
 /// may change `work` and `status`, and may look at `seq` and the `FIFO_*`
@@ -91,7 +92,7 @@ pub struct Record {
 /// The records so far, in time order. A line still being written (no
 /// newline yet) is left for the next read.
 pub fn records(dir: &TempDir) -> Vec<Record> {
-    let text = std::fs::read_to_string(dir.0.join("records")).unwrap_or_default();
+    let text = std::fs::read_to_string(dir.path().join("records")).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     let mut records: Vec<Record> = complete
         .lines()
@@ -289,7 +290,7 @@ impl Process {
     /// Starts `command` with its stderr going to a file in `dir`; stdout is
     /// as `command` has it.
     pub fn spawn(dir: &TempDir, runner: &str, mut command: Command) -> Process {
-        let stderr = dir.0.join(format!("{runner}.stderr"));
+        let stderr = dir.path().join(format!("{runner}.stderr"));
         command.stderr(File::create(&stderr).expect("a stderr file"));
         let mut process = Process::spawn_as_is(runner, command);
         process.stderr = Some(stderr);
@@ -394,7 +395,7 @@ pub fn run_command(
     script: &Script,
     run_args: &[&str],
 ) -> Command {
-    let records = dir.0.join("records");
+    let records = dir.path().join("records");
     let mut args = vec!["--queue-url", url, "run", "--wait-time", "1"];
     args.extend_from_slice(run_args);
     args.extend(["--", "sh", "-c", SCRIPT]);

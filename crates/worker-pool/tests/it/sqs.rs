@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fifo_sqs_client::{AttributeValue, Client, MessageAttribute, OutgoingMessage, QueueSpec};
-use fifo_worker_pool::testing::localstack::{client, drain, unique_queue_name};
-use fifo_worker_pool::testing::{Fault, Recorder, max_overlap};
+use fifo_test_support::localstack::{client, drain, unique_queue_name};
+use fifo_test_support::recorder::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::{PoolConfig, SqsQueue, Stats};
 use tokio_util::sync::CancellationToken;
 
@@ -296,9 +296,8 @@ async fn a_hot_groups_done_messages_leave_together_in_one_delete_call() {
     send(&queue, &["hot"], 30).await;
     // At a region's round trip (10 ms each way through our proxy), so that
     // a delete's hold (about one round trip) outlasts a delivery's handlers.
-    let proxy =
-        xtask::proxy::Proxy::start(fifo_worker_pool::testing::localstack::localstack_addr())
-            .expect("the proxy starts");
+    let proxy = fifo_fault_proxy::Proxy::start(fifo_test_support::localstack::localstack_addr())
+        .expect("the proxy starts");
     proxy.set_latency(Duration::from_millis(10));
     let through = fifo_sqs_client::connect(&fifo_sqs_client::ConnectOptions {
         queue_url: queue.url(),

@@ -3,48 +3,18 @@
 //! de-duplicated message is recognisable. Each test makes its own queue.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fifo_sqs_client::{
-    AttributeValue, Client, ConnectOptions, MALFORMED_RESPONSE, MessageAttribute, OutgoingMessage,
-    QueueSpec, ReceiveOptions, ReceivedMessage,
+    AttributeValue, Client, MALFORMED_RESPONSE, MessageAttribute, OutgoingMessage, QueueSpec,
+    ReceiveOptions, ReceivedMessage,
 };
-
-const ENDPOINT: &str = "http://localhost:4566";
-
-/// A client for LocalStack; panics with the command that starts it when its
-/// port does not answer.
-async fn localstack() -> Client {
-    let address: SocketAddr = "127.0.0.1:4566".parse().unwrap();
-    if TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_err() {
-        panic!(
-            "LocalStack is not reachable at {ENDPOINT}: start LocalStack with `cargo xtask localstack-up`"
-        );
-    }
-    fifo_sqs_client::connect(&ConnectOptions {
-        queue_url: &format!("{ENDPOINT}/000000000000/any.fifo"),
-        endpoint_url: None,
-        region: None,
-    })
-    .await
-    .expect("a client for LocalStack")
-}
+use fifo_test_support::localstack::{client as localstack, unique_queue_name};
 
 /// A new FIFO queue no other test (or earlier run) uses.
 async fn new_queue(client: &Client, test: &str) -> String {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    let name = format!(
-        "t-sqs-client-{test}-{}-{}.fifo",
-        std::process::id(),
-        stamp % 1_000_000_000
-    );
     client
         .create_fifo_queue(&QueueSpec {
-            name,
+            name: unique_queue_name(&format!("sqs-client-{test}")),
             visibility_timeout: 30,
             high_throughput: false,
             redrive: None,

@@ -1,9 +1,9 @@
 //! `fifo dlq peek` and `fifo purge` against the real LocalStack, on dead
 //! letters that `fifo run` made.
 
-mod common;
-
-use common::*;
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::temp_dir;
 
 /// Rejects (exit 65) every message whose seq is 2.
 const REJECT_SEQ_2: &str =
@@ -13,7 +13,7 @@ const REJECT_SEQ_2: &str =
 /// rejects some messages (so the run exits 1).
 fn run_rejecting(url: &str, script: &str) {
     let run = fifo_in(
-        &TempDir::new(),
+        &temp_dir(),
         &[
             "--queue-url",
             url,

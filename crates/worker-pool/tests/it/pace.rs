@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use fifo_test_support::recorder::{Recorder, order_violations};
 use fifo_worker_pool::memory::MemoryQueue;
-use fifo_worker_pool::testing::{Recorder, order_violations};
 use fifo_worker_pool::{
     DeadLetterCopy, EntryFailure, MAX_POLLERS, PoolConfig, Queue, QueueError, ReceiveRequest,
     Received, Stats,

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use fifo_test_support::recorder::{Fault, Recorder, order_violations};
 use fifo_worker_pool::memory::{Call, Faults, MemoryQueue};
-use fifo_worker_pool::testing::{Fault, Recorder, order_violations};
 use fifo_worker_pool::{Counters, Error, PoolConfig, Queue, Stats, run, run_observed};
 use fifo_worker_pool::{DeadLetterCopy, EntryFailure, QueueError, ReceiveRequest, Received};
 use proptest::prelude::*;
@@ -851,7 +851,7 @@ async fn play(scenario: Scenario) -> Result<(), TestCaseError> {
 
 /// The records as lines of start, end (seconds from the first start),
 /// body, receive count and outcome.
-fn timeline(records: &[fifo_worker_pool::testing::Record]) -> String {
+fn timeline(records: &[fifo_test_support::recorder::Record]) -> String {
     let Some(origin) = records.iter().map(|r| r.start).min() else {
         return String::new();
     };
@@ -915,7 +915,7 @@ proptest! {
 
 #[test]
 fn the_order_checker_catches_an_overtaking_replay() {
-    use fifo_worker_pool::testing::Record;
+    use fifo_test_support::recorder::Record;
     let t = Instant::now();
     let run = |body: &str, start: u64, end: u64, ok: bool| Record {
         group: "g".to_owned(),

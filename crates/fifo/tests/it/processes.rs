@@ -3,15 +3,15 @@
 //! start and an end record per run to a file; every assertion comes from
 //! those records.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::records::{
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::records::{
     Script, assert_order, numbered_groups, records, runs, signal, spawn_run, wait_for,
 };
-use common::*;
+use fifo_test_support::{TempDir, temp_dir};
 
 fn send_three_groups_of_six(url: &str) {
     send(url, &["--groups", "3", "--count", "18"]);
@@ -21,7 +21,7 @@ fn send_three_groups_of_six(url: &str) {
 fn sigterm_drains_and_a_second_run_takes_the_rest_at_once() {
     let url = create_queue(&unique_queue_name("p-term"), &[]);
     send_three_groups_of_six(&url);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let visibility = ["--visibility-timeout", "60"];
     let mut first = spawn_run(
         &dir,
@@ -76,7 +76,7 @@ fn sigterm_drains_and_a_second_run_takes_the_rest_at_once() {
 fn after_kill_9_a_restart_processes_everything_in_order() {
     let url = create_queue(&unique_queue_name("p-kill"), &[]);
     send_three_groups_of_six(&url);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let visibility = ["--visibility-timeout", "3"];
     let mut first = spawn_run(
         &dir,
@@ -133,7 +133,7 @@ fn after_kill_9_a_restart_processes_everything_in_order() {
 fn two_processes_share_a_queue_and_keep_each_group_in_order() {
     let url = create_queue(&unique_queue_name("p-two"), &[]);
     send(&url, &["--groups", "10", "--count", "100"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let args = ["--until-empty", "--workers", "3", "--max-in-flight", "20"];
     let script = Script::sleeping("0.05");
     let a = spawn_run(&dir, &url, "a", &script, &args);
@@ -163,7 +163,7 @@ fn until_empty_exits_1_when_a_message_ended_in_the_dead_letter_queue() {
         &["--dlq", "--max-receive-count", "1"],
     );
     send(&url, &["--group", "g", "--count", "2"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let args = [
         "--queue-url",
         &url,
@@ -198,7 +198,7 @@ fn batches_reach_the_program_in_order_and_a_partial_failure_retries_the_rest() {
     // fifth message reports the messages before it done and fails.
     let url = create_queue(&unique_queue_name("p-batch"), &[]);
     send(&url, &["--groups", "3", "--count", "30"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let script = r#"f="call-$(date +%s%N)-$$.json"; cat > "$f"
 n=$(sed 's/},{/}\n{/g' "$f" | grep -n 'group-1\\".*\\"seq\\":5[,}]' | cut -d: -f1)
 if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > "$FIFO_BATCH_DONE"; exit 1; fi"#;
@@ -258,7 +258,7 @@ if [ -n "$n" ] && [ ! -e failed-once ]; then : > failed-once; echo $((n - 1)) > 
 /// The group and seq of each batch call's messages, from the JSON arrays
 /// the program saved, in call order.
 fn saved_calls(dir: &TempDir) -> Vec<Vec<(String, u64)>> {
-    let mut files: Vec<_> = std::fs::read_dir(&dir.0)
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -294,7 +294,7 @@ fn a_batch_done_count_its_exit_contradicts_counts_nothing_done_and_is_said() {
     for written in ["5", "6", "100", "abc", "-1"] {
         let url = create_queue(&unique_queue_name("p-done"), &[]);
         send(&url, &["--group", "g", "--count", "5"]);
-        let dir = TempDir::new();
+        let dir = temp_dir();
         let script = r#"cat > "call-$(date +%s%N).json"
 if [ ! -e failed-once ]; then : > failed-once; printf '%s\n' "$WRITTEN" > "$FIFO_BATCH_DONE"; exit 1; fi"#;
         let args = [

@@ -1,10 +1,10 @@
 //! `fifo create-queue`, `send` and `list-queues` against the real LocalStack.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::temp_dir;
 
 #[tokio::test]
 async fn create_queue_is_idempotent_and_prints_only_the_url() {
@@ -172,7 +172,7 @@ async fn content_based_dedup_stores_one_copy_of_a_repeated_body() {
 #[tokio::test]
 async fn a_file_of_a_thousand_lines_arrives_complete_and_in_group_order() {
     let url = create_queue(&unique_queue_name("file"), &[]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let lines: Vec<String> = (0..1000)
         .map(|i| {
             if i % 2 == 0 {
@@ -183,7 +183,7 @@ async fn a_file_of_a_thousand_lines_arrives_complete_and_in_group_order() {
             }
         })
         .collect();
-    std::fs::write(dir.0.join("messages.txt"), lines.join("\n")).unwrap();
+    std::fs::write(dir.path().join("messages.txt"), lines.join("\n")).unwrap();
     ok(fifo_in(
         &dir,
         &[

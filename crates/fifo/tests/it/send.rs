@@ -4,21 +4,21 @@
 //! batches whose answer was lost as unknown. What is in the queue is read
 //! back from SQS, never taken from fifo's word.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use xtask::proxy::{Fault, Proxy};
+use fifo_fault_proxy::{Fault, Proxy};
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::temp_dir;
 
 /// `fifo send --file - ARGS` with `input` on stdin.
 fn send_stdin(url: &str, input: &str, args: &[&str]) -> Output {
     let mut all = vec!["--queue-url", url, "send", "--file", "-"];
     all.extend_from_slice(args);
-    let mut child = fifo_command(&TempDir::new(), &all, &[])
+    let mut child = fifo_command(&temp_dir(), &all, &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,7 +77,7 @@ fn slow_send_under_way(url: &str, groups: u64, total: u64, batches: u64) -> (Pro
     // Slow enough that the send is still going when the test acts.
     proxy.set_latency(Duration::from_millis(10));
     let child = fifo_command(
-        &TempDir::new(),
+        &temp_dir(),
         &[
             "--queue-url",
             url,
@@ -180,9 +180,9 @@ async fn a_bad_line_on_stdin_holds_back_the_rest_of_its_group_only() {
 #[tokio::test]
 async fn a_bad_line_in_a_file_sends_nothing() {
     let url = create_queue(&unique_queue_name("s-file"), &[]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     std::fs::write(
-        dir.0.join("m.txt"),
+        dir.path().join("m.txt"),
         "one\ntwo\nthree\nfour\n".replace("two", r#"{"body": "two", "dedup_id": "bad id"}"#),
     )
     .unwrap();
@@ -228,7 +228,7 @@ async fn a_bad_line_in_a_file_sends_nothing() {
         "{err}"
     );
     std::fs::write(
-        dir.0.join("m.jsonl"),
+        dir.path().join("m.jsonl"),
         [
             r#"{"body": "one"}"#,
             r#"{"body": "two", "dedup_id": "bad id"}"#,
@@ -293,9 +293,9 @@ async fn what_sqs_drops_as_a_duplicate_is_warned_of_and_counted() {
     assert_eq!(bodies_by_group(&url).await.values().flatten().count(), 1);
 
     // Content de-duplication spans groups: b's copy is dropped.
-    let dir = TempDir::new();
+    let dir = temp_dir();
     std::fs::write(
-        dir.0.join("ab.jsonl"),
+        dir.path().join("ab.jsonl"),
         "{\"body\": \"same\", \"group\": \"a\"}\n{\"body\": \"same\", \"group\": \"b\"}\n",
     )
     .unwrap();

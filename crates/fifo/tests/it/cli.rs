@@ -1,15 +1,14 @@
 //! The command line itself, without a queue: the version and the shell
 //! completion scripts.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use fifo_test_support::binary::*;
+use fifo_test_support::temp_dir;
 
 #[test]
 fn version_names_the_program_and_its_version() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let output = fifo_in(&dir, &["--version"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
@@ -23,7 +22,7 @@ fn version_names_the_program_and_its_version() {
 /// it (it needs none).
 #[test]
 fn completion_scripts_complete_every_subcommand() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     for shell in ["bash", "zsh", "fish"] {
         let output = fifo_in(&dir, &["completions", shell], &[("MAX_WORKERS", "abc")]);
         assert!(output.status.success(), "{shell}: {}", stderr(&output));
@@ -31,7 +30,7 @@ fn completion_scripts_complete_every_subcommand() {
         for subcommand in ["run", "send", "create-queue", "list-queues", "completions"] {
             assert!(script.contains(subcommand), "{shell} lacks {subcommand}");
         }
-        let path = dir.0.join(format!("fifo.{shell}"));
+        let path = dir.path().join(format!("fifo.{shell}"));
         std::fs::write(&path, &script).unwrap();
         let check = match shell {
             "bash" => Command::new("bash").arg("-n").arg(&path).output(),

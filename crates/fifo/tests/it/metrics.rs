@@ -2,17 +2,17 @@
 //! `/healthz` and `/readyz` scraped over HTTP during a run, and the figures
 //! checked against what the handlers recorded.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::records::{
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::records::{
     Script, assert_order, numbered_groups, records, runs, signal, spawn_run, wait_for,
 };
-use common::*;
+use fifo_test_support::temp_dir;
 
 /// `GET path` on `addr`: the status code and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -50,7 +50,7 @@ fn free_addr() -> String {
 fn a_scrape_during_a_run_matches_the_run() {
     let url = create_queue(&unique_queue_name("m-scrape"), &[]);
     send(&url, &["--groups", "3", "--count", "30"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let addr = free_addr();
     let mut run = spawn_run(
         &dir,
@@ -167,8 +167,8 @@ fn readiness_becomes(addr: &str, wanted: u16, limit: Duration) -> Duration {
 #[test]
 fn readiness_returns_with_the_first_answer_after_a_silence_on_an_idle_queue() {
     let url = create_queue(&unique_queue_name("m-ready"), &[]);
-    let proxy = xtask::proxy::Proxy::start(localstack_addr()).expect("the fault proxy starts");
-    let dir = TempDir::new();
+    let proxy = fifo_fault_proxy::Proxy::start(localstack_addr()).expect("the fault proxy starts");
+    let dir = temp_dir();
     let addr = free_addr();
     let endpoint = proxy.url();
     // Long polls of 20 s on a queue with nothing to receive: before the
@@ -186,13 +186,13 @@ fn readiness_returns_with_the_first_answer_after_a_silence_on_an_idle_queue() {
     ];
     let mut command = fifo_command(&dir, &args, &[]);
     command.stdout(std::process::Stdio::null());
-    let run = common::records::Process::spawn(&dir, "ready", command);
+    let run = fifo_test_support::records::Process::spawn(&dir, "ready", command);
     readiness_becomes(&addr, 200, Duration::from_secs(30));
 
-    proxy.set_fault(xtask::proxy::Fault::Silent);
+    proxy.set_fault(fifo_fault_proxy::Fault::Silent);
     // A receive unanswered past its long poll and an attempt's deadline.
     readiness_becomes(&addr, 503, Duration::from_secs(40));
-    proxy.set_fault(xtask::proxy::Fault::None);
+    proxy.set_fault(fifo_fault_proxy::Fault::None);
     let back = readiness_becomes(&addr, 200, Duration::from_secs(40));
     assert!(
         back < Duration::from_secs(15),

@@ -1,9 +1,9 @@
 //! `fifo run --log-format json` against the real LocalStack: stderr is one
 //! JSON object per line, with an event per step of each message's life.
 
-mod common;
-
-use common::*;
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::temp_dir;
 
 /// Seq 2 is rejected (exit 65); seq 3 fails its first attempt (exit 1).
 const HANDLER: &str = r#"body=$(cat)
@@ -18,7 +18,7 @@ fn json_logs_give_each_message_its_events() {
     let name = unique_queue_name("l-json");
     let url = create_queue(&name, &["--dlq"]);
     send(&url, &["--group", "g", "--count", "3"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let run = fifo_in(
         &dir,
         &[

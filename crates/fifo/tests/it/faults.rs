@@ -2,22 +2,22 @@
 //! handlers that fail, a SIGTERM mid-message, SQS calls reset, refused or
 //! unanswered (through a fault proxy), a closed or blocked stdout, and
 //! programs that leave children behind. Order is checked from the handlers'
-//! own records (see `common::records`), never from what fifo reports.
-
-mod common;
+//! own records (see `fifo_test_support::records`), never from what fifo reports.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::records::{
+use fifo_builtin_handlers::log_line;
+use fifo_fault_proxy::{Fault, Proxy};
+use fifo_test_support::binary::*;
+use fifo_test_support::localstack::*;
+use fifo_test_support::records::{
     Event, Process, Run, Script, assert_order, numbered_groups, records, runs, signal, spawn_run,
     wait_for,
 };
-use common::*;
-use fifo_builtin_handlers::log_line;
-use xtask::proxy::{Fault, Proxy};
+use fifo_test_support::{TempDir, temp_dir};
 
 const TROUBLE_STARTS: &str = "SQS calls are failing";
 const TROUBLE_ENDS: &str = "SQS answers again";
@@ -73,7 +73,7 @@ fn the_runs_of<'a>(runs: &'a [Run], group: &'a str, seq: u64) -> impl Iterator<I
 fn long_groups_handed_back_with_two_processes_polling_keep_their_order() {
     let url = create_queue(&unique_queue_name("f-long"), &[]);
     send(&url, &["--groups", "6", "--count", "180"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let script = Script {
         work: "0.02",
         behaviour: r#"[ "$seq" = 3 ] && [ "$FIFO_RECEIVE_COUNT" = 1 ] && status=1"#,
@@ -92,7 +92,7 @@ fn a_message_failing_on_its_first_receive_holds_back_its_group_across_two_proces
     let url = create_queue(&unique_queue_name("f-fail"), &[]);
     send(&url, &["--group", "g", "--count", "5"]);
     send(&url, &["--groups", "3", "--count", "15"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let script = Script {
         work: "0.05",
         behaviour: r#"[ "$FIFO_GROUP_ID" = g ] && [ "$seq" = 2 ] && [ "$FIFO_RECEIVE_COUNT" = 1 ] && status=1"#,
@@ -173,7 +173,7 @@ fn a_message_failing_on_its_first_receive_holds_back_its_group_across_two_proces
 fn sigterm_during_a_groups_first_message_hands_the_rest_over_only_after_it_ended() {
     let url = create_queue(&unique_queue_name("f-term"), &[]);
     send(&url, &["--group", "g", "--count", "5"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let script = Script {
         work: "0.05",
         behaviour: r#"[ "$seq" = 1 ] && work=3"#,
@@ -219,7 +219,7 @@ fn deletes_reset_for_seconds_are_retried_and_no_message_runs_twice() {
     send(&url, &["--groups", "3", "--count", "15"]);
     let proxy = start_proxy();
     proxy.set_fault(Fault::ResetAction("DeleteMessageBatch".into()));
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let endpoint = proxy.url();
     let run = spawn_run(
         &dir,
@@ -273,7 +273,7 @@ fn a_ten_second_outage_under_two_processes_loses_nothing_and_keeps_order() {
     let url = create_queue(&unique_queue_name("f-outage"), &[]);
     send(&url, &["--groups", "6", "--count", "60"]);
     let proxy = start_proxy();
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let endpoint = proxy.url();
     // A visibility timeout shorter than the outage: the leases lapse during
     // it, so messages come back (duplicates), and must come back in order.
@@ -315,7 +315,7 @@ fn a_silence_shorter_than_the_clients_retries_is_reported_when_it_starts_and_end
     let url = create_queue(&unique_queue_name("f-quiet"), &[]);
     send(&url, &["--groups", "4", "--count", "40"]);
     let proxy = start_proxy();
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let endpoint = proxy.url();
     let args = [
         "--until-empty",
@@ -381,7 +381,7 @@ fn a_silent_endpoint_gives_leases_up_and_ends_runs_before_another_process_takes_
     let url = create_queue(&unique_queue_name("f-silent"), &[]);
     send(&url, &["--groups", "3", "--count", "9"]);
     let proxy = start_proxy();
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let endpoint = proxy.url();
     let script = Script::sleeping("3");
     let visibility = ["--until-empty", "--visibility-timeout", "5"];
@@ -489,7 +489,7 @@ fn run_piped_to_head_stops_gracefully_and_hands_the_rest_back() {
     let name = unique_queue_name("f-head");
     let url = create_queue(&name, &["--dlq", "--max-receive-count", "2"]);
     send(&url, &["--groups", "3", "--count", "30"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let mut command = log_run(&dir, &url);
     command.stdout(Stdio::piped());
     let mut run = Process::spawn(&dir, "head", command);
@@ -524,7 +524,7 @@ fn run_with_stderr_too_piped_to_head_does_not_panic_nor_dead_letter() {
     let name = unique_queue_name("f-head2");
     let url = create_queue(&name, &["--dlq", "--max-receive-count", "2"]);
     send(&url, &["--groups", "3", "--count", "30"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     // `fifo run 2>&1 | head -3`: one pipe for both.
     let (reader, writer) = std::io::pipe().expect("a pipe");
     let mut command = log_run(&dir, &url);
@@ -554,7 +554,7 @@ fn a_stdout_blocked_past_the_visibility_timeout_prints_each_message_once_in_orde
     const PER_GROUP: u64 = 50;
     let name = unique_queue_name("f-block");
     let url = create_queue(&name, &[]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     // 400 bodies of 16 KiB: 6.4 MiB of output, more than fifo's 4 MiB
     // buffer and the pipe together, so handlers must wait for the reader.
     let pad = "x".repeat(16 * 1024);
@@ -568,7 +568,7 @@ fn a_stdout_blocked_past_the_visibility_timeout_prints_each_message_once_in_orde
             lines += &format!("{line}\n");
         }
     }
-    std::fs::write(dir.0.join("messages"), lines).unwrap();
+    std::fs::write(dir.path().join("messages"), lines).unwrap();
     ok(fifo_in(
         &dir,
         &["--queue-url", &url, "send", "--file", "messages"],
@@ -694,8 +694,8 @@ fn wait_for_lines(path: &Path, lines: usize) {
 fn a_second_signal_kills_the_running_programs_before_exiting() {
     let url = create_queue(&unique_queue_name("f-twice"), &[]);
     send(&url, &["--group", "g", "--count", "2"]);
-    let dir = TempDir::new();
-    let pids = dir.0.join("pids");
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
     let left_behind = LeftBehind(&pids);
     // A program that ignores SIGTERM, with a child that does too: only a
     // SIGKILL to the process group ends them.
@@ -719,7 +719,7 @@ fn a_second_signal_kills_the_running_programs_before_exiting() {
     wait_for_lines(&pids, 1);
     signal(run.id(), "-TERM", false);
     // The graceful shutdown waits for the program; the second signal not.
-    let stderr_file = dir.0.join("twice.stderr");
+    let stderr_file = dir.path().join("twice.stderr");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&stderr_file)
         .unwrap_or_default()
@@ -760,8 +760,8 @@ fn a_second_signal_kills_the_running_programs_before_exiting() {
 fn sigterm_with_a_stdout_nobody_reads_still_ends_the_run() {
     let url = create_queue(&unique_queue_name("f-stall"), &[]);
     send(&url, &["--groups", "4", "--count", "40"]);
-    let dir = TempDir::new();
-    let starts = dir.0.join("starts");
+    let dir = temp_dir();
+    let starts = dir.path().join("starts");
     // 300 KB of output per message: fifo's 4 MiB buffer and the pipe fill
     // up after about fourteen messages, then handlers wait to write.
     let mut command = fifo_command(
@@ -801,8 +801,8 @@ fn sigterm_with_a_stdout_nobody_reads_still_ends_the_run() {
 fn a_background_child_left_by_a_program_does_not_hold_its_message() {
     let url = create_queue(&unique_queue_name("f-child"), &[]);
     send(&url, &["--group", "g", "--count", "3"]);
-    let dir = TempDir::new();
-    let pids = dir.0.join("pids");
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
     let left_behind = LeftBehind(&pids);
     let mut command = fifo_command(
         &dir,
@@ -847,8 +847,8 @@ fn a_background_child_left_by_a_program_does_not_hold_its_message() {
 fn a_program_that_times_out_is_ended_with_its_children_and_retried() {
     let url = create_queue(&unique_queue_name("f-timeout"), &[]);
     send(&url, &["--group", "g", "--count", "2"]);
-    let dir = TempDir::new();
-    let child = dir.0.join("child");
+    let dir = temp_dir();
+    let child = dir.path().join("child");
     let _left_behind = LeftBehind(&child);
     // The first run starts a child that ignores SIGTERM (so only fifo's
     // SIGKILL after the grace period ends it) and waits for it; later runs
@@ -885,7 +885,7 @@ echo "ok $(date +%s%N) ${state:-gone} $body" >> log"#;
     );
     assert!(output.status.success(), "{}", stderr(&output));
 
-    let log = std::fs::read_to_string(dir.0.join("log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
     let events: Vec<&str> = lines.iter().map(|l| l[0]).collect();
     assert_eq!(events, ["hung", "killed", "ok", "ok"], "{log}");
@@ -944,8 +944,8 @@ fn group_members(group: u32) -> Vec<u32> {
 fn a_fifo_killed_with_sigkill_takes_its_programs_and_their_children_with_it() {
     let url = create_queue(&unique_queue_name("f-kill9"), &[]);
     send(&url, &["--group", "g", "--count", "3"]);
-    let dir = TempDir::new();
-    let pids = dir.0.join("records.pids");
+    let dir = temp_dir();
+    let pids = dir.path().join("records.pids");
     // In a, the program writes its pid (which names its process group) and
     // waits 25 s on a `sleep` child; in b each message takes 0.2 s. SIGTERM
     // makes the program record `killed` with the time it ended.
@@ -1010,9 +1010,9 @@ fn handlers_that_cannot_start_for_want_of_descriptors_are_never_the_messages_fau
     let name = unique_queue_name("f-nofile");
     let url = create_queue(&name, &["--dlq", "--max-receive-count", "1"]);
     send(&url, &["--groups", "40", "--count", "120"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     // 40 programs at once need about 200 descriptors: far more than 100.
-    let command = common::records::run_command(
+    let command = fifo_test_support::records::run_command(
         &dir,
         &url,
         "a",
@@ -1059,7 +1059,7 @@ fn handlers_that_cannot_start_for_want_of_descriptors_are_never_the_messages_fau
 fn fifo_raises_its_soft_open_file_limit_to_the_hard_one() {
     let url = create_queue(&unique_queue_name("f-raise"), &[]);
     send(&url, &["--group", "g", "--count", "1"]);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let hard = std::process::Command::new("sh")
         .args(["-c", "ulimit -Hn"])
         .output()
@@ -1084,7 +1084,7 @@ fn fifo_raises_its_soft_open_file_limit_to_the_hard_one() {
     );
     let output = under_ulimit(&command, "-Sn 256").output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let soft = std::fs::read_to_string(dir.0.join("limits")).unwrap();
+    let soft = std::fs::read_to_string(dir.path().join("limits")).unwrap();
     assert_eq!(soft.trim(), hard, "the soft limit was raised from 256");
 }
 
@@ -1096,7 +1096,7 @@ fn a_signal_sent_to_fifo_and_then_its_group_is_one_graceful_stop() {
     for round in 0..3 {
         let url = create_queue(&unique_queue_name("f-timeout"), &[]);
         send(&url, &["--groups", "2", "--count", "6"]);
-        let dir = TempDir::new();
+        let dir = temp_dir();
         let mut run = spawn_run(&dir, &url, "a", &Script::sleeping("1"), &[]);
         wait_for(&dir, "a handler to start", |r| {
             r.iter().any(|r| r.event == Event::Start)
@@ -1127,8 +1127,8 @@ fn a_signal_sent_to_fifo_and_then_its_group_is_one_graceful_stop() {
 fn a_stop_that_waits_for_a_long_poll_says_so() {
     let url = create_queue(&unique_queue_name("f-poll"), &[]);
     send(&url, &["--group", "g", "--count", "3"]);
-    let dir = TempDir::new();
-    let records = dir.0.join("records");
+    let dir = temp_dir();
+    let records = dir.path().join("records");
     let env = [
         ("RECORDS", records.to_str().unwrap()),
         ("WORK", "0.5"),

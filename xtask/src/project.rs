@@ -1,0 +1,67 @@
+//! The project's places (its root, cargo's target directory, the tools
+//! installed into it) and running programs there: cargo with those tools on
+//! its PATH, any command with its failure named.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Result;
+
+/// Runs cargo (the one that started us, as `CARGO` says) in the project root.
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    println!("$ cargo {}", args.join(" "));
+    run(cargo_command().args(args).current_dir(project_root()))
+}
+
+/// `cargo`, finding the tools installed into the project too.
+pub(crate) fn cargo_command() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    let tools = tools_dir().join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(tools).chain(std::env::split_paths(&path));
+    if let Ok(path) = std::env::join_paths(paths) {
+        command.env("PATH", path);
+    }
+    command
+}
+
+/// Where `cargo xtask` installs the tools it needs: inside the project, so
+/// nothing outside it changes.
+pub(crate) fn tools_dir() -> PathBuf {
+    project_root().join(".tools")
+}
+
+/// Runs `command`; an error names it by its program and arguments (not
+/// its environment, which holds the whole PATH for cargo).
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative
+/// to the project root if relative), else `target/` in the project.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    }
+}
+
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the project root")
+        .to_path_buf()
+}
