@@ -15,32 +15,11 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |name| map.get(name).cloned()
 }
 
-fn write_config(text: &str) -> (tempdir::Dir, PathBuf) {
-    let dir = tempdir::Dir::new();
-    let path = dir.0.join("fifo.toml");
+fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fifo.toml");
     std::fs::write(&path, text).unwrap();
     (dir, path)
-}
-
-/// A directory removed on drop, so tests leave nothing behind.
-mod tempdir {
-    pub(super) struct Dir(pub(super) std::path::PathBuf);
-    impl Dir {
-        pub(super) fn new() -> Dir {
-            let path = std::env::temp_dir().join(format!(
-                "fifo-settings-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[test]
@@ -342,8 +321,8 @@ fn a_file_must_give_numbers_as_numbers_and_text_as_text() {
 
 #[test]
 fn only_a_regular_file_is_read_and_the_hint_names_flags_given() {
-    let dir = tempdir::Dir::new();
-    let link = dir.0.join("fifo.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("fifo.toml");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
     let err = load(Some(&link), &vec![], env_of(&[])).unwrap_err();
     assert!(err.message.ends_with("it is not a regular file"), "{err}");
@@ -353,7 +332,7 @@ fn only_a_regular_file_is_read_and_the_hint_names_flags_given() {
     );
     let err = read_file(&link, false).unwrap_err();
     assert!(!err.hint.unwrap().contains("path given to --config"));
-    let err = load(Some(&dir.0), &vec![], env_of(&[])).unwrap_err();
+    let err = load(Some(dir.path()), &vec![], env_of(&[])).unwrap_err();
     assert!(err.message.ends_with("it is not a regular file"), "{err}");
 }
 
