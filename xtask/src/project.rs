@@ -65,3 +65,51 @@ pub(crate) fn project_root() -> PathBuf {
         .expect("xtask lives one level below the project root")
         .to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::project_root;
+    use std::path::{Path, PathBuf};
+
+    /// Every Rust file of the project (not the build's), for the layout checks.
+    fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable") {
+            let path = entry.expect("readable").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                rust_files(&path, found);
+            } else if name.ends_with(".rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// A newcomer opening any file reads its job first: every file starts
+    /// with a `//!` line.
+    #[test]
+    fn every_rust_file_starts_by_saying_its_job() {
+        let root = project_root();
+        let mut files = Vec::new();
+        for top in ["crates", "xtask"] {
+            rust_files(&root.join(top), &mut files);
+        }
+        assert!(files.len() > 50, "found only {} files", files.len());
+        let silent: Vec<String> = files
+            .iter()
+            .filter(|path| {
+                let text = std::fs::read_to_string(path).expect("readable");
+                !text.starts_with("//!")
+            })
+            .map(|path| {
+                path.strip_prefix(&root)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            silent.is_empty(),
+            "these files do not start with a `//!` line saying their job: {silent:?}"
+        );
+    }
+}

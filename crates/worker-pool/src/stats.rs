@@ -1,3 +1,6 @@
+//! The run's figures: counters, gauges and histograms (prometheus-client) that
+//! the engine updates and a status line, `/metrics` and the health checks read.
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 

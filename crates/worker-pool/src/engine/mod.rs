@@ -15,7 +15,8 @@
 //! events and timers. Each part has a file and, where it keeps state of its
 //! own, a struct there: `in_flight` (calls under way), `receiving`
 //! (`Receiving`: slots and pace), `handlers` (`Workers`: handler calls and
-//! retries; `fate` decides what a call's result means), `leases`
+//! retries; `work` runs one call as a task, `fate` decides what its result
+//! means), `leases`
 //! (heartbeats, pins, losses), `settling` (`Settling`: deletes, dead
 //! letters, hand-backs), `trouble` (SQS failing and answering again) and
 //! `shutdown` (draining).
@@ -37,6 +38,7 @@ mod receiving;
 mod settling;
 mod shutdown;
 mod trouble;
+mod work;
 
 use self::handlers::Workers;
 use self::in_flight::InFlight;
