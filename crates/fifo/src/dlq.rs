@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_sqs_client::{AttributeValue, Client, ReceiveOptions, ReceivedMessage, one_line};
+use fifo_sqs_client::{
+    AttributeValue, Client, MoveTaskStatus, ReceiveOptions, ReceivedMessage, one_line,
+};
 use fifo_worker_pool::SqsQueue;
 
 use crate::cli::{PeekArgs, PurgeArgs, RedriveArgs};
@@ -131,7 +133,7 @@ pub(crate) async fn redrive(
             bar.set_length(total);
         }
         bar.set_position(task.moved);
-        if !matches!(task.status.as_str(), "RUNNING" | "CANCELLING") {
+        if !task.status.is_under_way() {
             break task;
         }
     };
@@ -140,12 +142,12 @@ pub(crate) async fn redrive(
         "{} moved from {dead_letters} back to {source}",
         crate::counted(task.moved, "message")
     );
-    match task.status.as_str() {
-        "COMPLETED" => {
+    match &task.status {
+        MoveTaskStatus::Completed => {
             stderr_line(format_args!("{moved}"));
             Ok(ExitCode::SUCCESS)
         }
-        "CANCELLED" => {
+        MoveTaskStatus::Cancelled => {
             stderr_line(format_args!("cancelled: {moved}; the rest stays in the dead-letter queue"));
             Ok(ExitCode::from(130))
         }
