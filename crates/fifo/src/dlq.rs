@@ -12,8 +12,10 @@ use fifo_sqs_client::{
 use fifo_worker_pool::SqsQueue;
 
 use crate::cli::{PeekArgs, PurgeArgs, RedriveArgs};
-use crate::error::{UserError, stderr_line};
+use crate::error::UserError;
 use crate::settings::Settings;
+use crate::signals::Signals;
+use crate::stderr::stderr_line;
 
 /// How long peeked messages stay hidden at most, should fifo die before it
 /// makes them visible again.
@@ -149,7 +151,7 @@ pub(crate) async fn redrive(
         }
         MoveTaskStatus::Cancelled => {
             stderr_line(format_args!("cancelled: {moved}; the rest stays in the dead-letter queue"));
-            Ok(ExitCode::from(130))
+            Ok(ExitCode::from(crate::signals::INTERRUPTED))
         }
         other => Err(UserError::new(
             format!(
@@ -162,20 +164,15 @@ pub(crate) async fn redrive(
     }
 }
 
-/// Resolves at the first Ctrl-C or SIGTERM.
+/// Resolves at the first Ctrl-C or SIGTERM; later ones are ignored while
+/// the cancelled move ends.
 fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    use tokio::signal::unix::{SignalKind, signal};
     Box::pin(async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        match Signals::listen() {
+            Ok(mut signals) => {
+                signals.next().await;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            Err(_) => crate::signals::ctrl_c().await,
         }
     })
 }

@@ -32,8 +32,10 @@ pub(crate) use self::input::Format;
 use self::input::{Generated, Item, Lines, Naming, READ_HINT, Refused, Repeats, check, hint_for};
 use self::streams::{Dealer, Note, send_stream};
 use crate::cli::SendArgs;
-use crate::error::{UserError, stderr_line};
+use crate::error::UserError;
 use crate::settings::Settings;
+use crate::signals::Signals;
+use crate::stderr::stderr_line;
 
 /// Examples of each outcome printed after the summary.
 const EXAMPLES: usize = 10;
@@ -476,24 +478,14 @@ async fn send(
 /// Ctrl-C or SIGTERM stops the send after the batches under way; a second
 /// one exits at once.
 async fn interrupt_on_signal(stop: CancellationToken, interrupted: Arc<AtomicBool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let Ok(mut signals) = Signals::listen() else {
         return;
     };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    signals.next().await;
     interrupted.store(true, Ordering::Relaxed);
     stop.cancel();
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    std::process::exit(130);
+    signals.next().await;
+    crate::signals::exit_at_once();
 }
 
 /// Up to [`EXAMPLES`] lines of one kind, and how many there were.
