@@ -27,7 +27,7 @@ use crate::cli::{Cli, Command, DlqCommand, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    install_report_hooks();
+    install_panic_hook();
     // Held until exit, so the last log lines are written.
     let _log_writer = init_logging(cli.global.verbose, cli.global.log_format);
     if cli.global.log_format == LogFormat::Json {
@@ -97,20 +97,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// color-eyre tells a panic, and gives every report a handler that keeps
-/// what it captured (a backtrace under `RUST_BACKTRACE=1`) for its `{:?}`
-/// form. The lines a failure ends with are `error::report`'s: one `error:`
-/// line and a `hint:`, or one JSON object, which scripts read. Colours only
-/// on a terminal, as in the log.
-fn install_report_hooks() {
+/// color-eyre tells a panic: its message, where, and a backtrace under
+/// `RUST_BACKTRACE=1`. Its report hook is left out: it would resolve a
+/// backtrace for every report made (seconds each in a debug build when
+/// `RUST_BACKTRACE` is set) for a `{:?}` form fifo never prints, and the
+/// sections it keeps cannot be read back. A failure ends with
+/// `error::report`'s lines instead: one `error:` line and a `hint:`, or one
+/// JSON object, which scripts read. Colours only on a terminal, as in the
+/// log.
+fn install_panic_hook() {
     use color_eyre::config::{HookBuilder, Theme};
     let colors = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let theme = if colors { Theme::dark() } else { Theme::new() };
-    HookBuilder::default()
-        .theme(theme)
-        .install()
-        .expect("the report hooks are installed once, before any report");
+    let (panic_hook, _report_hook) = HookBuilder::default().theme(theme).into_hooks();
+    panic_hook.install();
 }
 
 /// Log lines go to stderr through a thread of their own, dropped rather
