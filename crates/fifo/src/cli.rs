@@ -76,6 +76,18 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// How the lines of `fifo send --file` are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// JSON lines when the first line starts with `{` or `[`, plain text
+    /// otherwise; then every line must agree
+    Auto,
+    /// Every line is a body, exactly as written
+    Text,
+    /// Every line is an object {"body": "…", "group": "…", "dedup_id": "…"}
+    Jsonl,
+}
+
 #[derive(Debug, Subcommand)]
 #[allow(
     clippy::large_enum_variant,
@@ -350,7 +362,7 @@ pub(crate) struct SendArgs {
         default_value = "auto",
         requires = "file"
     )]
-    pub(crate) format: crate::send::Format,
+    pub(crate) format: Format,
 
     /// De-duplication id for lines without one, and for generated messages:
     /// message N gets ID-N (with --file always, so line N of a one-line

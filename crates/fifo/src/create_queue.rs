@@ -54,7 +54,7 @@ pub(crate) async fn run(
             .wrap_err_with(|| format!("creating dead-letter queue {dlq_name}"))?;
         let arn = client.queue_attributes(&dlq_url).await?.arn;
         tracing::info!("dead-letter queue {dlq_url}");
-        crate::error::stderr_line(format_args!(
+        crate::stderr::stderr_line(format_args!(
             "dead-letter queue: {dlq_url} (after {} receives)",
             args.max_receive_count
         ));

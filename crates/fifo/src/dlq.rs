@@ -6,12 +6,16 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_sqs_client::{AttributeValue, Client, ReceiveOptions, ReceivedMessage, one_line};
+use fifo_sqs_client::{
+    AttributeValue, Client, MoveTaskStatus, ReceiveOptions, ReceivedMessage, one_line,
+};
 use fifo_worker_pool::SqsQueue;
 
 use crate::cli::{PeekArgs, PurgeArgs, RedriveArgs};
-use crate::error::{UserError, stderr_line};
+use crate::error::UserError;
 use crate::settings::Settings;
+use crate::signals::Signals;
+use crate::stderr::stderr_line;
 
 /// How long peeked messages stay hidden at most, should fifo die before it
 /// makes them visible again.
@@ -131,7 +135,7 @@ pub(crate) async fn redrive(
             bar.set_length(total);
         }
         bar.set_position(task.moved);
-        if !matches!(task.status.as_str(), "RUNNING" | "CANCELLING") {
+        if !task.status.is_under_way() {
             break task;
         }
     };
@@ -140,14 +144,14 @@ pub(crate) async fn redrive(
         "{} moved from {dead_letters} back to {source}",
         crate::counted(task.moved, "message")
     );
-    match task.status.as_str() {
-        "COMPLETED" => {
+    match &task.status {
+        MoveTaskStatus::Completed => {
             stderr_line(format_args!("{moved}"));
             Ok(ExitCode::SUCCESS)
         }
-        "CANCELLED" => {
+        MoveTaskStatus::Cancelled => {
             stderr_line(format_args!("cancelled: {moved}; the rest stays in the dead-letter queue"));
-            Ok(ExitCode::from(130))
+            Ok(ExitCode::from(crate::signals::INTERRUPTED))
         }
         other => Err(UserError::new(
             format!(
@@ -160,20 +164,15 @@ pub(crate) async fn redrive(
     }
 }
 
-/// Resolves at the first Ctrl-C or SIGTERM.
+/// Resolves at the first Ctrl-C or SIGTERM; later ones are ignored while
+/// the cancelled move ends.
 fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    use tokio::signal::unix::{SignalKind, signal};
     Box::pin(async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        match Signals::listen() {
+            Ok(mut signals) => {
+                signals.next().await;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            Err(_) => crate::signals::ctrl_c().await,
         }
     })
 }

@@ -1,7 +1,11 @@
 //! How errors reach the user: one `error:` line with the chain of causes,
-//! and a `hint:` line with the fix where we know it.
+//! and a `hint:` line with the fix where we know it, read back from the
+//! typed errors in the chain (a [`UserError`] carries its own, an SQS error
+//! gets one by its kind).
 
 use fifo_sqs_client::Error as SqsError;
+
+use crate::stderr::{json_line, json_lines, stderr_line, write_line};
 
 /// A mistake in what the user gave us, with the fix.
 #[derive(Debug)]
@@ -33,7 +37,7 @@ pub(crate) fn report(report: &color_eyre::Report) {
     // One line, whatever the causes' texts hold.
     let line = chain.join(": ").replace('\n', "\\n").replace('\r', "\\r");
     let hint = report.chain().find_map(hint_for);
-    if JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
+    if json_lines() {
         let mut object = json_line("ERROR", &line);
         if let Some(hint) = hint {
             object["hint"] = hint.into();
@@ -45,57 +49,6 @@ pub(crate) fn report(report: &color_eyre::Report) {
     if let Some(hint) = hint {
         stderr_line(format_args!("hint: {hint}"));
     }
-}
-
-/// Set once at start by `--log-format json`.
-static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether stderr is JSON lines (`--log-format json`).
-pub(crate) fn json_lines() -> bool {
-    JSON_LINES.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// From now on [`stderr_line`] writes JSON objects, as the log does, so
-/// that stderr stays one JSON object per line.
-pub(crate) fn use_json_lines() {
-    JSON_LINES.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Writes one line to stderr. Unlike `eprintln!` it does not panic when
-/// nobody reads stderr any more (`fifo run 2>&1 | head`): the line is lost.
-/// With JSON logs the line becomes `{"timestamp", "level", "message"}`,
-/// the level from an `error: ` or `warning: ` prefix.
-pub(crate) fn stderr_line(line: std::fmt::Arguments<'_>) {
-    let text = line.to_string();
-    if !JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
-        return write_line(&text);
-    }
-    let (level, message) = [("error: ", "ERROR"), ("warning: ", "WARN")]
-        .iter()
-        .find_map(|(prefix, level)| Some((*level, text.strip_prefix(prefix)?)))
-        .unwrap_or(("INFO", &text));
-    write_line(&json_line(level, message).to_string());
-}
-
-fn write_line(text: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
-
-/// A line as the JSON log writes its own.
-fn json_line(level: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({
-        "timestamp": now_rfc3339(),
-        "level": level,
-        "message": message,
-        "target": "fifo",
-    })
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn hint_for(err: &(dyn std::error::Error + 'static)) -> Option<String> {

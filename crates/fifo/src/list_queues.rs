@@ -42,7 +42,7 @@ pub(crate) async fn run(client: &Client, args: &ListQueuesArgs) -> Result<ExitCo
         stdout.flush()?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            () = crate::signals::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
 }

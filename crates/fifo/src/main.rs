@@ -3,7 +3,9 @@
 //! environment and flags.
 //!
 //! Layout: `cli` (what the user typed), `settings` (what the program runs
-//! on), one module per subcommand, `error` (how failures are told).
+//! on), one module per subcommand, `signals` (how SIGINT and SIGTERM stop
+//! them), `error` (how failures are told), `stderr` (how lines reach
+//! stderr, plain or JSON).
 
 mod cli;
 mod create_queue;
@@ -14,6 +16,8 @@ mod metrics;
 mod run;
 mod send;
 mod settings;
+mod signals;
+mod stderr;
 
 use std::process::ExitCode;
 
@@ -23,10 +27,11 @@ use crate::cli::{Cli, Command, DlqCommand, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    install_panic_hook();
     // Held until exit, so the last log lines are written.
     let _log_writer = init_logging(cli.global.verbose, cli.global.log_format);
     if cli.global.log_format == LogFormat::Json {
-        error::use_json_lines();
+        stderr::use_json_lines();
     }
     // One thread: fifo's work is waiting on SQS and on handlers; handing
     // every event between threads cost more CPU than it saved.
@@ -34,7 +39,20 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    match runtime.block_on(run(cli)) {
+    // A second signal ends the command at once (see `signals`): nothing it
+    // still waits for is waited for.
+    let ended = runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = signals::exit_requested() => None,
+            result = run(cli) => Some(result),
+        }
+    });
+    let Some(result) = ended else {
+        runtime.shutdown_background();
+        return ExitCode::from(signals::INTERRUPTED);
+    };
+    match result {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
@@ -77,6 +95,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Purge(args) => dlq::purge(&client, args).await,
         Command::Completions { .. } => unreachable!("answered before the settings"),
     }
+}
+
+/// color-eyre tells a panic: its message, where, and a backtrace under
+/// `RUST_BACKTRACE=1`. Its report hook is left out: it would resolve a
+/// backtrace for every report made (seconds each in a debug build when
+/// `RUST_BACKTRACE` is set) for a `{:?}` form fifo never prints, and the
+/// sections it keeps cannot be read back. A failure ends with
+/// `error::report`'s lines instead: one `error:` line and a `hint:`, or one
+/// JSON object, which scripts read. Colours only on a terminal, as in the
+/// log.
+fn install_panic_hook() {
+    use color_eyre::config::{HookBuilder, Theme};
+    let colors = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let theme = if colors { Theme::dark() } else { Theme::new() };
+    let (panic_hook, _report_hook) = HookBuilder::default().theme(theme).into_hooks();
+    panic_hook.install();
 }
 
 /// Log lines go to stderr through a thread of their own, dropped rather

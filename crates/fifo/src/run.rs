@@ -15,8 +15,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::error::{UserError, stderr_line};
+use crate::error::UserError;
 use crate::settings::{HandlerPlan, RunPlan, RunRequest, Settings};
+use crate::signals::Signals;
+use crate::stderr::stderr_line;
 
 /// How often the status line is redrawn, and how often it is logged instead
 /// when stderr is not a terminal.
@@ -55,7 +57,7 @@ pub(crate) async fn run(
     // makes handlers wait, never the engine (whose heartbeats keep every
     // held message ours), and a closed stdout (`fifo run | head`) fails
     // nothing: it ends the run gracefully.
-    let output = if crate::error::json_lines() {
+    let output = if crate::stderr::json_lines() {
         Output::stdio().with_json_stderr()
     } else {
         Output::stdio()
@@ -246,53 +248,29 @@ async fn stop_when_closed(output: Output, shutdown: CancellationToken) {
     }
 }
 
-/// A repeat of the signal that began the shutdown within this long is the
-/// same request: GNU `timeout` and some supervisors signal the process and
-/// then its whole group, microseconds apart.
-const SAME_REQUEST: Duration = Duration::from_secs(1);
-
 /// The first SIGINT or SIGTERM begins a graceful shutdown; a second one
-/// (other than the first one repeated within [`SAME_REQUEST`]) exits at
-/// once (messages then come back after their visibility timeout), killing
-/// the programs still running first: none may outlive fifo and run on while
-/// SQS hands its message to someone else. Either way the summary is
-/// printed; on the immediate path it counts what was abandoned.
+/// (other than the first one repeated, see [`Signals::next_request`])
+/// exits at once (messages then come back after their visibility timeout),
+/// killing the programs still running first: none may outlive fifo and run
+/// on while SQS hands its message to someone else. Either way the summary
+/// is printed; on the immediate path it counts what was abandoned.
 async fn forward_signals(
     shutdown: CancellationToken,
     programs: Option<ExecHandler>,
     counters: Arc<Counters>,
     started: Instant,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let Ok(mut signals) = Signals::listen() else {
         tracing::warn!("cannot listen for signals: Ctrl-C will not shut down gracefully");
         return;
     };
-    let first = tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    };
+    let first = signals.next().await;
     let first_at = Instant::now();
     tracing::warn!(
         "shutting down on {first}: finishing running handlers, handing the rest back (signal again to exit at once)"
     );
     shutdown.cancel();
-    loop {
-        let again = tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        };
-        if again == first && first_at.elapsed() < SAME_REQUEST {
-            tracing::info!(
-                "{again} again within a second: the same request (a wrapper such as timeout signals the process and its group), still shutting down gracefully"
-            );
-            continue;
-        }
-        break;
-    }
+    signals.next_request(first, first_at).await;
     let killed = programs.map_or(0, |programs| programs.kill_all());
     let stats = counters.snapshot();
     stderr_line(format_args!("{}", summary(&stats, started.elapsed())));
@@ -300,7 +278,7 @@ async fn forward_signals(
         "exiting at once: running programs killed ({killed}); {} held messages abandoned: they come back after their visibility timeout",
         stats.in_flight,
     ));
-    std::process::exit(130);
+    crate::signals::exit_at_once();
 }
 
 /// The status line's thread: it only reads counters, and drawing to a

@@ -1,3 +1,6 @@
+//! How long a call may take: the connect, attempt and whole-call timeouts,
+//! and what an error says when one of them ran out.
+
 use std::time::Duration;
 
 use aws_sdk_sqs::config::timeout::TimeoutConfig;

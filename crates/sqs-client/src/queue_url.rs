@@ -1,3 +1,5 @@
+//! Queue URLs and names: parsed, checked, and told apart as AWS or not.
+
 use crate::Error;
 
 /// A checked queue URL: `http(s)://HOST[:PORT]/ACCOUNT/NAME`.

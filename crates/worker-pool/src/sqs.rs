@@ -229,21 +229,10 @@ fn queue_error(err: sqs::Error) -> QueueError {
 fn entry_failures(failures: Vec<sqs::EntryFailure>) -> Vec<EntryFailure> {
     failures
         .into_iter()
-        .map(|failure| {
-            // An expired or superseded receipt handle; on LocalStack also a
-            // message no longer in flight.
-            let handle_gone = [
-                "ReceiptHandle",
-                "InvalidParameterValue",
-                "MessageNotInflight",
-            ]
-            .iter()
-            .any(|code| failure.code.contains(code));
-            EntryFailure {
-                index: failure.index,
-                handle_gone,
-                reason: failure.message,
-            }
+        .map(|failure| EntryFailure {
+            index: failure.index,
+            handle_gone: failure.kind() == sqs::EntryFailureKind::ReceiptHandleGone,
+            reason: failure.message,
         })
         .collect()
 }

@@ -12,19 +12,9 @@ use fifo_sqs_client::{
 };
 use serde::Deserialize;
 
-pub(crate) const DEFAULT_GROUP: &str = "default";
+use crate::cli::Format;
 
-/// How the lines of a file are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    /// JSON lines when the first line starts with `{` or `[`, plain text
-    /// otherwise; then every line must agree
-    Auto,
-    /// Every line is a body, exactly as written
-    Text,
-    /// Every line is an object {"body": "…", "group": "…", "dedup_id": "…"}
-    Jsonl,
-}
+pub(crate) const DEFAULT_GROUP: &str = "default";
 
 /// A message to send, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
