@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use color_eyre::eyre::{Result, WrapErr};
 
 use crate::cli::{Cli, Command, DlqCommand, LogFormat};
+use crate::settings::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -75,26 +76,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = settings::load(cli.global.config.as_deref(), &cli.setting_flags(), |name| {
         std::env::var(name).ok()
     })?;
-    let client = fifo_sqs_client::connect(&fifo_sqs_client::ConnectOptions {
-        queue_url: &settings.queue_url,
-        endpoint_url: settings.endpoint_url.as_deref(),
-        region: settings.region.as_deref(),
-    })
-    .await
-    .wrap_err("connecting to SQS")?;
     let progress = !cli.global.no_progress;
+    if let Command::Run(args) = &cli.command {
+        // Resolved before anything is connected: a mistake touches no queue.
+        let plan = run::plan(&settings, args)?;
+        return run::run(connect(&settings).await?, plan, progress).await;
+    }
+    let client = connect(&settings).await?;
     match &cli.command {
         Command::CreateQueue(args) => create_queue::run(&client, &settings, args).await,
         Command::Send(args) => send::run(&client, &settings, args, progress).await,
         Command::ListQueues(args) => list_queues::run(&client, args).await,
-        Command::Run(args) => run::run(client, &settings, args, progress).await,
         Command::Dlq(DlqCommand::Peek(args)) => dlq::peek(&client, &settings, args).await,
         Command::Dlq(DlqCommand::Redrive(args)) => {
             dlq::redrive(&client, &settings, args, progress).await
         }
         Command::Purge(args) => dlq::purge(&client, args).await,
-        Command::Completions { .. } => unreachable!("answered before the settings"),
+        Command::Completions { .. } | Command::Run(_) => unreachable!("answered above"),
     }
+}
+
+/// A client for the settings' queue, following the endpoint rule.
+async fn connect(settings: &Settings) -> Result<fifo_sqs_client::Client> {
+    fifo_sqs_client::connect(&fifo_sqs_client::ConnectOptions {
+        queue_url: &settings.queue_url,
+        endpoint_url: settings.endpoint_url.as_deref(),
+        region: settings.region.as_deref(),
+    })
+    .await
+    .wrap_err("connecting to SQS")
 }
 
 /// color-eyre tells a panic: its message, where, and a backtrace under

@@ -28,22 +28,20 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Resolves the plan and builds its handler, so that a mistake in what was
 /// given is told before the queue is opened; then runs the engine until
 /// it stops, and prints the summary.
-pub(crate) async fn run(
-    client: Client,
-    settings: &Settings,
-    args: &RunArgs,
-    progress: bool,
-) -> Result<ExitCode> {
-    let plan = RunPlan::new(
-        settings,
-        RunRequest {
-            until_empty: args.until_empty,
-            limit: args.limit,
-            work_ms: args.work_ms,
-            quiet: args.quiet,
-            command: &args.command,
-        },
-    )?;
+/// `fifo run`'s plan, from the settings and the run's own flags: resolved
+/// before anything is connected, so that a mistake touches no queue.
+pub(crate) fn plan(settings: &Settings, args: &RunArgs) -> Result<RunPlan> {
+    let request = RunRequest {
+        until_empty: args.until_empty,
+        limit: args.limit,
+        work_ms: args.work_ms,
+        quiet: args.quiet,
+        command: &args.command,
+    };
+    Ok(RunPlan::new(settings, request)?)
+}
+
+pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result<ExitCode> {
     let config = &plan.pool;
     let per_worker = match plan.handler {
         HandlerPlan::Log { .. } => 0,

@@ -18,39 +18,58 @@ pub(super) struct InFlight {
     /// The calls' tasks; each returns its [`Event`].
     pub(super) tasks: JoinSet<Event>,
     /// What each call is about, so that one that panics is resolved too.
-    pub(super) owners: HashMap<Id, Pending>,
+    /// Changed only by `insert` and `remove`, which keep `counts` with it.
+    owners: HashMap<Id, Pending>,
     /// When each call to SQS went out (or goes out, after its delay), and
     /// its kind: one unanswered for too long is trouble before the queue
     /// gives up on it (see `notice_unanswered_calls`).
     pub(super) started: HashMap<Id, (Instant, CallKind)>,
+    /// How many of `owners` are receives, deletes, dead-letter moves and
+    /// emptiness checks: asked on every turn of the loop, so counted as
+    /// calls come and go rather than each time.
+    counts: [usize; 4],
 }
 
 impl InFlight {
     /// Receives under way.
     pub(super) fn receives(&self) -> usize {
-        self.count(|pending| matches!(pending, Pending::Receive(_)))
+        self.counts[0]
     }
 
     /// Delete calls under way.
     pub(super) fn deletes(&self) -> usize {
-        self.count(|pending| matches!(pending, Pending::Delete(_)))
+        self.counts[1]
     }
 
     /// Whether a move to the dead-letter queue is under way.
     pub(super) fn dead_lettering(&self) -> bool {
-        self.count(|pending| matches!(pending, Pending::DeadLetter(_))) > 0
+        self.counts[2] > 0
     }
 
     /// Whether the queue is being asked if it is empty.
     pub(super) fn checking_empty(&self) -> bool {
-        self.count(|pending| matches!(pending, Pending::IsEmpty)) > 0
+        self.counts[3] > 0
     }
 
-    fn count(&self, about: impl Fn(&Pending) -> bool) -> usize {
-        self.owners
-            .values()
-            .filter(|pending| about(pending))
-            .count()
+    /// What the call `id` is about.
+    pub(super) fn owner(&self, id: &Id) -> Option<&Pending> {
+        self.owners.get(id)
+    }
+
+    fn insert(&mut self, id: Id, pending: Pending) {
+        if let Some(counted) = pending.counted() {
+            self.counts[counted] += 1;
+        }
+        self.owners.insert(id, pending);
+    }
+
+    /// The call `id` ended: what it was about, and when it went out.
+    pub(super) fn remove(&mut self, id: &Id) -> (Option<Pending>, Option<(Instant, CallKind)>) {
+        let pending = self.owners.remove(id);
+        if let Some(counted) = pending.as_ref().and_then(Pending::counted) {
+            self.counts[counted] -= 1;
+        }
+        (pending, self.started.remove(id))
     }
 }
 
@@ -70,6 +89,17 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    /// Its place in `InFlight::counts`, when it is a kind counted there.
+    fn counted(&self) -> Option<usize> {
+        match self {
+            Pending::Receive(_) => Some(0),
+            Pending::Delete(_) => Some(1),
+            Pending::DeadLetter(_) => Some(2),
+            Pending::IsEmpty => Some(3),
+            Pending::Visibility(_) => None,
+        }
+    }
+
     /// The kind of SQS call it is; `None` for the emptiness check, which
     /// neither starts nor ends trouble.
     fn kind(&self) -> Option<CallKind> {
@@ -145,7 +175,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     ) {
         let kind = pending.kind();
         let id = self.in_flight.tasks.spawn(call).id();
-        self.in_flight.owners.insert(id, pending);
+        self.in_flight.insert(id, pending);
         if let Some(kind) = kind {
             self.in_flight
                 .started
@@ -167,8 +197,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.fatal = Some(Error::Internal(message.to_owned()));
         }
         self.shutdown.cancel();
-        self.in_flight.started.remove(&err.id());
-        let Some(pending) = self.in_flight.owners.remove(&err.id()) else {
+        let (Some(pending), _) = self.in_flight.remove(&err.id()) else {
             return;
         };
         match pending {

@@ -360,8 +360,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tokio::select! {
                 Some(joined) = self.in_flight.tasks.join_next_with_id() => match joined {
                     Ok((id, event)) => {
-                        self.in_flight.owners.remove(&id);
-                        let started = self.in_flight.started.remove(&id);
+                        let (_, started) = self.in_flight.remove(&id);
                         if let Some((started, kind)) = started
                             && let Some(outcome) = event.outcome()
                         {

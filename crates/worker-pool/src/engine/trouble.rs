@@ -79,7 +79,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             .started
             .iter()
             .filter(|(id, (started, _))| {
-                let limit = match self.in_flight.owners.get(id) {
+                let limit = match self.in_flight.owner(id) {
                     Some(Pending::Receive(slot)) => self.receiving.slots[*slot].wait + UNANSWERED,
                     _ => UNANSWERED,
                 };
@@ -99,7 +99,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             let failing = &mut self.trouble.failing[kind as usize];
             *failing = (*failing).max(1);
-            if let Some(Pending::Receive(slot)) = self.in_flight.owners.get(&id) {
+            if let Some(Pending::Receive(slot)) = self.in_flight.owner(&id) {
                 self.receiving.slots[*slot].cut.cancel();
             }
         }
