@@ -25,9 +25,6 @@ use crate::stderr::stderr_line;
 const REDRAW: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Resolves the plan and builds its handler, so that a mistake in what was
-/// given is told before the queue is opened; then runs the engine until
-/// it stops, and prints the summary.
 /// `fifo run`'s plan, from the settings and the run's own flags: resolved
 /// before anything is connected, so that a mistake touches no queue.
 pub(crate) fn plan(settings: &Settings, args: &RunArgs) -> Result<RunPlan> {
@@ -41,6 +38,9 @@ pub(crate) fn plan(settings: &Settings, args: &RunArgs) -> Result<RunPlan> {
     Ok(RunPlan::new(settings, request)?)
 }
 
+/// Builds the plan's handler, so that a mistake in what was given is told
+/// before the queue is opened; then opens the queue, runs the engine until
+/// it stops, and prints the summary.
 pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result<ExitCode> {
     let config = &plan.pool;
     let per_worker = match plan.handler {

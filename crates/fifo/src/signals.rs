@@ -1,6 +1,8 @@
-//! Signals, read the same way by every command: the first SIGINT or SIGTERM
-//! asks for a graceful stop, a second one for exiting at once, which `main`
-//! does with [`INTERRUPTED`].
+//! Signals, for every command from this one module: the first SIGINT or
+//! SIGTERM asks for a graceful stop; in `run` and `send` a second one asks
+//! for exiting at once, which `main` does with [`INTERRUPTED`]. `dlq
+//! redrive` cancels its move on the first and ignores the rest, and
+//! `list-queues --watch` ends on Ctrl-C and leaves SIGTERM its default.
 
 use std::time::{Duration, Instant};
 

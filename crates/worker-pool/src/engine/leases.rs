@@ -294,7 +294,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 /// group, per group), reported in one line.
 #[derive(Debug, Default)]
 struct Losses {
+    /// Groups with a message lost.
     groups: usize,
+    /// Messages given up, later ones of their groups included.
     messages: usize,
     /// Running handlers cancelled.
     cancelled: usize,

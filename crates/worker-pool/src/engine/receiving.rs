@@ -103,6 +103,7 @@ pub(super) struct Pace {
     /// a call costs when SQS is not queueing it, following a network that
     /// got slower within two windows.
     fastest: [Option<Duration>; 2],
+    /// When the current window of `fastest` ends.
     window_ends: Instant,
     /// Recent delete answers, smoothed.
     recent: Option<Duration>,
@@ -110,6 +111,7 @@ pub(super) struct Pace {
     /// per receive (doubling per round trip); after, by one per `target`
     /// receives.
     slow_start: bool,
+    /// Receives counted towards the next step of `target`, up or down.
     credit: usize,
     /// Deletes answered so far (counting up to [`KNOWN_AFTER`]).
     deletes: usize,

@@ -530,6 +530,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 /// What a batch call's entries came to, for the messages still held.
 #[derive(Debug, Default)]
 pub(super) struct Outcomes {
+    /// Done as asked.
     pub(super) done: Vec<Key>,
     /// SQS no longer accepts the receipt handle: the message is not ours.
     pub(super) gone: Vec<(Key, String)>,
