@@ -18,72 +18,76 @@ use crate::{Error, Queue};
 pub(super) struct InFlight {
     /// The calls' tasks; each returns its [`Event`].
     pub(super) tasks: JoinSet<Event>,
-    /// What each call is about, so that one that panics is resolved too.
-    /// Changed only by `insert` and `remove`, which keep `counts` with it.
-    owners: HashMap<Id, Pending>,
-    /// When each call to SQS went out (or goes out, after its delay), and
-    /// its kind: one unanswered for too long is trouble before the queue
-    /// gives up on it (see `notice_unanswered_calls`).
-    pub(super) started: HashMap<Id, (Instant, CallKind)>,
-    /// How many of `owners` are of each counted kind: asked on every turn
-    /// of the loop, so counted as calls start and end rather than each time
-    /// (counting `owners` on every turn cost the engine benchmark time).
-    counts: Counts,
+    /// Each call under way, so that one that panics is resolved too.
+    /// Changed only by `insert` and `remove`, which keep the counts with it.
+    calls: HashMap<Id, Call>,
+    /// SQS calls under way, by kind: asked on every turn of the loop, so
+    /// counted as calls start and end rather than each time (counting
+    /// `calls` on every turn cost the engine benchmark time).
+    by_kind: [usize; CallKind::ALL],
+    /// Emptiness checks under way (not SQS calls of a kind that fails).
+    empty_checks: usize,
 }
 
-/// Calls under way by kind (see [`Pending::count_in`]).
-#[derive(Debug, Default)]
-struct Counts {
-    /// Receives.
-    receives: usize,
-    /// Delete calls.
-    deletes: usize,
-    /// Moves to the dead-letter queue.
-    dead_letters: usize,
-    /// Emptiness checks.
-    empty_checks: usize,
+/// A call under way.
+#[derive(Debug)]
+pub(super) struct Call {
+    /// What it is about.
+    pub(super) pending: Pending,
+    /// When it went out (or goes out, after its delay): one of SQS's
+    /// unanswered for too long is trouble before the queue gives up on it
+    /// (see `notice_unanswered_calls`).
+    pub(super) sent: Instant,
 }
 
 impl InFlight {
     /// Receives under way.
     pub(super) fn receives(&self) -> usize {
-        self.counts.receives
+        self.by_kind[CallKind::Receive as usize]
     }
 
     /// Delete calls under way.
     pub(super) fn deletes(&self) -> usize {
-        self.counts.deletes
+        self.by_kind[CallKind::Delete as usize]
     }
 
     /// Whether a move to the dead-letter queue is under way.
     pub(super) fn dead_lettering(&self) -> bool {
-        self.counts.dead_letters > 0
+        self.by_kind[CallKind::DeadLetter as usize] > 0
     }
 
     /// Whether the queue is being asked if it is empty.
     pub(super) fn checking_empty(&self) -> bool {
-        self.counts.empty_checks > 0
+        self.empty_checks > 0
+    }
+
+    /// Every call under way.
+    pub(super) fn calls(&self) -> impl Iterator<Item = (&Id, &Call)> {
+        self.calls.iter()
     }
 
     /// What the call `id` is about.
     pub(super) fn owner(&self, id: &Id) -> Option<&Pending> {
-        self.owners.get(id)
+        self.calls.get(id).map(|call| &call.pending)
     }
 
-    fn insert(&mut self, id: Id, pending: Pending) {
-        if let Some(count) = pending.count_in(&mut self.counts) {
-            *count += 1;
-        }
-        self.owners.insert(id, pending);
+    fn insert(&mut self, id: Id, call: Call) {
+        *self.count_of(&call.pending) += 1;
+        self.calls.insert(id, call);
     }
 
     /// The call `id` ended: what it was about, and when it went out.
-    pub(super) fn remove(&mut self, id: &Id) -> (Option<Pending>, Option<(Instant, CallKind)>) {
-        let pending = self.owners.remove(id);
-        if let Some(count) = pending.as_ref().and_then(|p| p.count_in(&mut self.counts)) {
-            *count -= 1;
+    pub(super) fn remove(&mut self, id: &Id) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        *self.count_of(&call.pending) -= 1;
+        Some(call)
+    }
+
+    fn count_of(&mut self, pending: &Pending) -> &mut usize {
+        match pending.kind() {
+            Some(kind) => &mut self.by_kind[kind as usize],
+            None => &mut self.empty_checks,
         }
-        (pending, self.started.remove(id))
     }
 }
 
@@ -103,20 +107,9 @@ pub(super) enum Pending {
 }
 
 impl Pending {
-    /// Its kind's count, when its kind is counted.
-    fn count_in<'a>(&self, counts: &'a mut Counts) -> Option<&'a mut usize> {
-        match self {
-            Pending::Receive(_) => Some(&mut counts.receives),
-            Pending::Delete(_) => Some(&mut counts.deletes),
-            Pending::DeadLetter(_) => Some(&mut counts.dead_letters),
-            Pending::IsEmpty => Some(&mut counts.empty_checks),
-            Pending::Visibility(_) => None,
-        }
-    }
-
     /// The kind of SQS call it is; `None` for the emptiness check, which
     /// neither starts nor ends trouble.
-    fn kind(&self) -> Option<CallKind> {
+    pub(super) fn kind(&self) -> Option<CallKind> {
         match self {
             Pending::Receive(_) => Some(CallKind::Receive),
             Pending::Delete(_) => Some(CallKind::Delete),
@@ -187,14 +180,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         call: impl std::future::Future<Output = Event> + Send + 'static,
         starts_after: Duration,
     ) {
-        let kind = pending.kind();
         let id = self.in_flight.tasks.spawn(call).id();
-        self.in_flight.insert(id, pending);
-        if let Some(kind) = kind {
-            self.in_flight
-                .started
-                .insert(id, (Instant::now() + starts_after, kind));
-        }
+        let sent = Instant::now() + starts_after;
+        self.in_flight.insert(id, Call { pending, sent });
     }
 
     /// A call panicked (a bug in the queue implementation): its outcome is
@@ -211,10 +199,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.fatal = Some(Error::Internal(message.to_owned()));
         }
         self.shutdown.cancel();
-        let (Some(pending), _) = self.in_flight.remove(&err.id()) else {
+        let Some(call) = self.in_flight.remove(&err.id()) else {
             return;
         };
-        match pending {
+        match call.pending {
             Pending::Receive(slot) => {
                 self.receiving.slots[slot].busy = false;
             }

@@ -360,15 +360,19 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tokio::select! {
                 Some(joined) = self.in_flight.tasks.join_next_with_id() => match joined {
                     Ok((id, event)) => {
-                        let (_, started) = self.in_flight.remove(&id);
-                        if let Some((started, kind)) = started
+                        // An emptiness check is no SQS call of a kind that fails.
+                        let sent = self
+                            .in_flight
+                            .remove(&id)
+                            .and_then(|call| Some((call.sent, call.pending.kind()?)));
+                        if let Some((sent, kind)) = sent
                             && let Some(outcome) = event.outcome()
                         {
                             let error = outcome.err().map(error_type);
-                            let took = started.elapsed();
+                            let took = sent.elapsed();
                             self.counters.observe_call(kind.operation_name(), took, error);
                         }
-                        self.trouble.event_sent = started.map(|(sent, _)| sent);
+                        self.trouble.event_sent = sent.map(|(sent, _)| sent);
                         self.on_event(event);
                     }
                     Err(err) => self.on_call_failure(&err),

@@ -76,17 +76,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let now = Instant::now();
         let overdue: Vec<(tokio::task::Id, Instant, CallKind)> = self
             .in_flight
-            .started
-            .iter()
-            .filter(|(id, (started, _))| {
-                let limit = match self.in_flight.owner(id) {
-                    Some(Pending::Receive(slot)) => self.receiving.slots[*slot].wait + UNANSWERED,
+            .calls()
+            .filter_map(|(id, call)| {
+                let kind = call.pending.kind()?;
+                let limit = match call.pending {
+                    Pending::Receive(slot) => self.receiving.slots[slot].wait + UNANSWERED,
                     _ => UNANSWERED,
                 };
-                now.saturating_duration_since(*started) > limit
-                    && !self.trouble.before_the_end(Some(*started))
+                let overdue = now.saturating_duration_since(call.sent) > limit
+                    && !self.trouble.before_the_end(Some(call.sent));
+                overdue.then_some((*id, call.sent, kind))
             })
-            .map(|(id, (started, kind))| (*id, *started, *kind))
             .collect();
         for (id, started, kind) in overdue {
             if self.trouble.since.is_none() {
