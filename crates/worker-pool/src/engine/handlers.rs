@@ -229,14 +229,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// Applies a message's [`fate`] after its handler ran.
     pub(super) fn on_attempt(&mut self, key: Key, attempt: Attempt) {
-        let tracked = &self.tracked[&key];
-        let (error, cut_off) = match attempt {
-            Attempt::Succeeded => (None, false),
-            Attempt::Failed { error, cut_off } => (Some(error), cut_off),
+        // A success needs no facts: every message's path, kept short.
+        let Attempt::Failed { error, cut_off } = attempt else {
+            return self.succeeded(key);
         };
-        let verdict = error.as_ref().map(Verdict::of);
+        let tracked = &self.tracked[&key];
+        let verdict = Verdict::of(&error);
         let facts = Facts {
-            verdict,
+            verdict: Some(verdict),
             running: self.phase == Phase::Running,
             attempts: tracked.attempts,
             retries: self.config.retries,
@@ -244,17 +244,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             max_receive_count: self.queue.max_receive_count(),
         };
         let fate = fate(facts);
-        let Some(error) = error else {
-            return self.succeeded(key);
-        };
         match fate {
-            Fate::Done => unreachable!("a failure is never done"),
+            Fate::Done => self.succeeded(key),
             Fate::NotStarted => self.could_not_start(key, &error),
             Fate::Wait(after) => self.wait(key, after, &error, true),
             Fate::HandBack(HandBack::Waiting(after)) => self.wait(key, after, &error, false),
             Fate::Retry | Fate::DeadLetter { .. } | Fate::HandBack(_) => {
                 self.record_failure(key, &error);
-                if verdict == Some(Verdict::Reject) && facts.max_receive_count.is_none() {
+                if verdict == Verdict::Reject && facts.max_receive_count.is_none() {
                     let message = &self.tracked[&key].message;
                     tracing::warn!(
                         "message {} of group {} was rejected by its handler ({error}), but the queue has no dead-letter queue: it counts as a failure and is retried, never deleted",
