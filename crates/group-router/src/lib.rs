@@ -418,6 +418,22 @@ impl<K: Copy + Eq> Router<K> {
             .map(|(_, step)| *step)
     }
 
+    /// Each group with held messages, and how many it holds, in no order.
+    pub fn lanes(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.lanes
+            .iter()
+            .map(|(group, lane)| (group.as_str(), lane.messages.len()))
+    }
+
+    /// The first message of `group` that has not succeeded nor been given
+    /// up to the dead-letter queue (the one the rest of the group waits
+    /// for), and where it stands; `None` when every held message of the
+    /// group has.
+    pub fn head(&self, group: &str) -> Option<(K, Step)> {
+        let lane = self.lanes.get(group)?;
+        lane.current().map(|index| lane.messages[index])
+    }
+
     /// Messages waiting in lanes (not handed out).
     pub fn queued(&self) -> usize {
         self.queued
@@ -492,6 +508,19 @@ mod tests {
             router.push(group, *key);
         }
         router
+    }
+
+    #[test]
+    fn the_head_is_the_first_message_not_settled() {
+        let mut r = router(&[("g", 1), ("g", 2), ("g", 3), ("h", 4)]);
+        assert_eq!(r.head("g"), Some((1, Step::Queued)));
+        let (group, key) = r.take_next().unwrap();
+        r.finished(&group, key);
+        assert_eq!(r.head(&group), Some((2, Step::Queued)));
+        let mut lanes: Vec<(&str, usize)> = r.lanes().collect();
+        lanes.sort_unstable();
+        assert_eq!(lanes, [("g", 3), ("h", 1)]);
+        assert_eq!(r.head("none"), None);
     }
 
     fn deletes(router: &mut Router<u32>) -> Vec<u32> {

@@ -12,7 +12,7 @@ use tokio::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use fifo_worker_pool::{Counters, Error, PoolConfig, Queue, Stats};
+use fifo_worker_pool::{Counters, Error, Inbox, PoolConfig, Queue, Stats};
 
 /// One handler run.
 #[derive(Debug, Clone)]
@@ -99,6 +99,25 @@ impl Recorder {
             &config,
             shutdown,
             self.counters.clone(),
+        )
+        .await
+    }
+
+    /// As [`Recorder::run_on`], steered through the handle `inbox` belongs to.
+    pub async fn run_steered<Q: Queue>(
+        &self,
+        queue: Q,
+        config: PoolConfig,
+        shutdown: CancellationToken,
+        inbox: Inbox,
+    ) -> Result<Stats, Error> {
+        fifo_worker_pool::run_steered(
+            queue,
+            self.clone(),
+            &config,
+            shutdown,
+            self.counters.clone(),
+            inbox,
         )
         .await
     }

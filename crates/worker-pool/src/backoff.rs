@@ -15,6 +15,14 @@ pub(crate) fn jittered(attempt: u32, base: Duration, max: Duration) -> Duration 
     Duration::from_millis(fastrand::u64(0..=ceiling))
 }
 
+/// The wait before a blocked message runs again: between half of
+/// `step(attempt)` and all of it, so that it stays slow (full jitter could
+/// draw a wait near zero), while runs of many blocked messages spread out.
+pub(crate) fn blocked(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let step = step(attempt, base, max);
+    step / 2 + Duration::from_millis(fastrand::u64(0..=(step / 2).as_millis() as u64))
+}
+
 /// The visibility timeout, in whole seconds (at least 1, at most SQS's 12 h),
 /// for a message released after its `receive_count`-th delivery failed.
 pub(crate) fn release_seconds(receive_count: u32, base: Duration, max: Duration) -> u32 {
@@ -41,6 +49,17 @@ mod tests {
         for attempt in 0..10 {
             for _ in 0..100 {
                 assert!(jittered(attempt, BASE, MAX) <= step(attempt, BASE, MAX));
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_wait_is_at_least_half_the_step() {
+        for attempt in 0..10 {
+            for _ in 0..100 {
+                let wait = blocked(attempt, BASE, MAX);
+                let step = step(attempt, BASE, MAX);
+                assert!(wait >= step / 2 && wait <= step, "{wait:?} for {step:?}");
             }
         }
     }

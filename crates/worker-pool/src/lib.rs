@@ -8,8 +8,9 @@
 //! `sqs` implements it on SQS (feature `sqs`) and `memory` in memory, for
 //! tests and benchmarks; `engine` owns the router,
 //! every held message and every decision; `calls` are the one-call tasks it
-//! spawns; `backoff` computes retry delays; `stats` the counters; `limits`
-//! the ranges a [`PoolConfig`] takes.
+//! spawns; `backoff` computes retry delays; `stats` the counters; `steering`
+//! the operators' handle on a run (see [`Steering`]); `limits` the ranges a
+//! [`PoolConfig`] takes.
 //!
 //! Guarantees, against AWS and LocalStack alike: per group, a message's
 //! handler starts only after every earlier message of the group succeeded; a
@@ -34,10 +35,11 @@ mod queue;
 #[cfg(feature = "sqs")]
 mod sqs;
 mod stats;
+mod steering;
 
 use std::time::Duration;
 
-pub use engine::{run, run_observed};
+pub use engine::{run, run_observed, run_steered};
 pub use queue::{
     Attribute, AttributeValue, DeadLetterCopy, DeadLetterReason, Delivery, EntryFailure, Malformed,
     Queue, QueueError, QueueErrorKind, ReceiveRequest, Received,
@@ -45,6 +47,7 @@ pub use queue::{
 #[cfg(feature = "sqs")]
 pub use sqs::{OpenError, SqsQueue};
 pub use stats::{Counters, Stats};
+pub use steering::{GroupState, GroupStatus, Head, Inbox, SteerError, Steering, steering};
 
 pub use limits::MAX_POLLERS;
 
@@ -95,6 +98,30 @@ pub struct PoolConfig {
     pub until_empty: bool,
     /// Stop after this many messages succeeded.
     pub limit: Option<u64>,
+    /// What becomes of a message that failed on every attempt `retries`
+    /// allows.
+    pub exhausted: Exhausted,
+    /// With [`Exhausted::Block`]: the longest wait between two runs of a
+    /// blocked message.
+    pub blocked_retry_max: Duration,
+    /// Handler starts per second, for the whole run (a batch is one start);
+    /// `None` for no limit.
+    pub max_rate: Option<f64>,
+    /// Handler starts per second for each group; `None` for no limit.
+    pub group_rate: Option<f64>,
+}
+
+/// What becomes of a message that failed on every attempt allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Handed back with the rest of its group, and on its last allowed
+    /// receive moved to the dead-letter queue; its group goes on.
+    #[default]
+    DeadLetter,
+    /// Kept, with its group waiting behind it, and run again on a slow
+    /// backoff (up to `blocked_retry_max`) until it succeeds or an operator
+    /// skips it (see [`Steering`]); other groups go on.
+    Block,
 }
 
 impl Default for PoolConfig {
@@ -115,6 +142,10 @@ impl Default for PoolConfig {
             cancel_grace: Duration::from_secs(2),
             until_empty: false,
             limit: None,
+            exhausted: Exhausted::DeadLetter,
+            blocked_retry_max: Duration::from_secs(300),
+            max_rate: None,
+            group_rate: None,
         }
     }
 }
@@ -138,6 +169,14 @@ impl PoolConfig {
             Err(ConfigError::WaitTime)
         } else if !limits::VISIBILITY_TIMEOUT.contains(&self.visibility_timeout) {
             Err(ConfigError::VisibilityTimeout)
+        } else if [self.max_rate, self.group_rate]
+            .into_iter()
+            .flatten()
+            .any(|rate| !limits::RATE.contains(&rate))
+        {
+            Err(ConfigError::Rate)
+        } else if self.blocked_retry_max.is_zero() {
+            Err(ConfigError::BlockedRetryMax)
         } else {
             Ok(())
         }
@@ -213,6 +252,16 @@ pub enum ConfigError {
         limits::VISIBILITY_TIMEOUT.end()
     )]
     VisibilityTimeout,
+    /// `max_rate` or `group_rate` is outside [`limits::RATE`].
+    #[error(
+        "rates must be {} to {} handler starts per second",
+        limits::RATE.start(),
+        limits::RATE.end()
+    )]
+    Rate,
+    /// `blocked_retry_max` is zero.
+    #[error("blocked_retry_max must be more than zero")]
+    BlockedRetryMax,
 }
 
 #[cfg(test)]
@@ -249,6 +298,18 @@ mod tests {
         assert_eq!(
             with(|c| c.visibility_timeout = 0),
             "visibility_timeout must be 1 to 43200 seconds"
+        );
+        assert_eq!(
+            with(|c| c.group_rate = Some(0.0)),
+            "rates must be 0.001 to 1000000 handler starts per second"
+        );
+        assert_eq!(
+            with(|c| c.max_rate = Some(f64::NAN)),
+            "rates must be 0.001 to 1000000 handler starts per second"
+        );
+        assert_eq!(
+            with(|c| c.blocked_retry_max = Duration::ZERO),
+            "blocked_retry_max must be more than zero"
         );
         assert_eq!(
             Error::Config(ConfigError::NoWorkers).to_string(),

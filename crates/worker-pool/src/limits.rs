@@ -19,3 +19,7 @@ pub const MAX_INVISIBLE_SECONDS: u32 = *VISIBILITY_TIMEOUT.end();
 
 /// The most receives under way at once when they adapt.
 pub const MAX_POLLERS: usize = 16;
+
+/// Handler starts per second, for `max_rate` and `group_rate`: one every
+/// 1000 s at the slowest, one a microsecond at the fastest.
+pub const RATE: RangeInclusive<f64> = 0.001..=1_000_000.0;

@@ -36,6 +36,8 @@ pub struct Counters {
     backlogged_groups: Gauge,
     running: Gauge,
     oldest_held_age: Gauge<f64, AtomicU64>,
+    blocked_groups: Gauge,
+    oldest_blocked_age: Gauge<f64, AtomicU64>,
     process_duration: Histogram,
     operation_duration: Family<Operation, Histogram, fn() -> Histogram>,
     /// When the engine loop last turned, in ms since `created`.
@@ -80,6 +82,8 @@ impl Default for Counters {
             backlogged_groups: Gauge::default(),
             running: Gauge::default(),
             oldest_held_age: Gauge::default(),
+            blocked_groups: Gauge::default(),
+            oldest_blocked_age: Gauge::default(),
             process_duration: duration_histogram(),
             operation_duration: Family::new_with_constructor(duration_histogram),
             loop_turned_ms: AtomicU64::new(0),
@@ -257,7 +261,7 @@ impl Counters {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 4] = [
+        let gauges: [(&str, &str, &Gauge); 5] = [
             (
                 "fifo_messages_in_flight",
                 "Messages held now: queued, running or backing off",
@@ -278,6 +282,11 @@ impl Counters {
                 "Groups with messages held and ready but not running: the figure to scale replicas on",
                 &self.backlogged_groups,
             ),
+            (
+                "fifo_groups_blocked",
+                "Groups blocked behind a message that failed on every attempt (--exhausted block)",
+                &self.blocked_groups,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
@@ -287,6 +296,12 @@ impl Counters {
             "Time since the oldest message held was sent (0 when none is)",
             Unit::Seconds,
             self.oldest_held_age.clone(),
+        );
+        registry.register_with_unit(
+            "fifo_oldest_blocked_group_age",
+            "Time since the group blocked longest became blocked (0 when none is)",
+            Unit::Seconds,
+            self.oldest_blocked_age.clone(),
         );
         registry.register_with_unit(
             "messaging_process_duration",
@@ -395,5 +410,15 @@ impl Counters {
     }
     pub(crate) fn set_oldest_held_age(&self, age: Duration) {
         self.oldest_held_age.set(age.as_secs_f64());
+    }
+
+    pub(crate) fn set_blocked(&self, groups: usize, oldest: Duration) {
+        self.blocked_groups.set(groups as i64);
+        self.oldest_blocked_age.set(oldest.as_secs_f64());
+    }
+
+    /// Groups blocked now (`--exhausted block`), as of the last lease tick.
+    pub fn blocked_groups(&self) -> u64 {
+        self.blocked_groups.get().try_into().unwrap_or(0)
     }
 }

@@ -22,6 +22,9 @@ pub(super) struct Facts {
     pub(super) receive_count: u32,
     /// The queue's `maxReceiveCount`; `None` without a dead-letter queue.
     pub(super) max_receive_count: Option<u32>,
+    /// A message out of retries blocks its group (`--exhausted block`)
+    /// instead of going back to the queue or to the dead-letter queue.
+    pub(super) blocks: bool,
 }
 
 /// What happens to the message.
@@ -44,6 +47,9 @@ pub(super) enum Fate {
         /// Its handler rejected it (rather than failing on the last receive).
         rejected: bool,
     },
+    /// Out of retries with `--exhausted block`: it stays held, its group
+    /// waits behind it, and it runs again after a slow backoff.
+    Block,
     /// It goes back to the queue with the rest of its lane.
     HandBack(HandBack),
 }
@@ -79,8 +85,11 @@ impl Fate {
 /// retried in process while retries are left; then, on the last receive SQS
 /// allows, moved to the dead-letter queue by fifo itself (SQS's redrive would
 /// move it only on a later receive, after the group's next messages ran);
-/// otherwise handed back with the rest of the lane. While stopping nothing
-/// is retried, waited for or moved: it all goes back.
+/// otherwise handed back with the rest of the lane. When exhausted messages
+/// block, a failure out of retries blocks its group instead, even on the
+/// last receive (only a reject still goes to the dead-letter queue: the
+/// handler said it can never succeed). While stopping nothing is retried,
+/// waited for, blocked or moved: it all goes back.
 pub(super) fn fate(facts: Facts) -> Fate {
     let Some(verdict) = facts.verdict else {
         return Fate::Done;
@@ -93,6 +102,7 @@ pub(super) fn fate(facts: Facts) -> Fate {
         _ if !facts.running => Fate::HandBack(HandBack::Stopping),
         Verdict::Reject if has_dead_letters => Fate::DeadLetter { rejected: true },
         _ if facts.attempts < facts.retries => Fate::Retry,
+        _ if facts.blocks => Fate::Block,
         _ if facts
             .max_receive_count
             .is_some_and(|max| facts.receive_count >= max) =>
@@ -119,6 +129,7 @@ mod tests {
             retries: 2,
             receive_count: 1,
             max_receive_count: Some(3),
+            blocks: false,
         }
     }
 
@@ -140,7 +151,11 @@ mod tests {
             max_receive_count: None,
             ..facts
         };
-        let rows: [(&str, Facts, Fate); 16] = [
+        let blocking = |facts: Facts| Facts {
+            blocks: true,
+            ..facts
+        };
+        let rows: [(&str, Facts, Fate); 22] = [
             (
                 "succeeded",
                 Facts {
@@ -235,6 +250,39 @@ mod tests {
                 stopping(Verdict::RetryLater(LATER)),
                 Fate::HandBack(HandBack::Waiting(LATER)),
             ),
+            (
+                "blocking, failed, retries left",
+                blocking(failed(Verdict::Retry)),
+                Fate::Retry,
+            ),
+            (
+                "blocking, failed, no retries left",
+                blocking(exhausted),
+                Fate::Block,
+            ),
+            (
+                "blocking, failed on the last receive",
+                blocking(last_receive),
+                Fate::Block,
+            ),
+            (
+                "blocking, rejected: still a dead letter",
+                blocking(failed(Verdict::Reject)),
+                Fate::DeadLetter { rejected: true },
+            ),
+            (
+                "blocking, rejected without a dead-letter queue, no retries left",
+                blocking(no_dead_letters(Facts {
+                    verdict: Some(Verdict::Reject),
+                    ..exhausted
+                })),
+                Fate::Block,
+            ),
+            (
+                "blocking, failed while stopping",
+                blocking(stopping(Verdict::Retry)),
+                Fate::HandBack(HandBack::Stopping),
+            ),
         ];
         for (case, facts, expected) in rows {
             assert_eq!(fate(facts), expected, "{case}: {facts:?}");
@@ -256,6 +304,7 @@ mod tests {
             Fate::NotStarted,
             Fate::Wait(None),
             Fate::Retry,
+            Fate::Block,
             Fate::DeadLetter { rejected: true },
             Fate::HandBack(HandBack::Exhausted),
             Fate::HandBack(HandBack::Stopping),
@@ -264,6 +313,9 @@ mod tests {
         .into_iter()
         .map(Fate::ends_the_delivery)
         .collect();
-        assert_eq!(ends, [false, false, false, false, true, true, true, false]);
+        assert_eq!(
+            ends,
+            [false, false, false, false, false, true, true, true, false]
+        );
     }
 }

@@ -9,8 +9,10 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Duration, Instant};
 
 use super::fate::{Facts, Fate, HandBack, fate};
+use super::rates::Limited;
 use super::work::{Attempt, Ran, work};
-use super::{AfterCancel, Engine, Phase, State, Timer, Tracked, message_event};
+use super::{AfterCancel, Backoff, Engine, Phase, State, Timer, Tracked, message_event};
+use crate::Exhausted;
 use crate::backoff;
 use crate::calls::Key;
 use crate::queue::{DeadLetterReason, Queue};
@@ -34,18 +36,71 @@ pub(super) struct Workers {
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// Starts handlers while workers are free: due retries first, then the
-    /// next ready lane.
+    /// next ready lane; none while paused. A message over a rate limit goes
+    /// back where it was (its lane, or the retries due) and the loop wakes
+    /// when the limit allows it.
     pub(super) fn dispatch(&mut self) {
+        if self.paused.is_some() {
+            return;
+        }
+        let mut limited: Vec<(Key, bool)> = Vec::new();
         while self.workers.running.len() < self.config.workers && self.batch_room() > 0 {
-            let key = match self.workers.retry_ready.pop_front() {
-                Some(key) => key,
+            let (key, retry) = match self.workers.retry_ready.pop_front() {
+                // Due twice (an operator's retry and its own timer): once.
+                Some(key)
+                    if !matches!(
+                        self.tracked.get(&key).map(|t| &t.state),
+                        Some(State::BackingOff { .. })
+                    ) =>
+                {
+                    continue;
+                }
+                Some(key) => (key, true),
                 None if self.phase == Phase::Running => match self.router.take_next() {
-                    Some((_, key)) => key,
-                    None => return,
+                    Some((_, key)) => (key, false),
+                    None => break,
                 },
-                None => return,
+                None => break,
             };
-            self.start(key);
+            match self.admit(key) {
+                Ok(()) => self.start(key),
+                Err(Limited::Group(at)) => {
+                    limited.push((key, retry));
+                    self.wake_for_rate(at);
+                }
+                Err(Limited::All(at)) => {
+                    limited.push((key, retry));
+                    self.wake_for_rate(at);
+                    break;
+                }
+            }
+        }
+        // Put back only now: back in its lane at once, a limited group
+        // would be handed out again within this very loop.
+        for (key, retry) in limited {
+            if retry {
+                self.workers.retry_ready.push_back(key);
+            } else if let Some(tracked) = self.tracked.get(&key) {
+                let group = tracked.message.group_id.clone();
+                self.router.put_back(&group, key);
+            }
+        }
+    }
+
+    /// Takes a start for `key` from the rate limits, if there are any.
+    fn admit(&self, key: Key) -> Result<(), Limited> {
+        if !self.rates.any() {
+            return Ok(());
+        }
+        match self.tracked.get(&key) {
+            Some(tracked) => self.rates.admit(&tracked.message.group_id),
+            None => Ok(()),
+        }
+    }
+
+    fn wake_for_rate(&mut self, at: Instant) {
+        if self.rates.wake_needed(at) {
+            self.wake_at(at);
         }
     }
 
@@ -118,7 +173,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             ran
         });
         for k in &keys {
-            self.tracked.get_mut(k).expect("tracked").state = State::Running(task.clone());
+            self.tracked
+                .get_mut(k)
+                .expect("tracked")
+                .set_state(State::Running(task.clone()));
         }
         self.workers.running.insert(task.id(), keys);
     }
@@ -210,7 +268,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         };
         if matches!(tracked.state, State::Running(_)) {
-            tracked.state = State::InLane;
+            tracked.set_state(State::InLane);
             self.on_attempt(key, attempt);
         }
     }
@@ -221,7 +279,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             return;
         };
         if matches!(tracked.state, State::Running(_)) {
-            tracked.state = State::InLane;
+            tracked.set_state(State::InLane);
             let group = tracked.message.group_id.clone();
             self.router.put_back(&group, key);
         }
@@ -242,6 +300,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             retries: self.config.retries,
             receive_count: tracked.message.receive_count,
             max_receive_count: self.queue.max_receive_count(),
+            blocks: self.config.exhausted == Exhausted::Block,
         };
         let fate = fate(facts);
         match fate {
@@ -249,7 +308,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Fate::NotStarted => self.could_not_start(key, &error),
             Fate::Wait(after) => self.wait(key, after, &error, true),
             Fate::HandBack(HandBack::Waiting(after)) => self.wait(key, after, &error, false),
-            Fate::Retry | Fate::DeadLetter { .. } | Fate::HandBack(_) => {
+            Fate::Retry | Fate::Block | Fate::DeadLetter { .. } | Fate::HandBack(_) => {
                 self.record_failure(key, &error);
                 if verdict == Verdict::Reject && facts.max_receive_count.is_none() {
                     let message = &self.tracked[&key].message;
@@ -259,10 +318,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                         message.group_id
                     );
                 }
-                if fate == Fate::Retry {
-                    self.retry(key, &error, cut_off);
-                } else {
-                    self.end_delivery(key, fate, &error, cut_off);
+                match fate {
+                    Fate::Retry => self.retry(key, &error, cut_off),
+                    Fate::Block => self.block(key, &error, cut_off),
+                    _ => self.end_delivery(key, fate, &error, cut_off),
                 }
             }
         }
@@ -272,7 +331,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn succeeded(&mut self, key: Key) {
         self.counters.add_succeeded();
         self.workers.succeeded += 1;
-        let group = self.tracked[&key].message.group_id.clone();
+        let tracked = &self.tracked[&key];
+        let group = tracked.message.group_id.clone();
+        if let Some(since) = tracked.blocked_since {
+            tracing::warn!(
+                "message {} of group {group} succeeded on attempt {}: group {group} is no longer blocked (it was for {:.1} s)",
+                tracked.message.id,
+                tracked.attempts + 1,
+                since.elapsed().unwrap_or_default().as_secs_f64()
+            );
+        }
         self.router.finished(&group, key);
         if self
             .config
@@ -317,7 +385,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             None,
             Some(error),
         );
-        tracked.state = State::BackingOff;
+        let until = Instant::now() + delay;
+        tracked.back_off(Backoff::RetryLater, until);
         let waits = tracked.waits;
         if waits == 1 {
             tracing::warn!(
@@ -328,7 +397,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 "message {id} of group {group} asked to run again later, {waits} times now ({error}); retry in {delay:?}"
             );
         }
-        self.add_timer(Instant::now() + delay, Timer::Retry(key));
+        self.add_timer(until, Timer::Retry(key));
     }
 
     /// Keeps a failure as a dead letter would tell it, should it become one.
@@ -347,7 +416,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn retry(&mut self, key: Key, error: &HandlerError, cut_off: bool) {
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         tracked.attempts += 1;
-        tracked.state = State::BackingOff;
         let attempt = tracked.attempts;
         self.counters.add_retried();
         message_event("retried", &tracked.message, attempt + 1, None, Some(error));
@@ -364,7 +432,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.message.group_id,
             self.config.retries
         );
-        self.add_timer(Instant::now() + delay, Timer::Retry(key));
+        let until = Instant::now() + delay;
+        tracked.back_off(Backoff::Retry, until);
+        self.add_timer(until, Timer::Retry(key));
     }
 
     /// It failed for good in this delivery: to the dead-letter queue, or
@@ -402,7 +472,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 if let Some(gone) = tracked.kill_ends {
                     // Its program may still be ending: the group goes on (and
                     // the message moves) once it is gone.
-                    tracked.state = State::BackingOff;
+                    tracked.back_off(Backoff::KillGrace, gone);
                     return self.add_timer(gone, Timer::DeadLetter(key));
                 }
                 self.router.dead_letter(&group, key);
@@ -463,8 +533,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         );
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         if self.phase == Phase::Running {
-            tracked.state = State::BackingOff;
-            self.add_timer(Instant::now() + delay, Timer::Retry(key));
+            let until = Instant::now() + delay;
+            tracked.back_off(Backoff::NotStarted, until);
+            self.add_timer(until, Timer::Retry(key));
         } else {
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
@@ -497,13 +568,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let Some(tracked) = self.tracked.get_mut(&key) else {
             return;
         };
-        if !matches!(tracked.state, State::BackingOff) {
-            return;
+        // A timer an operator's retry made early, or one for an earlier
+        // backoff of the same message, is stale.
+        match tracked.state {
+            State::BackingOff { why, until }
+                if why != Backoff::KillGrace && until <= Instant::now() => {}
+            _ => return,
         }
         if self.phase == Phase::Running {
             self.workers.retry_ready.push_back(key);
         } else {
-            tracked.state = State::InLane;
+            tracked.set_state(State::InLane);
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
         }
@@ -515,8 +590,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let Some(tracked) = self.tracked.get_mut(&key) else {
             return;
         };
-        if matches!(tracked.state, State::BackingOff) {
-            tracked.state = State::InLane;
+        if matches!(
+            tracked.state,
+            State::BackingOff {
+                why: Backoff::KillGrace,
+                ..
+            }
+        ) {
+            tracked.set_state(State::InLane);
             let group = tracked.message.group_id.clone();
             self.router.dead_letter(&group, key);
         }
@@ -540,7 +621,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             if let Some(tracked) = self.tracked.get_mut(key)
                 && matches!(tracked.state, State::Running(_) | State::Cancelling { .. })
             {
-                tracked.state = State::Cancelling { then, task };
+                tracked.set_state(State::Cancelling { then, task });
             }
         }
     }
@@ -568,7 +649,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     self.counters.add_lost(1);
                 }
                 AfterCancel::HandBack => {
-                    tracked.state = State::InLane;
+                    tracked.set_state(State::InLane);
                     let group = tracked.message.group_id.clone();
                     self.router.failed(&group, key);
                 }
@@ -593,7 +674,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 const CALM: Duration = Duration::from_secs(5);
 
 /// Beyond the kill grace, for the killed processes to be gone.
-const KILL_MARGIN: Duration = Duration::from_millis(500);
+pub(super) const KILL_MARGIN: Duration = Duration::from_millis(500);
 
 /// Handlers that could not start: since when, how many (in a row, for the
 /// backoff, and in all), and the last one.

@@ -22,6 +22,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     pub(super) fn on_tick(&mut self) {
         self.notice_unanswered_calls();
         self.measure_oldest_held();
+        self.measure_blocked();
+        self.rates.forget_idle_groups();
         self.give_up_expiring();
         self.pin_overtaken();
         let now = Instant::now();
@@ -273,7 +275,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.finish_release(key);
                 self.counters.add_lost(1);
             }
-            State::InLane | State::BackingOff => {
+            State::InLane | State::BackingOff { .. } => {
                 self.workers.retry_ready.retain(|k| *k != key);
                 self.untrack(key);
                 self.counters.add_lost(1);

@@ -18,11 +18,13 @@
 //! retries; `work` runs one call as a task, `fate` decides what its result
 //! means), `leases`
 //! (heartbeats, pins, losses), `settling` (`Settling`: deletes, dead
-//! letters, hand-backs), `trouble` (SQS failing and answering again) and
-//! `shutdown` (draining).
+//! letters, hand-backs), `trouble` (SQS failing and answering again),
+//! `steering` (blocked groups and operators' requests), `rates` (limits on
+//! handler starts) and `shutdown` (draining).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use fifo_group_router::Router;
 use fifo_handler::{Handler, Message};
@@ -34,19 +36,23 @@ mod fate;
 mod handlers;
 mod in_flight;
 mod leases;
+mod rates;
 mod receiving;
 mod settling;
 mod shutdown;
+mod steering;
 mod trouble;
 mod work;
 
 use self::handlers::Workers;
 use self::in_flight::InFlight;
+use self::rates::Rates;
 use self::receiving::Receiving;
 use self::settling::Settling;
 use self::trouble::{Trouble, error_type};
 use crate::calls::{Event, Key};
 use crate::queue::{Attribute, DeadLetterReason};
+use crate::steering::{Inbox, Request};
 use crate::{Counters, Error, PoolConfig, Queue, Stats};
 
 /// Entries per batch call.
@@ -78,9 +84,35 @@ pub async fn run_observed<Q: Queue, H: Handler>(
     shutdown: CancellationToken,
     live: Arc<Counters>,
 ) -> Result<Stats, Error> {
+    run_engine(queue, handler, config, shutdown, live, None).await
+}
+
+/// As [`run_observed`], answering the requests of the
+/// [`Steering`](crate::Steering) handle whose `inbox` this is: the groups
+/// held, skip or retry a group's head, pause and resume.
+pub async fn run_steered<Q: Queue, H: Handler>(
+    queue: Q,
+    handler: H,
+    config: &PoolConfig,
+    shutdown: CancellationToken,
+    live: Arc<Counters>,
+    inbox: Inbox,
+) -> Result<Stats, Error> {
+    run_engine(queue, handler, config, shutdown, live, Some(inbox)).await
+}
+
+async fn run_engine<Q: Queue, H: Handler>(
+    queue: Q,
+    handler: H,
+    config: &PoolConfig,
+    shutdown: CancellationToken,
+    live: Arc<Counters>,
+    inbox: Option<Inbox>,
+) -> Result<Stats, Error> {
     config.check().map_err(Error::Config)?;
     let before = live.snapshot();
     let mut engine = Engine::new(queue, handler, config.clone(), shutdown, live.clone());
+    engine.inbox = inbox;
     engine.run_loop().await;
     match engine.fatal {
         Some(err) => Err(err),
@@ -133,6 +165,8 @@ struct Tracked {
     pinned: bool,
     /// Its last failure in this delivery, for a dead letter's attributes.
     last_failure: Option<DeadLetterReason>,
+    /// Since when it blocks its group (`Exhausted::Block`), while it does.
+    blocked_since: Option<SystemTime>,
     /// After a failure (or a handler's request to wait): how long it and
     /// its lane stay invisible once handed back.
     release_after: Duration,
@@ -141,6 +175,8 @@ struct Tracked {
     kill_ends: Option<Instant>,
     /// Where it is in its life.
     state: State,
+    /// When it entered that state, for operators (`Steering::groups`).
+    since: SystemTime,
 }
 
 /// Where a held message is in its life.
@@ -150,8 +186,15 @@ enum State {
     InLane,
     /// Its handler runs (alone or in a batch, see `Engine::running`).
     Running(AbortHandle),
-    /// Failed; retried when its backoff timer fires.
-    BackingOff,
+    /// Out of its lane and waiting to run again: retried when a timer fires
+    /// at `until` or later (an operator may make it sooner), unless it is
+    /// waiting out a kill grace.
+    BackingOff {
+        /// What it waits for.
+        why: Backoff,
+        /// When it is due.
+        until: Instant,
+    },
     /// Its handler was cancelled and counts as running until the kill grace
     /// passes (an exec handler's process group may still be ending).
     Cancelling {
@@ -164,6 +207,22 @@ enum State {
     Releasing(u64),
 }
 
+/// Why a message waits out of its lane before running again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backoff {
+    /// It failed with retries left.
+    Retry,
+    /// Its handler asked to run it again later.
+    RetryLater,
+    /// Its handler could not start (fifo's own trouble).
+    NotStarted,
+    /// It failed on every attempt allowed and blocks its group
+    /// (`--exhausted block`) until it succeeds or is skipped.
+    Blocked,
+    /// It moves to the dead-letter queue once its cut-off program is gone.
+    KillGrace,
+}
+
 /// What becomes of a message whose handler was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterCancel {
@@ -174,6 +233,17 @@ enum AfterCancel {
 }
 
 impl Tracked {
+    /// Moves it to `state`, noting when.
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.since = SystemTime::now();
+    }
+
+    /// Backs it off until `until`, for `why`.
+    fn back_off(&mut self, why: Backoff, until: Instant) {
+        self.set_state(State::BackingOff { why, until });
+    }
+
     /// How long its cut-off handler's process may still be ending.
     fn kill_left(&self) -> Duration {
         self.kill_ends.map_or(Duration::ZERO, |end| {
@@ -283,6 +353,14 @@ struct Engine<Q, H> {
     settling: Settling,
     /// SQS trouble, said once when it starts and once when it ends (`trouble.rs`).
     trouble: Trouble,
+    /// The limits on handler starts (`rates.rs`).
+    rates: Rates,
+    /// Where operators' requests arrive (`steering.rs`); `None` when no one
+    /// steers the run, or no one can any more.
+    inbox: Option<Inbox>,
+    /// Since when an operator has paused the run: no handler starts and
+    /// nothing is received.
+    paused: Option<SystemTime>,
     /// Cancelled to stop the run: a signal, `limit` reached, or an empty
     /// queue with `until_empty`.
     shutdown: CancellationToken,
@@ -300,6 +378,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     ) -> Self {
         Engine {
             receiving: Receiving::new(config.pollers),
+            rates: Rates::new(config.max_rate, config.group_rate),
             queue,
             handler: Arc::new(handler),
             config,
@@ -314,6 +393,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             workers: Workers::default(),
             settling: Settling::new(),
             trouble: Trouble::default(),
+            inbox: None,
+            paused: None,
             shutdown: shutdown.child_token(),
             fatal: None,
         }
@@ -347,8 +428,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.router.ready_groups(),
                 self.workers.running.len(),
             );
-            self.counters
-                .loop_turned(self.phase == Phase::Running && self.trouble.since.is_none());
+            self.counters.loop_turned(
+                self.phase == Phase::Running
+                    && self.trouble.since.is_none()
+                    && self.paused.is_none(),
+            );
             if self.phase != Phase::Running
                 && self.tracked.is_empty()
                 && self.in_flight.tasks.is_empty()
@@ -381,6 +465,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 _ = sleep_until(next_timer) => self.on_timers(),
                 _ = tick.tick() => self.on_tick(),
                 _ = self.shutdown.cancelled(), if self.phase == Phase::Running => self.begin_drain(),
+                request = next_request(&mut self.inbox) => self.on_request(request),
             }
         }
         self.counters.set_gauges(0, 0, 0, 0);
@@ -460,6 +545,17 @@ fn pack(lanes: Vec<Vec<Key>>) -> Vec<Vec<Key>> {
         batches.push(current);
     }
     batches
+}
+
+/// The next operator's request; pending forever once no handle is left.
+async fn next_request(inbox: &mut Option<Inbox>) -> Request {
+    if let Some(open) = inbox {
+        if let Some(request) = open.requests.recv().await {
+            return request;
+        }
+        *inbox = None;
+    }
+    std::future::pending().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

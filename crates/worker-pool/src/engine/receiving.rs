@@ -3,6 +3,7 @@
 //! [`Pace`]), and tracking what they bring.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use fifo_handler::{Handler, Message};
 use tokio::time::{Duration, Instant};
@@ -257,7 +258,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     pub(super) fn receive_more(&mut self) {
-        if self.phase != Phase::Running {
+        if self.phase != Phase::Running || self.paused.is_some() {
             return;
         }
         let now = Instant::now();
@@ -457,9 +458,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 overtaken: Overtaken::No,
                 pinned: false,
                 last_failure: None,
+                blocked_since: None,
                 release_after: Duration::ZERO,
                 kill_ends: None,
                 state: State::InLane,
+                since: SystemTime::now(),
             },
         );
     }

@@ -127,7 +127,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 }
             };
             for key in &keys {
-                self.tracked.get_mut(key).expect("tracked").state = State::Releasing(id);
+                self.tracked
+                    .get_mut(key)
+                    .expect("tracked")
+                    .set_state(State::Releasing(id));
             }
         }
     }

@@ -31,14 +31,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let mut waiting: Vec<Key> = self
             .tracked
             .iter()
-            .filter(|(_, t)| matches!(t.state, State::BackingOff))
+            .filter(|(_, t)| matches!(t.state, State::BackingOff { .. }))
             .map(|(key, _)| *key)
             .collect();
         waiting.sort_unstable();
         self.workers.retry_ready.clear();
         for key in waiting {
             let tracked = self.tracked.get_mut(&key).expect("listed");
-            tracked.state = State::InLane;
+            tracked.set_state(State::InLane);
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
         }

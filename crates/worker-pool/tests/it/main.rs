@@ -9,3 +9,4 @@ mod pace;
 mod readme;
 #[cfg(feature = "sqs")]
 mod sqs;
+mod steering;
