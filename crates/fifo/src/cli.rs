@@ -133,6 +133,14 @@ pub(crate) enum Command {
     /// A queue's dead letters: why each one died, and moving them back
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The groups a running `fifo run --metrics-addr` holds, and the
+    /// operators' actions on them
+    ///
+    /// Without an action, prints one line per group held by that process:
+    /// blocked groups first, then the longest in their state. The actions
+    /// need the admin token that the run was started with
+    /// (--admin-token-file).
+    Groups(GroupsArgs),
     /// Delete every message of a queue (SQS's PurgeQueue)
     ///
     /// SQS allows one purge per queue every 60 seconds; messages sent during
@@ -280,6 +288,41 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<String>,
 
+    /// Allow the admin actions on --metrics-addr (POST /groups/ID/skip,
+    /// /groups/ID/retry, /pause, /resume) to requests with the bearer token
+    /// held in PATH (one line, at least 16 characters; the file's mode must
+    /// be 0600). Without it, every action answers 403
+    #[arg(long, value_name = "PATH")]
+    pub(crate) admin_token_file: Option<String>,
+
+    /// What becomes of a message that failed on every attempt --retries
+    /// allows: dead-letter (it goes back with the rest of its group, and to
+    /// the dead-letter queue on its last allowed receive; the group goes
+    /// on), or block (it stays held, its group waits behind it, and it runs
+    /// again on a slow backoff until it succeeds or is skipped with `fifo
+    /// groups skip`; other groups go on)
+    #[arg(long, value_name = "WHAT")]
+    pub(crate) exhausted: Option<String>,
+
+    /// With --exhausted block: the longest wait, in seconds, between two
+    /// runs of a blocked message (the wait doubles from the backoff base up
+    /// to this)
+    #[arg(long, value_name = "SECS")]
+    pub(crate) blocked_retry_max: Option<String>,
+
+    /// Handler starts per second for this whole process (a batch is one
+    /// start; fractions allowed). Each process has its own: with N processes
+    /// on a queue, give each 1/N of the total. A message over the limit
+    /// waits in its group, its lease kept, never in a worker [default: no
+    /// limit]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_rate: Option<String>,
+
+    /// Handler starts per second for each group, as --max-rate [default: no
+    /// limit]
+    #[arg(long, value_name = "N")]
+    pub(crate) group_rate: Option<String>,
+
     /// log handler: simulated work per message, in milliseconds
     #[arg(
         long,
@@ -296,6 +339,65 @@ pub(crate) struct RunArgs {
     /// Run CMD per message instead of logging it (after `--`)
     #[arg(last = true, value_name = "CMD")]
     pub(crate) command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<GroupsAction>,
+
+    #[command(flatten)]
+    pub(crate) target: AdminTarget,
+
+    /// Print the groups as a JSON array, as GET /groups answers
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// An operator's action on a running `fifo run`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupsAction {
+    /// Move a blocked group's head to the dead-letter queue now (its
+    /// fifo.reason says it was skipped by an operator, with its last error);
+    /// the rest of the group goes on
+    Skip {
+        /// The message group id
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Run a group's head again now instead of after its backoff (a blocked
+    /// group's, or one backing off)
+    Retry {
+        /// The message group id
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Start no handler and receive nothing until resumed; held messages
+    /// keep their leases and running handlers finish
+    Pause {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Undo a pause
+    Resume {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Which run `fifo groups` asks, and with what token.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct AdminTarget {
+    /// The --metrics-addr of the fifo run to ask (HOST:PORT or a URL)
+    /// [default: the metrics_addr setting, FIFO_METRICS_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) addr: Option<String>,
+
+    /// The file holding the admin token the run was started with
+    #[arg(long, value_name = "PATH")]
+    pub(crate) admin_token_file: Option<String>,
 }
 
 #[derive(Debug, Args)]

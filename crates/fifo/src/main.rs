@@ -7,10 +7,12 @@
 //! them), `error` (how failures are told), `stderr` (how lines reach
 //! stderr, plain or JSON).
 
+mod admin;
 mod cli;
 mod create_queue;
 mod dlq;
 mod error;
+mod groups;
 mod list_queues;
 mod metrics;
 mod run;
@@ -77,6 +79,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         std::env::var(name).ok()
     })?;
     let progress = !cli.global.no_progress;
+    if let Command::Groups(args) = &cli.command {
+        // Talks to a running fifo run, not to SQS.
+        return groups::run(&settings, args).await;
+    }
     if let Command::Run(args) = &cli.command {
         // Resolved before anything is connected: a mistake touches no queue.
         let plan = run::plan(&settings, args)?;
@@ -92,7 +98,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dlq::redrive(&client, &settings, args, progress).await
         }
         Command::Purge(args) => dlq::purge(&client, args).await,
-        Command::Completions { .. } | Command::Run(_) => unreachable!("answered above"),
+        Command::Completions { .. } | Command::Run(_) | Command::Groups(_) => {
+            unreachable!("answered above")
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `fifo run --metrics-addr`: the run's figures in the Prometheus text
-//! format on `/metrics`, and `/healthz` and `/readyz` for probes, served
-//! by axum on the engine's runtime.
+//! format on `/metrics`, `/healthz` and `/readyz` for probes, and the
+//! operators' routes (`admin`), served by axum on the engine's runtime.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +18,13 @@ use crate::error::UserError;
 const ALIVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Listens on `addr` now (so a port in use fails the start, before any
-/// message is received) and serves until the process exits.
-pub(crate) async fn serve(addr: &str, counters: Arc<Counters>) -> Result<SocketAddr, UserError> {
+/// message is received) and serves until the process exits, with the
+/// operators' routes `admin` beside.
+pub(crate) async fn serve(
+    addr: &str,
+    counters: Arc<Counters>,
+    admin: axum::Router,
+) -> Result<SocketAddr, UserError> {
     let addr: SocketAddr = addr.parse().expect("checked with the settings");
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         UserError::new(
@@ -79,11 +84,12 @@ pub(crate) async fn serve(addr: &str, counters: Arc<Counters>) -> Result<SocketA
                 } else {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "not receiving: starting, stopping, or SQS unreachable\n",
+                        "not receiving: starting, stopping, paused, or SQS unreachable\n",
                     )
                 }
             }),
-        );
+        )
+        .merge(admin);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("the metrics server stopped: {e}");

@@ -14,6 +14,7 @@ use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminToken;
 use crate::cli::RunArgs;
 use crate::error::UserError;
 use crate::settings::{HandlerPlan, RunPlan, RunRequest, Settings};
@@ -95,6 +96,10 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
         Built::Exec(programs) => Some(programs.clone()),
         Built::Log(_) | Built::Http(..) => None,
     };
+    let admin_token = match &plan.admin_token_file {
+        Some(path) => Some(AdminToken::read(path)?),
+        None => None,
+    };
     let queue_url = &plan.queue_url;
     let queue = SqsQueue::open(client, queue_url).await?;
     let counters = Arc::new(Counters::default());
@@ -106,9 +111,14 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
         started,
     ));
     tokio::spawn(stop_when_closed(output.clone(), shutdown.clone()));
+    let (steering, inbox) = fifo_worker_pool::steering();
     if let Some(addr) = &plan.metrics_addr {
-        let bound = crate::metrics::serve(addr, counters.clone()).await?;
-        tracing::info!("serving metrics on http://{bound}/metrics, health on /healthz and /readyz");
+        let actions = if admin_token.is_some() { "on" } else { "off" };
+        let admin = crate::admin::routes(steering, admin_token);
+        let bound = crate::metrics::serve(addr, counters.clone(), admin).await?;
+        tracing::info!(
+            "serving metrics on http://{bound}/metrics, health on /healthz and /readyz, groups on /groups (admin actions {actions})"
+        );
     }
     let status = show_status(counters.clone(), progress);
     tracing::info!("processing {queue_url} with {} workers", config.workers);
@@ -116,7 +126,8 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
     let shutdown_timeout = config.shutdown_timeout;
     let result = match handler {
         Built::Log(handler) => {
-            fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters).await
+            fifo_worker_pool::run_steered(queue, handler, config, shutdown.clone(), counters, inbox)
+                .await
         }
         Built::Http(handler, ready) => {
             if let Some(ready) = ready {
@@ -132,13 +143,20 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
                     () = shutdown.cancelled() => {}
                 }
             }
-            fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters).await
+            fifo_worker_pool::run_steered(queue, handler, config, shutdown.clone(), counters, inbox)
+                .await
         }
         Built::Exec(handler) => {
             let programs = handler.clone();
-            let result =
-                fifo_worker_pool::run_observed(queue, handler, config, shutdown.clone(), counters)
-                    .await;
+            let result = fifo_worker_pool::run_steered(
+                queue,
+                handler,
+                config,
+                shutdown.clone(),
+                counters,
+                inbox,
+            )
+            .await;
             // Programs cancelled at the end (the shutdown deadline) get their
             // SIGKILL before we exit.
             programs.wait_for_kills().await;

@@ -42,6 +42,10 @@ pub(super) enum Kind {
     Whole { low: u64, high: u64 },
     /// A number of seconds above 0 and at most `high`, fractions allowed.
     Seconds { high: f64 },
+    /// Handler starts per second, from `low` to `high`, fractions allowed.
+    Rate { low: f64, high: f64 },
+    /// One of these words.
+    Choice(&'static [&'static str]),
 }
 
 impl Kind {
@@ -202,6 +206,36 @@ settings! {
         default: None,
         kind: Kind::ListenAddress,
     }
+    ADMIN_TOKEN_FILE admin_token_file: Option<String> = {
+        env: &["FIFO_ADMIN_TOKEN_FILE"],
+        flag: "--admin-token-file",
+        default: None,
+        kind: Kind::Text,
+    }
+    EXHAUSTED exhausted: String = {
+        env: &["FIFO_EXHAUSTED"],
+        flag: "--exhausted",
+        default: Some("dead-letter"),
+        kind: Kind::Choice(&["dead-letter", "block"]),
+    }
+    BLOCKED_RETRY_MAX blocked_retry_max: f64 = {
+        env: &["FIFO_BLOCKED_RETRY_MAX"],
+        flag: "--blocked-retry-max",
+        default: Some("300"),
+        kind: Kind::Seconds { high: 3600.0 },
+    }
+    MAX_RATE max_rate: Option<f64> = {
+        env: &["FIFO_MAX_RATE"],
+        flag: "--max-rate",
+        default: None,
+        kind: Kind::Rate { low: *limits::RATE.start(), high: *limits::RATE.end() },
+    }
+    GROUP_RATE group_rate: Option<f64> = {
+        env: &["FIFO_GROUP_RATE"],
+        flag: "--group-rate",
+        default: None,
+        kind: Kind::Rate { low: *limits::RATE.start(), high: *limits::RATE.end() },
+    }
 }
 
 impl Key {
@@ -232,6 +266,8 @@ impl Kind {
             Kind::Text | Kind::QueueUrl | Kind::HttpUrl | Kind::ListenAddress => None,
             Kind::Whole { low, high } => Some(format!("{low} to {high}")),
             Kind::Seconds { high } => Some(format!("above 0, at most {high}")),
+            Kind::Rate { low, high } => Some(format!("{low} to {high}")),
+            Kind::Choice(words) => Some(words.join(", ")),
         }
     }
 }

@@ -213,7 +213,34 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
             Kind::Whole { low, high } => self
                 .number(key, low, high)?
                 .map(|given| given.map(|n| i64::try_from(n).expect("ranges fit in i64").into())),
-            Kind::Seconds { high } => self.seconds(key, high)?.map(|given| given.map(Into::into)),
+            Kind::Seconds { high } => self
+                .fraction(
+                    key,
+                    &format!("a number of seconds above 0 and at most {high}"),
+                    |n| n > 0.0 && n <= high,
+                )?
+                .map(|given| given.map(Into::into)),
+            Kind::Rate { low, high } => self
+                .fraction(
+                    key,
+                    &format!("a number of handler starts per second from {low} to {high}"),
+                    |n| (low..=high).contains(&n),
+                )?
+                .map(|given| given.map(Into::into)),
+            Kind::Choice(words) => self.text_that(key, |given| {
+                if words.contains(&given.value.as_str()) {
+                    Ok(())
+                } else {
+                    Err(SettingsError::new(
+                        format!(
+                            "{} is not one of {}",
+                            given.origin.describe(key),
+                            words.join(", ")
+                        ),
+                        Some(given.origin.fix(key, &words.join(" or "))),
+                    ))
+                }
+            })?,
         };
         Ok(given)
     }
@@ -290,22 +317,26 @@ impl<E: Fn(&str) -> Option<String>> Layers<'_, E> {
         }
     }
 
-    /// A number of seconds above 0 and at most `high`: a number in the
-    /// file (whole or not), digits in a flag or variable.
-    fn seconds(&self, key: &Key, high: f64) -> Result<Option<Given<f64>>, SettingsError> {
-        let wanted = format!("a number of seconds above 0 and at most {high}");
-        let Some(Given { value, origin }) = self.numeral(key, &wanted)? else {
+    /// A number, whole or not, that `within` accepts (`wanted` says which):
+    /// a number in the file, digits in a flag or variable.
+    fn fraction(
+        &self,
+        key: &Key,
+        wanted: &str,
+        within: impl Fn(f64) -> bool,
+    ) -> Result<Option<Given<f64>>, SettingsError> {
+        let Some(Given { value, origin }) = self.numeral(key, wanted)? else {
             return Ok(None);
         };
-        let error = |problem: &str| refused(&origin, key, problem, &wanted);
-        let seconds = match value {
+        let error = |problem: &str| refused(&origin, key, problem, wanted);
+        let number = match value {
             Numeral::Text(text) => text.parse::<f64>().map_err(|_| error("is not a number"))?,
             Numeral::Whole(n) => n as f64,
             Numeral::Fraction(n) => n,
         };
-        if seconds.is_finite() && seconds > 0.0 && seconds <= high {
+        if number.is_finite() && within(number) {
             Ok(Some(Given {
-                value: seconds,
+                value: number,
                 origin,
             }))
         } else {

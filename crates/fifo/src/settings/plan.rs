@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use fifo_builtin_handlers::HttpOptions;
 use fifo_sqs_client::QueueUrl;
-use fifo_worker_pool::{ConfigError, PoolConfig, limits};
+use fifo_worker_pool::{ConfigError, Exhausted, PoolConfig, limits};
 
 use super::error::SettingsError;
 use super::keys::{
-    HTTP_CONTENT_TYPE, HTTP_READY, HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT, MAX_WORKERS, Origin,
-    Settings, VISIBILITY_TIMEOUT,
+    ADMIN_TOKEN_FILE, HTTP_CONTENT_TYPE, HTTP_READY, HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT,
+    MAX_WORKERS, Origin, Settings, VISIBILITY_TIMEOUT,
 };
 
 /// What `fifo run` was asked on its command line beyond the settings.
@@ -41,6 +41,8 @@ pub(crate) struct RunPlan {
     pub(crate) pool: PoolConfig,
     pub(crate) handler: HandlerPlan,
     pub(crate) metrics_addr: Option<String>,
+    /// Where the admin token is read from, before the queue is opened.
+    pub(crate) admin_token_file: Option<PathBuf>,
 }
 
 /// The handler chosen, with its options.
@@ -79,6 +81,7 @@ impl RunPlan {
     ) -> Result<RunPlan, SettingsError> {
         let pool = settings.pool_config(request.until_empty, request.limit)?;
         settings.check_http_only()?;
+        settings.check_admin()?;
         let handler = match (&settings.http_url, request.command) {
             (None, []) => HandlerPlan::Log {
                 work: Duration::from_millis(request.work_ms),
@@ -109,6 +112,7 @@ impl RunPlan {
             pool,
             handler,
             metrics_addr: settings.metrics_addr.clone(),
+            admin_token_file: settings.admin_token_file.as_ref().map(PathBuf::from),
         })
     }
 }
@@ -186,6 +190,24 @@ impl Settings {
         Ok(())
     }
 
+    /// The admin token is for the routes served on `--metrics-addr`:
+    /// without it, it would do nothing.
+    pub(super) fn check_admin(&self) -> Result<(), SettingsError> {
+        match (&self.admin_token_file, &self.metrics_addr) {
+            (Some(_), None) => Err(SettingsError::new(
+                format!(
+                    "{} is given without --metrics-addr, where the admin routes are served",
+                    self.origin(&ADMIN_TOKEN_FILE).describe(&ADMIN_TOKEN_FILE)
+                ),
+                Some(
+                    "give --metrics-addr ADDR (FIFO_METRICS_ADDR) too, such as 127.0.0.1:9464"
+                        .to_owned(),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The engine's configuration for `fifo run`, held to the engine's own
     /// check: the table keeps every value within the engine's ranges but the
     /// visibility timeout, which a queue may default to 0.
@@ -218,6 +240,13 @@ impl Settings {
             cancel_grace: KILL_GRACE,
             until_empty,
             limit,
+            exhausted: match self.exhausted.as_str() {
+                "block" => Exhausted::Block,
+                _ => Exhausted::DeadLetter,
+            },
+            blocked_retry_max: Duration::from_secs_f64(self.blocked_retry_max),
+            max_rate: self.max_rate,
+            group_rate: self.group_rate,
         };
         match config.check() {
             Ok(()) => {}

@@ -49,9 +49,38 @@ fn defaults_match_the_seed() {
             http_content_type: "application/json".to_owned(),
             http_reject_status: 422,
             metrics_addr: None,
+            admin_token_file: None,
+            exhausted: "dead-letter".to_owned(),
+            blocked_retry_max: 300.0,
+            max_rate: None,
+            group_rate: None,
             origins: BTreeMap::new(),
         }
     );
+}
+
+#[test]
+fn steering_settings_are_checked_like_the_others() {
+    let (_dir, path) = write_config("exhausted = \"block\"\nmax_rate = 2.5\n");
+    let env = env_of(&[("FIFO_GROUP_RATE", "0.5"), ("FIFO_BLOCKED_RETRY_MAX", "60")]);
+    let settings = load(Some(&path), &vec![], env).unwrap();
+    assert_eq!(settings.exhausted, "block");
+    assert_eq!(
+        (settings.max_rate, settings.group_rate),
+        (Some(2.5), Some(0.5))
+    );
+    assert_eq!(settings.blocked_retry_max, 60.0);
+
+    let flags: Flags = vec![(&EXHAUSTED, "skip".to_owned())];
+    let err = load(None, &flags, env_of(&[])).unwrap_err();
+    assert_eq!(
+        err.message,
+        "--exhausted skip is not one of dead-letter, block"
+    );
+    assert_eq!(err.hint.unwrap(), "give --exhausted dead-letter or block");
+    let err = load(None, &vec![], env_of(&[("FIFO_MAX_RATE", "0")])).unwrap_err();
+    assert!(err.message.contains("is out of range"), "{err}");
+    assert!(err.message.contains("handler starts per second"), "{err}");
 }
 
 #[test]
@@ -158,6 +187,8 @@ fn the_readme_lists_every_setting_as_the_table_has_it() {
         let range = match key.kind {
             Kind::Whole { low, high } => format!("{low}–{high}"),
             Kind::Seconds { high } => format!("seconds, above 0, ≤ {high}"),
+            Kind::Rate { low, high } => format!("starts per second, {low}–{high}"),
+            Kind::Choice(words) => words.join(", "),
             Kind::Text | Kind::QueueUrl | Kind::HttpUrl | Kind::ListenAddress => continue,
         };
         assert_eq!(columns[4], range, "the range in {row}");
