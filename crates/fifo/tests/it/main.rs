@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod dlq;
 mod faults;
+mod groups;
 mod http;
 mod logs;
 mod metrics;

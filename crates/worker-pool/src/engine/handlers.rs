@@ -331,15 +331,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn succeeded(&mut self, key: Key) {
         self.counters.add_succeeded();
         self.workers.succeeded += 1;
-        let tracked = &self.tracked[&key];
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
         let group = tracked.message.group_id.clone();
-        if let Some(since) = tracked.blocked_since {
+        if let Some(since) = tracked.blocked_since.take() {
             tracing::warn!(
                 "message {} of group {group} succeeded on attempt {}: group {group} is no longer blocked (it was for {:.1} s)",
                 tracked.message.id,
                 tracked.attempts + 1,
                 since.elapsed().unwrap_or_default().as_secs_f64()
             );
+            self.measure_blocked();
         }
         self.router.finished(&group, key);
         if self

@@ -68,13 +68,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 "message {id} of group {group} failed on all {attempts} attempts ({error}); group {group} is blocked: the rest of it waits, and this message runs again every {:?} at most until it succeeds or is skipped (fifo groups skip {group})",
                 self.config.blocked_retry_max
             );
+            self.measure_blocked();
         } else {
             tracing::info!(
                 "message {id} of group {group} is still blocked after {attempts} attempts ({error}); next run in {delay:?}"
             );
         }
         let until = now + delay;
-        tracked.back_off(Backoff::Blocked, until);
+        self.tracked
+            .get_mut(&key)
+            .expect("tracked")
+            .back_off(Backoff::Blocked, until);
         self.add_timer(until, Timer::Retry(key));
     }
 
@@ -223,6 +227,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.attempts
         );
         self.router.dead_letter(group, key);
+        self.measure_blocked();
         self.group_status(group)
             .ok_or_else(|| SteerError::NotHeld(group.to_owned()))
     }
@@ -280,7 +285,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     /// How many groups are blocked and since when the oldest is, for the
-    /// metrics: measured on each tick, as it looks at every held message.
+    /// metrics: measured when a group blocks or unblocks, and on each tick
+    /// for the age (it looks at every held message).
     pub(super) fn measure_blocked(&mut self) {
         let mut blocked = 0;
         let mut oldest: Option<SystemTime> = None;
