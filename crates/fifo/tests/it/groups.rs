@@ -68,6 +68,25 @@ fn groups(dir: &TempDir, args: &[&str]) -> std::process::Output {
     fifo_in(dir, &all, &[])
 }
 
+/// `fifo groups ARGS`, tried again while the group's head is running
+/// (a blocked head shows running while it runs again): its stdout.
+fn until_accepted(dir: &TempDir, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = groups(dir, args);
+        if output.status.success() {
+            return stdout(&output);
+        }
+        assert!(
+            stderr(&output).contains("is running"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(Instant::now() < deadline, "never accepted: {args:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `GET /groups`, polled until `ready` holds for the groups listed.
 fn wait_for_groups(
     addr: &str,
@@ -217,33 +236,35 @@ fn a_blocked_group_waits_is_listed_first_and_an_operator_skips_its_head() {
         404
     );
 
+    // An operator may run the head again now: it fails again and the
+    // group stays blocked.
+    let token_arg = token.to_str().unwrap();
+    let retried = until_accepted(
+        &dir,
+        &[
+            "retry",
+            "group-1",
+            "--addr",
+            &addr,
+            "--admin-token-file",
+            token_arg,
+        ],
+    );
+    assert_eq!(retried, "group group-1 runs its head again now\n");
+
     // The operator skips the head: the group goes on, the head is a dead
-    // letter that says why. (A blocked head shows running while it runs
-    // again: the skip is tried until it finds it waiting.)
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let skipped = loop {
-        let output = groups(
-            &dir,
-            &[
-                "skip",
-                "group-1",
-                "--addr",
-                &addr,
-                "--admin-token-file",
-                token.to_str().unwrap(),
-            ],
-        );
-        if output.status.success() {
-            break stdout(&output);
-        }
-        assert!(
-            stderr(&output).contains("is running"),
-            "{}",
-            stderr(&output)
-        );
-        assert!(Instant::now() < deadline, "never skipped");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // letter that says why.
+    let skipped = until_accepted(
+        &dir,
+        &[
+            "skip",
+            "group-1",
+            "--addr",
+            &addr,
+            "--admin-token-file",
+            token_arg,
+        ],
+    );
     assert!(
         skipped.starts_with("skipped the head of group group-1"),
         "{skipped}"
