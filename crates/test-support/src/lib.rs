@@ -1,7 +1,8 @@
 //! What the workspace's tests share: LocalStack fixtures ([`localstack`]),
 //! a recording handler for tests of the engine ([`recorder`]), the `fifo`
 //! binary run in a clean environment ([`binary`]) with an exec handler that
-//! keeps its own records ([`records`]), and temporary directories.
+//! keeps its own records ([`records`]), requests to its HTTP server
+//! ([`http`]), and temporary directories.
 //!
 //! It depends on the engine, so the engine's own tests reach it as a
 //! dev-dependency: its integration tests and benchmarks may, its unit tests
@@ -9,6 +10,7 @@
 //! engine.
 
 pub mod binary;
+pub mod http;
 pub mod localstack;
 pub mod recorder;
 pub mod records;

@@ -4,12 +4,11 @@
 //! admin token's rules. The promises are checked from the handlers' own
 //! records.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fifo_test_support::binary::*;
+use fifo_test_support::http::{free_addr, request};
 use fifo_test_support::localstack::*;
 use fifo_test_support::records::{
     Event, Script, assert_order, records, runs, signal, spawn_run, wait_for,
@@ -17,40 +16,6 @@ use fifo_test_support::records::{
 use fifo_test_support::{TempDir, temp_dir};
 
 const TOKEN: &str = "s3cret-token-for-tests-0123456789";
-
-/// `METHOD path` on `addr` with an optional `Authorization` header: the
-/// status code and the body. A run just started may not listen yet.
-fn request(addr: &str, method: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut stream = connect(addr);
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().expect("a status");
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_owned())
-}
-
-/// A connection to `addr`, once the run there listens.
-fn connect(addr: &str) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(stream) => return stream,
-            Err(e) => assert!(Instant::now() < deadline, "nothing listens on {addr}: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 /// A token file in `dir` with `mode`.
 fn token_file(dir: &TempDir, name: &str, mode: u32) -> PathBuf {
@@ -68,12 +33,19 @@ fn groups(dir: &TempDir, args: &[&str]) -> std::process::Output {
     fifo_in(dir, &all, &[])
 }
 
-/// `fifo groups ARGS`, tried again while the group's head is running
-/// (a blocked head shows running while it runs again): its stdout.
-fn until_accepted(dir: &TempDir, args: &[&str]) -> String {
+/// `fifo groups ACTION… --addr ADDR --admin-token-file TOKEN` in `dir`.
+fn act(dir: &TempDir, addr: &str, token: &str, action: &[&str]) -> std::process::Output {
+    let mut args = action.to_vec();
+    args.extend(["--addr", addr, "--admin-token-file", token]);
+    groups(dir, &args)
+}
+
+/// [`act`], tried again while the group's head is running (a blocked head
+/// shows running while it runs again): its stdout.
+fn until_accepted(dir: &TempDir, addr: &str, token: &str, action: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let output = groups(dir, args);
+        let output = act(dir, addr, token, action);
         if output.status.success() {
             return stdout(&output);
         }
@@ -82,7 +54,7 @@ fn until_accepted(dir: &TempDir, args: &[&str]) -> String {
             "{}",
             stderr(&output)
         );
-        assert!(Instant::now() < deadline, "never accepted: {args:?}");
+        assert!(Instant::now() < deadline, "never accepted: {action:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -201,17 +173,7 @@ fn a_blocked_group_waits_is_listed_first_and_an_operator_skips_its_head() {
         401
     );
     let open = token_file(&dir, "open-token", 0o644);
-    let refused = groups(
-        &dir,
-        &[
-            "skip",
-            "group-1",
-            "--addr",
-            &addr,
-            "--admin-token-file",
-            open.to_str().unwrap(),
-        ],
-    );
+    let refused = act(&dir, &addr, open.to_str().unwrap(), &["skip", "group-1"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         stderr(&refused).contains("may be read or changed by others (mode 0644)"),
@@ -239,32 +201,12 @@ fn a_blocked_group_waits_is_listed_first_and_an_operator_skips_its_head() {
     // An operator may run the head again now: it fails again and the
     // group stays blocked.
     let token_arg = token.to_str().unwrap();
-    let retried = until_accepted(
-        &dir,
-        &[
-            "retry",
-            "group-1",
-            "--addr",
-            &addr,
-            "--admin-token-file",
-            token_arg,
-        ],
-    );
+    let retried = until_accepted(&dir, &addr, token_arg, &["retry", "group-1"]);
     assert_eq!(retried, "group group-1 runs its head again now\n");
 
     // The operator skips the head: the group goes on, the head is a dead
     // letter that says why.
-    let skipped = until_accepted(
-        &dir,
-        &[
-            "skip",
-            "group-1",
-            "--addr",
-            &addr,
-            "--admin-token-file",
-            token_arg,
-        ],
-    );
+    let skipped = until_accepted(&dir, &addr, token_arg, &["skip", "group-1"]);
     assert!(
         skipped.starts_with("skipped the head of group group-1"),
         "{skipped}"
@@ -326,17 +268,7 @@ fn a_blocked_group_waits_is_listed_first_and_an_operator_skips_its_head() {
     );
 
     // Nothing left to skip.
-    let again = groups(
-        &dir,
-        &[
-            "skip",
-            "group-1",
-            "--addr",
-            &addr,
-            "--admin-token-file",
-            token.to_str().unwrap(),
-        ],
-    );
+    let again = act(&dir, &addr, token.to_str().unwrap(), &["skip", "group-1"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("refused"), "{}", stderr(&again));
 
@@ -367,10 +299,7 @@ fn pause_holds_every_start_until_resume_and_actions_need_a_token_file() {
         &["--metrics-addr", &addr, "--admin-token-file", token],
     );
     wait_for(&dir, "a first handler", |r| !r.is_empty());
-    let paused = groups(
-        &dir,
-        &["pause", "--addr", &addr, "--admin-token-file", token],
-    );
+    let paused = act(&dir, &addr, token, &["pause"]);
     assert!(
         stdout(&paused).starts_with("paused since "),
         "{}",
@@ -396,10 +325,7 @@ fn pause_holds_every_start_until_resume_and_actions_need_a_token_file() {
     assert_eq!(starts(&dir), before, "a handler started while paused");
     assert!(before < 12, "the pause came before the end");
 
-    let resumed = groups(
-        &dir,
-        &["resume", "--addr", &addr, "--admin-token-file", token],
-    );
+    let resumed = act(&dir, &addr, token, &["resume"]);
     assert_eq!(
         stdout(&resumed),
         "running: handlers start and messages are received\n"
@@ -430,10 +356,7 @@ fn pause_holds_every_start_until_resume_and_actions_need_a_token_file() {
     );
     let (status, body) = request(&addr, "POST", "/pause", Some(&format!("Bearer {TOKEN}")));
     assert_eq!(status, 403, "{body}");
-    let refused = groups(
-        &dir,
-        &["pause", "--addr", &addr, "--admin-token-file", token],
-    );
+    let refused = act(&dir, &addr, token, &["pause"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         stderr(&refused).contains("hint: restart that fifo run with --admin-token-file PATH"),

@@ -3,27 +3,16 @@
 //! checked against what the handlers recorded.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use fifo_test_support::binary::*;
+use fifo_test_support::http::{free_addr, get};
 use fifo_test_support::localstack::*;
 use fifo_test_support::records::{
     Script, assert_order, numbered_groups, records, runs, signal, spawn_run, wait_for,
 };
 use fifo_test_support::temp_dir;
-
-/// `GET path` on `addr`: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("the metrics server listens");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().expect("a status");
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_owned())
-}
 
 /// The samples of a scrape, by their full name with labels.
 fn scrape(addr: &str) -> BTreeMap<String, f64> {
@@ -37,13 +26,6 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
             (name.to_owned(), value.parse().expect("a number"))
         })
         .collect()
-}
-
-/// A free port on this machine (the port is free when this returns; the
-/// run binds it a moment later).
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 #[test]
