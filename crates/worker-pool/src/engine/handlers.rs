@@ -442,6 +442,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// back to the queue with the rest of its lane.
     fn end_delivery(&mut self, key: Key, fate: Fate, error: &HandlerError, cut_off: bool) {
         debug_assert!(fate.ends_the_delivery(), "{fate:?}");
+        // A blocked message that ends otherwise (a reject, a shutdown) no
+        // longer blocks its group.
+        if self
+            .tracked
+            .get_mut(&key)
+            .is_some_and(|t| t.blocked_since.take().is_some())
+        {
+            self.measure_blocked();
+        }
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         let (id, group) = (tracked.message.id.clone(), tracked.message.group_id.clone());
         if fate == (Fate::DeadLetter { rejected: true }) {

@@ -469,6 +469,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
         }
         self.counters.set_gauges(0, 0, 0, 0);
+        self.counters.set_blocked(0, Duration::ZERO);
         self.counters.loop_turned(false);
     }
 

@@ -52,6 +52,10 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if now + delay >= keep_until {
             self.counters.add_failed();
             tracked.release_after = Duration::ZERO;
+            if tracked.blocked_since.take().is_some() {
+                self.measure_blocked();
+            }
+            let tracked = self.tracked.get_mut(&key).expect("tracked");
             if cut_off {
                 tracked.kill_ends = Some(now + kill_wait);
             }

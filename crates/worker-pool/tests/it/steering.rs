@@ -121,6 +121,7 @@ async fn a_blocked_group_is_shown_first_and_skip_dead_letters_its_head() {
     let (steering, run) = start(&queue, &handler, config());
 
     let groups = wait_for(&steering, "g", GroupState::Blocked).await;
+    assert_eq!(handler.counters.blocked_groups(), 1);
     let blocked = &groups[0];
     assert_eq!(blocked.group, "g", "blocked groups first: {groups:?}");
     assert_eq!((blocked.held, blocked.attempts), (3, 2));
@@ -138,6 +139,7 @@ async fn a_blocked_group_is_shown_first_and_skip_dead_letters_its_head() {
     let skipped = steering.skip("g").await.expect("a blocked head is skipped");
     assert_eq!(skipped.group, "g");
     assert_ne!(skipped.state, GroupState::Blocked);
+    assert_eq!(handler.counters.blocked_groups(), 0, "unblocked at once");
     let stats = run.await.unwrap();
 
     assert_eq!(queue.dead_letters(), ["g-1"]);
