@@ -6,8 +6,8 @@
 //! `fifo groups` reads back.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -164,11 +164,45 @@ pub(crate) fn rfc_3339(at: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// What the routes share: the run's handle and its token, if any.
+/// What the routes share: the run's handle, its token if any, and the
+/// requests refused for want of it.
 #[derive(Clone)]
 struct Admin {
     steering: Steering,
     token: Option<Arc<AdminToken>>,
+    refusals: Arc<Mutex<Refusals>>,
+}
+
+/// Requests refused for want of the token, said at most once a minute: a
+/// flood of them must not flood the log.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refused since the last line said so.
+    unsaid: u64,
+    /// When the last line was.
+    said_at: Option<Instant>,
+}
+
+/// How often refused requests are said, at most.
+const SAY_REFUSALS_EVERY: Duration = Duration::from_secs(60);
+
+impl Refusals {
+    /// Counts one refusal of `action`; says so if the last line is old.
+    fn refused(&mut self, action: &str) {
+        self.unsaid += 1;
+        if self
+            .said_at
+            .is_some_and(|at| at.elapsed() < SAY_REFUSALS_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            "refused {} without a valid bearer token (the latest: {action}); such refusals are said at most once a minute",
+            crate::counted(self.unsaid, "admin request")
+        );
+        self.unsaid = 0;
+        self.said_at = Some(Instant::now());
+    }
 }
 
 /// The routes, for the metrics server.
@@ -177,6 +211,7 @@ pub(crate) fn routes(steering: Steering, token: Option<AdminToken>) -> axum::Rou
     let admin = Admin {
         steering,
         token: token.map(Arc::new),
+        refusals: Arc::default(),
     };
     axum::Router::new()
         .route("/groups", get(list))
@@ -260,7 +295,10 @@ impl Admin {
         if token.admits(headers) {
             return Ok(());
         }
-        tracing::warn!("refused an admin request ({action}): no valid bearer token");
+        self.refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refused(action);
         let mut denied = json(
             StatusCode::UNAUTHORIZED,
             &ErrorView {
@@ -286,7 +324,7 @@ fn refusal(refused: &SteerError) -> Response {
     let status = match refused {
         SteerError::NotHeld(_) => StatusCode::NOT_FOUND,
         SteerError::NotApplicable(_) => StatusCode::CONFLICT,
-        SteerError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        SteerError::Stopped | SteerError::NoAnswer => StatusCode::SERVICE_UNAVAILABLE,
     };
     json(
         status,

@@ -54,7 +54,8 @@ pub(crate) struct GlobalArgs {
 
     /// Log lines as text, or as JSON objects, one per line, which add an
     /// event per message (received, started, succeeded, failed, retried,
-    /// released, dead-lettered, rejected) with its group, id, sequence
+    /// released, dead-lettered, rejected, not-started, blocked, skipped)
+    /// with its group, id, sequence
     /// number, attempt, duration and error [env: FIFO_LOG_FORMAT]
     #[arg(
         long,
@@ -290,8 +291,8 @@ pub(crate) struct RunArgs {
 
     /// Allow the admin actions on --metrics-addr (POST /groups/ID/skip,
     /// /groups/ID/retry, /pause, /resume) to requests with the bearer token
-    /// held in PATH (one line, at least 16 characters; the file's mode must
-    /// be 0600). Without it, every action answers 403
+    /// held in PATH (one line, at least 16 characters; only its owner may
+    /// read it: mode 0600 or 0400). Without it, every action answers 403
     #[arg(long, value_name = "PATH")]
     pub(crate) admin_token_file: Option<String>,
 
@@ -359,9 +360,10 @@ pub(crate) struct GroupsArgs {
 pub(crate) enum GroupsAction {
     /// Move a blocked group's head to the dead-letter queue now (its
     /// fifo.reason says it was skipped by an operator, with its last error);
-    /// the rest of the group goes on
+    /// the rest of the group goes on. The queue needs a dead-letter queue
     Skip {
         /// The message group id
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -370,6 +372,7 @@ pub(crate) enum GroupsAction {
     /// group's, or one backing off)
     Retry {
         /// The message group id
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: String,
         #[command(flatten)]
         target: AdminTarget,
@@ -571,9 +574,7 @@ impl Cli {
     fn parse_from_args(
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
     ) -> Result<Cli, clap::Error> {
-        let mut command = Cli::command()
-            .mut_args(with_setting)
-            .mut_subcommands(|sub| sub.mut_args(with_setting));
+        let mut command = with_settings(Cli::command());
         let matches = command.try_get_matches_from_mut(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.setting_flags = setting_flags(&command, &matches);
@@ -606,6 +607,14 @@ fn setting_flags(command: &clap::Command, matches: &ArgMatches) -> Flags {
             Some((key, value.clone()))
         })
         .collect()
+}
+
+/// `command` and its subcommands, at every level, with where else each
+/// setting flag's value comes from appended to its help.
+fn with_settings(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(with_setting)
+        .mut_subcommands(with_settings)
 }
 
 /// `arg` with where else its setting comes from appended to its help.

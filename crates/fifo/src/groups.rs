@@ -46,7 +46,19 @@ pub(crate) async fn run(settings: &Settings, args: &GroupsArgs) -> Result<ExitCo
                 ),
             )
         })?;
-    let base = base_url(addr);
+    let base = base_url(addr)?;
+    if let Some(GroupsAction::Skip { id, .. } | GroupsAction::Retry { id, .. }) = &args.action
+        && (id == "." || id == "..")
+    {
+        return Err(UserError::new(
+            format!("group id {id} cannot be named in a URL path: HTTP clients take it for a path step"),
+            Some(format!(
+                "send the request with a client that keeps the path as it is, such as curl --path-as-is -X POST -H \"Authorization: Bearer $(cat TOKEN_FILE)\" {base}/groups/{}/ACTION",
+                id.replace('.', "%2E")
+            )),
+        )
+        .into());
+    }
     let client = reqwest::Client::builder()
         .timeout(ANSWER_WITHIN)
         .build()
@@ -110,12 +122,22 @@ pub(crate) async fn run(settings: &Settings, args: &GroupsArgs) -> Result<ExitCo
 }
 
 /// `http://ADDR` for `HOST:PORT`; a URL as given, without a trailing `/`.
-fn base_url(addr: &str) -> String {
-    let addr = addr.trim_end_matches('/');
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
+fn base_url(addr: &str) -> Result<String, UserError> {
+    let trimmed = addr.trim_end_matches('/');
+    let base = if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        trimmed.to_owned()
     } else {
-        format!("http://{addr}")
+        format!("http://{trimmed}")
+    };
+    match reqwest::Url::parse(&base) {
+        Ok(url) if url.host().is_some() && url.path() == "/" && url.query().is_none() => Ok(base),
+        _ => Err(UserError::new(
+            format!("--addr {addr} is not an address to reach"),
+            Some(
+                "give HOST:PORT (such as 127.0.0.1:9464) or a URL such as http://10.0.0.5:9464, as given to fifo run --metrics-addr"
+                    .to_owned(),
+            ),
+        )),
     }
 }
 
@@ -324,7 +346,15 @@ mod tests {
 
     #[test]
     fn an_address_becomes_a_base_url() {
-        assert_eq!(base_url("127.0.0.1:9464"), "http://127.0.0.1:9464");
-        assert_eq!(base_url("http://h:1/"), "http://h:1");
+        assert_eq!(base_url("127.0.0.1:9464").unwrap(), "http://127.0.0.1:9464");
+        assert_eq!(base_url("http://h:1/").unwrap(), "http://h:1");
+        assert_eq!(base_url("[::1]:9464").unwrap(), "http://[::1]:9464");
+        for bad in ["not an addr", "http://h:1/metrics", ""] {
+            let err = base_url(bad).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!("--addr {bad} is not an address to reach")
+            );
+        }
     }
 }

@@ -425,6 +425,15 @@ impl<K: Copy + Eq> Router<K> {
             .map(|(group, lane)| (group.as_str(), lane.messages.len()))
     }
 
+    /// The held messages of `group`, in its order, with where each stands
+    /// (none when it holds nothing).
+    pub fn lane(&self, group: &str) -> impl Iterator<Item = (K, Step)> + '_ {
+        self.lanes
+            .get(group)
+            .into_iter()
+            .flat_map(|lane| lane.messages.iter().copied())
+    }
+
     /// The first message of `group` that has not succeeded nor been given
     /// up to the dead-letter queue (the one the rest of the group waits
     /// for), and where it stands; `None` when every held message of the
@@ -521,6 +530,8 @@ mod tests {
         lanes.sort_unstable();
         assert_eq!(lanes, [("g", 3), ("h", 1)]);
         assert_eq!(r.head("none"), None);
+        assert_eq!(r.lane("h").collect::<Vec<_>>().len(), 1);
+        assert_eq!(r.lane("none").count(), 0);
     }
 
     fn deletes(router: &mut Router<u32>) -> Vec<u32> {

@@ -3,9 +3,14 @@
 //! requests to the engine's [`Inbox`]; the engine answers them from its
 //! loop, between two decisions, so an answer is always one consistent view.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
+
+/// How long a request waits for the engine's answer. An unanswered request
+/// is dropped, and the engine never acts on it afterwards: an action the
+/// caller was told failed must not happen later.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// A handle that steers one run (see [`crate::run_steered`]). Clones share
 /// the run.
@@ -105,15 +110,34 @@ pub enum SteerError {
     /// The run has ended (or is ending and no longer answers).
     #[error("the run has stopped")]
     Stopped,
+    /// The run did not answer in time (it has not started its engine yet,
+    /// or is busy); nothing was done.
+    #[error(
+        "the run did not answer within {} s (it is starting, or busy): nothing was done",
+        ANSWER_WITHIN.as_secs()
+    )]
+    NoAnswer,
 }
 
-/// A request, with where its answer goes.
+/// A request, with where its answer goes: once nobody waits there any
+/// more, it is not acted on (see [`Request::abandoned`]).
 #[derive(Debug)]
 pub(crate) enum Request {
     Groups(oneshot::Sender<Vec<GroupStatus>>),
     Skip(String, oneshot::Sender<Result<GroupStatus, SteerError>>),
     Retry(String, oneshot::Sender<Result<GroupStatus, SteerError>>),
     Pause(bool, oneshot::Sender<Option<SystemTime>>),
+}
+
+impl Request {
+    /// Whether its caller stopped waiting for the answer.
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            Request::Groups(answer) => answer.is_closed(),
+            Request::Skip(_, answer) | Request::Retry(_, answer) => answer.is_closed(),
+            Request::Pause(_, answer) => answer.is_closed(),
+        }
+    }
 }
 
 impl Steering {
@@ -151,9 +175,14 @@ impl Steering {
     ) -> Result<T, SteerError> {
         let (answer, answered) = oneshot::channel();
         self.requests
-            .send(request(answer))
-            .await
-            .map_err(|_| SteerError::Stopped)?;
-        answered.await.map_err(|_| SteerError::Stopped)
+            .try_send(request(answer))
+            .map_err(|full_or_closed| match full_or_closed {
+                mpsc::error::TrySendError::Full(_) => SteerError::NoAnswer,
+                mpsc::error::TrySendError::Closed(_) => SteerError::Stopped,
+            })?;
+        match tokio::time::timeout(ANSWER_WITHIN, answered).await {
+            Ok(answer) => answer.map_err(|_| SteerError::Stopped),
+            Err(_) => Err(SteerError::NoAnswer),
+        }
     }
 }

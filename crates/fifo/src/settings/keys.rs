@@ -218,11 +218,11 @@ settings! {
         default: Some("dead-letter"),
         kind: Kind::Choice(&["dead-letter", "block"]),
     }
-    BLOCKED_RETRY_MAX blocked_retry_max: f64 = {
+    BLOCKED_RETRY_MAX blocked_retry_max: u64 = {
         env: &["FIFO_BLOCKED_RETRY_MAX"],
         flag: "--blocked-retry-max",
         default: Some("300"),
-        kind: Kind::Seconds { high: 3600.0 },
+        kind: Kind::Whole { low: 1, high: 3600 },
     }
     MAX_RATE max_rate: Option<f64> = {
         env: &["FIFO_MAX_RATE"],
@@ -242,9 +242,10 @@ impl Key {
     /// For a flag's help: `[range: …] [env: A, B] [default: D]`, the
     /// default only where it is a value.
     pub(crate) fn help_suffix(&self) -> String {
-        let mut suffix = match self.kind.range() {
-            Some(range) => format!("[range: {range}] "),
-            None => String::new(),
+        let mut suffix = match (self.kind, self.kind.range()) {
+            (Kind::Choice(words), _) => format!("[possible values: {}] ", words.join(", ")),
+            (_, Some(range)) => format!("[range: {range}] "),
+            (_, None) => String::new(),
         };
         suffix += &format!("[env: {}]", self.env.join(", "));
         if let Some(default) = self.default {

@@ -244,7 +244,7 @@ impl Settings {
                 "block" => Exhausted::Block,
                 _ => Exhausted::DeadLetter,
             },
-            blocked_retry_max: Duration::from_secs_f64(self.blocked_retry_max),
+            blocked_retry_max: Duration::from_secs(self.blocked_retry_max),
             max_rate: self.max_rate,
             group_rate: self.group_rate,
         };

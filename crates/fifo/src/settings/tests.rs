@@ -51,7 +51,7 @@ fn defaults_match_the_seed() {
             metrics_addr: None,
             admin_token_file: None,
             exhausted: "dead-letter".to_owned(),
-            blocked_retry_max: 300.0,
+            blocked_retry_max: 300,
             max_rate: None,
             group_rate: None,
             origins: BTreeMap::new(),
@@ -69,7 +69,7 @@ fn steering_settings_are_checked_like_the_others() {
         (settings.max_rate, settings.group_rate),
         (Some(2.5), Some(0.5))
     );
-    assert_eq!(settings.blocked_retry_max, 60.0);
+    assert_eq!(settings.blocked_retry_max, 60);
 
     let flags: Flags = vec![(&EXHAUSTED, "skip".to_owned())];
     let err = load(None, &flags, env_of(&[])).unwrap_err();

@@ -424,8 +424,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max);
         if cut_off {
             // The cut-off handler may still be ending (an exec handler's
-            // process group gets the kill grace): never run it twice at once.
-            delay = delay.max(self.config.kill_grace() + KILL_MARGIN);
+            // process group gets the kill grace): never run it twice at
+            // once, not even on an operator's request (see `kill_left`).
+            let gone = self.config.kill_grace() + KILL_MARGIN;
+            delay = delay.max(gone);
+            tracked.kill_ends = Some(Instant::now() + gone);
         }
         tracing::info!(
             "message {} of group {} failed ({error}); retry {attempt} of {} in {delay:?}",

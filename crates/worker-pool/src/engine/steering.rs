@@ -18,8 +18,8 @@ use crate::steering::{GroupState, GroupStatus, Head, Request, SteerError};
 use fifo_group_router::Step;
 
 /// A blocked message goes back with its group this long before SQS's
-/// 12-hour limit would make it impossible to keep, beyond two visibility
-/// timeouts.
+/// 12-hour limit would make it impossible to keep, beyond a visibility
+/// timeout.
 const HAND_BACK_MARGIN: Duration = Duration::from_secs(300);
 
 impl<Q: Queue, H: Handler> Engine<Q, H> {
@@ -40,24 +40,25 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             self.config.backoff_base,
             self.config.blocked_retry_max,
         );
-        if cut_off {
-            // Its cut-off program may still be ending: never run it twice at once.
-            delay = delay.max(kill_wait);
-        }
         let now = Instant::now();
+        if cut_off {
+            // Its cut-off program may still be ending: never run it twice
+            // at once, nor its group's next message beside it (see
+            // `kill_left`, which an operator's retry and skip wait out).
+            delay = delay.max(kill_wait);
+            tracked.kill_ends = Some(now + kill_wait);
+        }
         let most_held = Duration::from_secs(u64::from(MAX_INVISIBLE_SECONDS));
+        // A heartbeat asks for a visibility timeout more: SQS refuses it
+        // past 12 hours from the receive.
         let keep_until = (tracked.received + most_held)
-            .checked_sub(visibility * 2 + HAND_BACK_MARGIN)
+            .checked_sub(visibility + HAND_BACK_MARGIN)
             .unwrap_or(tracked.received);
         if now + delay >= keep_until {
             self.counters.add_failed();
             tracked.release_after = Duration::ZERO;
             if tracked.blocked_since.take().is_some() {
                 self.measure_blocked();
-            }
-            let tracked = self.tracked.get_mut(&key).expect("tracked");
-            if cut_off {
-                tracked.kill_ends = Some(now + kill_wait);
             }
             tracing::warn!(
                 "message {id} of group {group} is still blocked ({error}) and has been held nearly 12 hours, the most SQS allows: handing it back with the rest of its group; whoever receives it next runs it again, and blocks the group again if it keeps failing"
@@ -68,9 +69,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         message_event("blocked", &tracked.message, attempts, None, Some(error));
         if tracked.blocked_since.is_none() {
             tracked.blocked_since = Some(SystemTime::now());
+            let tried = match attempts {
+                1 => "its only attempt".to_owned(),
+                n => format!("all {n} attempts"),
+            };
             tracing::warn!(
-                "message {id} of group {group} failed on all {attempts} attempts ({error}); group {group} is blocked: the rest of it waits, and this message runs again every {:?} at most until it succeeds or is skipped (fifo groups skip {group})",
-                self.config.blocked_retry_max
+                "message {id} of group {group} failed on {tried} ({error}); group {group} is blocked: the rest of it waits, and this message runs again every {} s at most until it succeeds or is skipped (fifo groups skip {group})",
+                self.config.blocked_retry_max.as_secs_f64()
             );
             self.measure_blocked();
         } else {
@@ -88,7 +93,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// Answers an operator's request.
     pub(super) fn on_request(&mut self, request: Request) {
-        // A requester that gave up waiting is no reason to fail.
+        if request.abandoned() {
+            // Its caller was told nothing was done.
+            return;
+        }
+        // A requester that gave up waiting meanwhile is no reason to fail.
         match request {
             Request::Groups(answer) => {
                 let _ = answer.send(self.groups());
@@ -112,7 +121,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let mut groups: Vec<GroupStatus> = self
             .router
             .lanes()
-            .filter_map(|(group, _)| self.group_status(group))
+            .map(|(group, held)| self.status_of(group, held))
             .collect();
         groups.sort_by(|a, b| {
             let key = |g: &GroupStatus| (g.state != GroupState::Blocked, g.since);
@@ -123,9 +132,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// One group as operators see it; `None` when nothing of it is held.
     fn group_status(&self, group: &str) -> Option<GroupStatus> {
-        let held = self.router.lanes().find(|(g, _)| *g == group)?.1;
+        let held = self.router.lane(group).count();
+        (held > 0).then(|| self.status_of(group, held))
+    }
+
+    /// A group that holds `held` messages, as operators see it.
+    fn status_of(&self, group: &str, held: usize) -> GroupStatus {
         let Some((key, step)) = self.router.head(group) else {
-            return Some(GroupStatus {
+            return GroupStatus {
                 group: group.to_owned(),
                 state: GroupState::Settling,
                 held,
@@ -133,7 +147,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 attempts: 0,
                 last_error: None,
                 since: self.settling_since(group),
-            });
+            };
         };
         let tracked = &self.tracked[&key];
         let state = match (step, &tracked.state) {
@@ -152,7 +166,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             (GroupState::Blocked, Some(blocked)) => blocked,
             _ => tracked.since,
         };
-        Some(GroupStatus {
+        GroupStatus {
             group: group.to_owned(),
             state,
             held,
@@ -163,15 +177,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             attempts: tracked.attempts,
             last_error: tracked.last_failure.as_ref().map(|f| f.error.clone()),
             since,
-        })
+        }
     }
 
     /// When a group with nothing left to run got there: its latest
     /// message's last change.
     fn settling_since(&self, group: &str) -> SystemTime {
-        self.tracked
-            .values()
-            .filter(|t| t.message.group_id == group)
+        self.router
+            .lane(group)
+            .filter_map(|(key, _)| self.tracked.get(&key))
             .map(|t| t.since)
             .max()
             .unwrap_or_else(SystemTime::now)
@@ -198,6 +212,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// goes on.
     fn skip(&mut self, group: &str) -> Result<GroupStatus, SteerError> {
         let (key, status) = self.head_of(group)?;
+        if status.state == GroupState::Running && self.tracked[&key].blocked_since.is_some() {
+            return Err(SteerError::NotApplicable(format!(
+                "group {group} is blocked and its head is running again right now: skip it once that run has ended (fifo groups shows it blocked again)"
+            )));
+        }
         if status.state != GroupState::Blocked {
             return Err(not_applicable(
                 &status,
@@ -206,7 +225,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         if self.queue.max_receive_count().is_none() {
             return Err(SteerError::NotApplicable(format!(
-                "group {group} is blocked, but the queue has no dead-letter queue (no redrive policy) to move its head to: give it one (fifo create-queue --dead-letter-queue), or let the head succeed (fifo groups retry {group})"
+                "group {group} is blocked, but the queue had no dead-letter queue (no redrive policy) when this run started, so its head has nowhere to go: give the queue a redrive policy (aws sqs set-queue-attributes, or the console) and restart fifo run, or let the head succeed (fifo groups retry {group})"
             )));
         }
         let tracked = self.tracked.get_mut(&key).expect("the head is held");
@@ -222,7 +241,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             failed_at: last.map_or_else(SystemTime::now, |l| l.failed_at),
         });
         tracked.blocked_since = None;
-        tracked.set_state(State::InLane);
         self.counters.add_failed();
         message_event("skipped", &tracked.message, tracked.attempts, None, None);
         tracing::warn!(
@@ -230,7 +248,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.message.id,
             tracked.attempts
         );
-        self.router.dead_letter(group, key);
+        let gone = Instant::now() + tracked.kill_left();
+        if gone > Instant::now() {
+            // Its cut-off program may still be ending: the group goes on
+            // (and the message moves) once it is gone.
+            tracked.back_off(Backoff::KillGrace, gone);
+            self.add_timer(gone, Timer::DeadLetter(key));
+        } else {
+            tracked.set_state(State::InLane);
+            self.router.dead_letter(group, key);
+        }
         self.measure_blocked();
         self.group_status(group)
             .ok_or_else(|| SteerError::NotHeld(group.to_owned()))

@@ -318,3 +318,83 @@ async fn the_run_rate_spaces_starts_across_groups() {
     }
     assert!(starts[19] - starts[0] >= Duration::from_millis(3999));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_never_runs_a_cut_off_head_or_its_group_beside_its_ending_program() {
+    let queue = MemoryQueue::with_redrive(Some(5));
+    fill(&queue, &["g"], 2);
+    fill(&queue, &["h"], 1);
+    // g-1 hangs past its timeout every time; h-1 hangs once, then succeeds.
+    let handler = Recorder::new(Duration::from_millis(10))
+        .fault("g-1", Fault::Hang(u32::MAX))
+        .fault("h-1", Fault::Hang(1));
+    let config = PoolConfig {
+        retries: 0,
+        handler_timeout: Some(Duration::from_secs(1)),
+        blocked_retry_max: Duration::from_secs(600),
+        ..config()
+    };
+    let grace = config.kill_grace();
+    let (steering, run) = start(&queue, &handler, config);
+
+    wait_for(&steering, "h", GroupState::Blocked).await;
+    steering
+        .retry("h")
+        .await
+        .expect("a blocked head runs again");
+    wait_for(&steering, "g", GroupState::Blocked).await;
+    steering.skip("g").await.expect("a blocked head is skipped");
+    run.await.unwrap();
+
+    let records = handler.records();
+    let first = |body: &str| records.iter().find(|r| r.body == body).unwrap().clone();
+    let h_runs: Vec<_> = records.iter().filter(|r| r.body == "h-1").collect();
+    assert_eq!(h_runs.len(), 2);
+    assert!(
+        h_runs[1].start >= h_runs[0].end + grace,
+        "h-1 ran again while its cut-off run could still be ending: {h_runs:?}"
+    );
+    assert!(
+        first("g-2").start >= first("g-1").end + grace,
+        "g-2 ran while the skipped g-1 could still be ending"
+    );
+    assert_eq!(queue.dead_letters(), ["g-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_visibility_timeout_still_blocks() {
+    let queue = MemoryQueue::with_redrive(None);
+    fill(&queue, &["g"], 2);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::FailTimes(3));
+    // Seven hours: heartbeats can keep it for five more before SQS's
+    // 12-hour limit, so it is not handed back.
+    let config = PoolConfig {
+        retries: 0,
+        visibility_timeout: 25_000,
+        ..config()
+    };
+    let (_steering, run) = start(&queue, &handler, config);
+    let stats = run.await.unwrap();
+
+    assert_eq!(handler.successes()["g"], ["g-1", "g-2"]);
+    assert!(handler.records().iter().all(|r| r.receive_count == 1));
+    assert_eq!((stats.released, stats.failed), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_its_caller_gave_up_on_is_never_acted_on() {
+    let queue = MemoryQueue::with_redrive(None);
+    fill(&queue, &["g"], 3);
+    let handler = Recorder::new(Duration::from_millis(10));
+    let (steering, inbox) = steering();
+    // Asked before the engine runs (as while `--http-ready` waits): the
+    // caller is told nothing was done...
+    assert_eq!(steering.pause(true).await, Err(SteerError::NoAnswer));
+    let run = handler.run_steered(queue.clone(), config(), CancellationToken::new(), inbox);
+    // ...and the run, once started, is not paused by it.
+    let stats = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run was not paused by a request nobody waited for")
+        .unwrap();
+    assert_eq!(stats.succeeded, 3);
+}
