@@ -134,7 +134,7 @@ fn base_url(addr: &str) -> Result<String, UserError> {
         _ => Err(UserError::new(
             format!("--addr {addr} is not an address to reach"),
             Some(
-                "give HOST:PORT (such as 127.0.0.1:9464) or a URL such as http://10.0.0.5:9464, as given to fifo run --metrics-addr"
+                "give the address fifo run --metrics-addr serves on, as HOST:PORT (such as 127.0.0.1:9464) or a URL (such as http://10.0.0.5:9464)"
                     .to_owned(),
             ),
         )),

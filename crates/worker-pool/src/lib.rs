@@ -177,6 +177,10 @@ impl PoolConfig {
             Err(ConfigError::Rate)
         } else if self.blocked_retry_max.is_zero() {
             Err(ConfigError::BlockedRetryMax)
+        } else if self.exhausted == Exhausted::Block
+            && self.visibility_timeout > limits::MAX_BLOCKING_VISIBILITY_TIMEOUT
+        {
+            Err(ConfigError::BlockingVisibilityTimeout)
         } else {
             Ok(())
         }
@@ -262,6 +266,14 @@ pub enum ConfigError {
     /// `blocked_retry_max` is zero.
     #[error("blocked_retry_max must be more than zero")]
     BlockedRetryMax,
+    /// [`Exhausted::Block`] with a visibility timeout so long that a
+    /// blocked message could not be kept (see
+    /// [`limits::MAX_BLOCKING_VISIBILITY_TIMEOUT`]).
+    #[error(
+        "blocking exhausted messages needs a visibility timeout of at most {} seconds: SQS keeps a message at most 12 hours from its receive, and a heartbeat asks for a visibility timeout more",
+        limits::MAX_BLOCKING_VISIBILITY_TIMEOUT
+    )]
+    BlockingVisibilityTimeout,
 }
 
 #[cfg(test)]
@@ -310,6 +322,15 @@ mod tests {
         assert_eq!(
             with(|c| c.blocked_retry_max = Duration::ZERO),
             "blocked_retry_max must be more than zero"
+        );
+        assert!(
+            with(|c| {
+                c.exhausted = Exhausted::Block;
+                c.visibility_timeout = 39_601;
+            })
+            .starts_with(
+                "blocking exhausted messages needs a visibility timeout of at most 39600 seconds"
+            )
         );
         assert_eq!(
             Error::Config(ConfigError::NoWorkers).to_string(),

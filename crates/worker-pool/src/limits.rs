@@ -23,3 +23,8 @@ pub const MAX_POLLERS: usize = 16;
 /// Handler starts per second, for `max_rate` and `group_rate`: one every
 /// 1000 s at the slowest, one a microsecond at the fastest.
 pub const RATE: RangeInclusive<f64> = 0.001..=1_000_000.0;
+
+/// The longest visibility timeout with which a blocked message can be kept
+/// at all: an hour less than SQS's 12 hours (the engine hands a blocked
+/// message back a visibility timeout and five minutes before them).
+pub const MAX_BLOCKING_VISIBILITY_TIMEOUT: u32 = MAX_INVISIBLE_SECONDS - 3600;

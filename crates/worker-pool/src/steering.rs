@@ -111,9 +111,9 @@ pub enum SteerError {
     #[error("the run has stopped")]
     Stopped,
     /// The run did not answer in time (it has not started its engine yet,
-    /// or is busy); nothing was done.
+    /// or is busy) or has too many requests waiting; nothing was done.
     #[error(
-        "the run did not answer within {} s (it is starting, or busy): nothing was done",
+        "the run is not answering (it is starting, or busy; a request waits {} s at most): nothing was done",
         ANSWER_WITHIN.as_secs()
     )]
     NoAnswer,

@@ -4,7 +4,7 @@
 use fifo_handler::Handler;
 use tokio::time::Instant;
 
-use super::{AfterCancel, Engine, Phase, State, Timer};
+use super::{AfterCancel, Backoff, Engine, Phase, State, Timer};
 use crate::Error;
 use crate::calls::Key;
 use crate::queue::{Queue, QueueError};
@@ -28,10 +28,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             );
         }
         // Retries waiting for their backoff are not running: they go back.
+        // A message waiting for its cut-off program to end before it moves
+        // to the dead-letter queue still moves (it was said to).
         let mut waiting: Vec<Key> = self
             .tracked
             .iter()
-            .filter(|(_, t)| matches!(t.state, State::BackingOff { .. }))
+            .filter(|(_, t)| {
+                matches!(t.state, State::BackingOff { why, .. } if why != Backoff::KillGrace)
+            })
             .map(|(key, _)| *key)
             .collect();
         waiting.sort_unstable();

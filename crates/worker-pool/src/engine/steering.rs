@@ -61,7 +61,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 self.measure_blocked();
             }
             tracing::warn!(
-                "message {id} of group {group} is still blocked ({error}) and has been held nearly 12 hours, the most SQS allows: handing it back with the rest of its group; whoever receives it next runs it again, and blocks the group again if it keeps failing"
+                "message {id} of group {group} is still blocked ({error}), and SQS keeps a message at most 12 hours from its receive: handing it back with the rest of its group while it can; whoever receives it next runs it again, and blocks the group again if it keeps failing"
             );
             return self.router.failed(&group, key);
         }
@@ -73,8 +73,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 1 => "its only attempt".to_owned(),
                 n => format!("all {n} attempts"),
             };
+            let way_out = if self.queue.max_receive_count().is_some() {
+                format!("until it succeeds or is skipped (fifo groups skip {group})")
+            } else {
+                "until it succeeds (the queue has no dead-letter queue to skip it to)".to_owned()
+            };
             tracing::warn!(
-                "message {id} of group {group} failed on {tried} ({error}); group {group} is blocked: the rest of it waits, and this message runs again every {} s at most until it succeeds or is skipped (fifo groups skip {group})",
+                "message {id} of group {group} failed on {tried} ({error}); group {group} is blocked: the rest of it waits, and this message runs again every {} s at most {way_out}",
                 self.config.blocked_retry_max.as_secs_f64()
             );
             self.measure_blocked();
@@ -156,7 +161,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             (Step::Out, State::BackingOff { why, .. }) => match why {
                 Backoff::Blocked => GroupState::Blocked,
                 Backoff::RetryLater => GroupState::RetryLater,
-                Backoff::Retry | Backoff::NotStarted | Backoff::KillGrace => GroupState::BackingOff,
+                Backoff::Retry | Backoff::NotStarted => GroupState::BackingOff,
+                // It moves to the dead-letter queue once its program is gone.
+                Backoff::KillGrace => GroupState::Settling,
             },
             // Between two steps within one turn of the loop.
             (Step::Out, State::InLane) => GroupState::Queued,
@@ -244,9 +251,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         self.counters.add_failed();
         message_event("skipped", &tracked.message, tracked.attempts, None, None);
         tracing::warn!(
-            "message {} of group {group} skipped by an operator after {} attempts: moving it to the dead-letter queue; the group goes on",
+            "message {} of group {group} skipped by an operator after {}: moving it to the dead-letter queue; the group goes on",
             tracked.message.id,
-            tracked.attempts
+            counted(tracked.attempts, "attempt")
         );
         let gone = Instant::now() + tracked.kill_left();
         if gone > Instant::now() {
@@ -329,6 +336,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             since.elapsed().unwrap_or(Duration::ZERO)
         });
         self.counters.set_blocked(blocked, age);
+    }
+}
+
+/// `1 attempt`, `2 attempts`.
+fn counted(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

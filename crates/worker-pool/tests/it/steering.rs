@@ -398,3 +398,44 @@ async fn a_request_its_caller_gave_up_on_is_never_acted_on() {
         .unwrap();
     assert_eq!(stats.succeeded, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_skip_still_moves_its_message_when_the_run_stops_during_the_kill_grace() {
+    let queue = MemoryQueue::with_redrive(Some(5));
+    fill(&queue, &["g"], 2);
+    let handler = Recorder::new(Duration::from_millis(10)).fault("g-1", Fault::Hang(u32::MAX));
+    let config = PoolConfig {
+        retries: 0,
+        handler_timeout: Some(Duration::from_secs(1)),
+        blocked_retry_max: Duration::from_secs(600),
+        until_empty: false,
+        ..config()
+    };
+    let (steering, inbox) = steering();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (queue, handler, shutdown) = (queue.clone(), handler.clone(), shutdown.clone());
+        async move { handler.run_steered(queue, config, shutdown, inbox).await }
+    });
+
+    wait_for(&steering, "g", GroupState::Blocked).await;
+    let skipped = steering.skip("g").await.expect("a blocked head is skipped");
+    assert_eq!(
+        skipped.state,
+        GroupState::Settling,
+        "it waits for its program"
+    );
+    shutdown.cancel();
+    let stats = run.await.unwrap().expect("the run ends cleanly");
+
+    assert_eq!(
+        queue.dead_letters(),
+        ["g-1"],
+        "moved as the operator was told"
+    );
+    assert!(
+        handler.records().iter().all(|r| r.body != "g-2"),
+        "g-2 never ran"
+    );
+    assert_eq!((stats.dead_lettered, stats.released), (1, 1));
+}
