@@ -291,7 +291,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         let Attempt::Failed { error, cut_off } = attempt else {
             return self.succeeded(key);
         };
-        let tracked = &self.tracked[&key];
+        let kill_grace = self.config.kill_grace();
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        if cut_off {
+            // The cut-off handler may still be ending (an exec handler's
+            // process group gets the kill grace): whatever becomes of the
+            // message waits it out (see `kill_left`), an operator's retry
+            // or skip included, so that it never runs twice at once nor
+            // beside its group's next message.
+            tracked.kill_ends = Some(Instant::now() + kill_grace + KILL_MARGIN);
+        }
         let verdict = Verdict::of(&error);
         let facts = Facts {
             verdict: Some(verdict),
@@ -319,9 +328,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                     );
                 }
                 match fate {
-                    Fate::Retry => self.retry(key, &error, cut_off),
-                    Fate::Block => self.block(key, &error, cut_off),
-                    _ => self.end_delivery(key, fate, &error, cut_off),
+                    Fate::Retry => self.retry(key, &error),
+                    Fate::Block => self.block(key, &error),
+                    _ => self.end_delivery(key, fate, &error),
                 }
             }
         }
@@ -331,17 +340,17 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     fn succeeded(&mut self, key: Key) {
         self.counters.add_succeeded();
         self.workers.succeeded += 1;
-        let tracked = self.tracked.get_mut(&key).expect("tracked");
-        let group = tracked.message.group_id.clone();
-        if let Some(since) = tracked.blocked_since.take() {
+        if let Some(since) = self.unblock(key) {
+            let tracked = &self.tracked[&key];
             tracing::warn!(
-                "message {} of group {group} succeeded on attempt {}: group {group} is no longer blocked (it was for {:.1} s)",
+                "message {} of group {} succeeded on attempt {}: the group is no longer blocked (it was for {:.1} s)",
                 tracked.message.id,
+                tracked.message.group_id,
                 tracked.attempts + 1,
                 since.elapsed().unwrap_or_default().as_secs_f64()
             );
-            self.measure_blocked();
         }
+        let group = self.tracked[&key].message.group_id.clone();
         self.router.finished(&group, key);
         if self
             .config
@@ -414,22 +423,14 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     }
 
     /// A failure with retries left: it runs again after a backoff.
-    fn retry(&mut self, key: Key, error: &HandlerError, cut_off: bool) {
+    fn retry(&mut self, key: Key, error: &HandlerError) {
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         tracked.attempts += 1;
         let attempt = tracked.attempts;
         self.counters.add_retried();
         message_event("retried", &tracked.message, attempt + 1, None, Some(error));
-        let mut delay =
-            backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max);
-        if cut_off {
-            // The cut-off handler may still be ending (an exec handler's
-            // process group gets the kill grace): never run it twice at
-            // once, not even on an operator's request (see `kill_left`).
-            let gone = self.config.kill_grace() + KILL_MARGIN;
-            delay = delay.max(gone);
-            tracked.kill_ends = Some(Instant::now() + gone);
-        }
+        let delay = backoff::jittered(attempt, self.config.backoff_base, self.config.backoff_max)
+            .max(tracked.kill_left());
         tracing::info!(
             "message {} of group {} failed ({error}); retry {attempt} of {} in {delay:?}",
             tracked.message.id,
@@ -443,17 +444,11 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
 
     /// It failed for good in this delivery: to the dead-letter queue, or
     /// back to the queue with the rest of its lane.
-    fn end_delivery(&mut self, key: Key, fate: Fate, error: &HandlerError, cut_off: bool) {
+    fn end_delivery(&mut self, key: Key, fate: Fate, error: &HandlerError) {
         debug_assert!(fate.ends_the_delivery(), "{fate:?}");
         // A blocked message that ends otherwise (a reject, a shutdown) no
         // longer blocks its group.
-        if self
-            .tracked
-            .get_mut(&key)
-            .is_some_and(|t| t.blocked_since.take().is_some())
-        {
-            self.measure_blocked();
-        }
+        self.unblock(key);
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         let (id, group) = (tracked.message.id.clone(), tracked.message.group_id.clone());
         if fate == (Fate::DeadLetter { rejected: true }) {
@@ -468,9 +463,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         } else {
             self.counters.add_failed();
         }
-        if cut_off {
-            tracked.kill_ends = Some(Instant::now() + self.config.kill_grace() + KILL_MARGIN);
-        }
         match fate {
             Fate::DeadLetter { rejected } => {
                 if rejected {
@@ -482,13 +474,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                         "message {id} of group {group} failed on its last allowed receive ({error}); moving it to the dead-letter queue"
                     );
                 }
-                if let Some(gone) = tracked.kill_ends {
-                    // Its program may still be ending: the group goes on (and
-                    // the message moves) once it is gone.
-                    tracked.back_off(Backoff::KillGrace, gone);
-                    return self.add_timer(gone, Timer::DeadLetter(key));
-                }
-                self.router.dead_letter(&group, key);
+                self.dead_letter_once_gone(key);
             }
             Fate::HandBack(HandBack::Exhausted) => {
                 let seconds = backoff::release_seconds(
@@ -597,8 +583,24 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
     }
 
-    /// A message cut off on its last receive: its program is gone, so it
-    /// moves to the dead-letter queue and its group goes on.
+    /// Moves `key` to the dead-letter queue, and its group on, once its
+    /// cut-off program (if any) is gone.
+    pub(super) fn dead_letter_once_gone(&mut self, key: Key) {
+        let tracked = self.tracked.get_mut(&key).expect("tracked");
+        let left = tracked.kill_left();
+        if left > Duration::ZERO {
+            let gone = Instant::now() + left;
+            tracked.back_off(Backoff::KillGrace, gone);
+            return self.add_timer(gone, Timer::DeadLetter(key));
+        }
+        tracked.set_state(State::InLane);
+        let group = tracked.message.group_id.clone();
+        self.router.dead_letter(&group, key);
+    }
+
+    /// A message whose move to the dead-letter queue waited for its cut-off
+    /// program (failed on its last receive, or skipped): the program is
+    /// gone, so it moves and its group goes on.
     pub(super) fn on_dead_letter_due(&mut self, key: Key) {
         let Some(tracked) = self.tracked.get_mut(&key) else {
             return;
@@ -610,9 +612,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 ..
             }
         ) {
-            tracked.set_state(State::InLane);
-            let group = tracked.message.group_id.clone();
-            self.router.dead_letter(&group, key);
+            self.dead_letter_once_gone(key);
         }
     }
 
@@ -687,7 +687,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 const CALM: Duration = Duration::from_secs(5);
 
 /// Beyond the kill grace, for the killed processes to be gone.
-pub(super) const KILL_MARGIN: Duration = Duration::from_millis(500);
+const KILL_MARGIN: Duration = Duration::from_millis(500);
 
 /// Handlers that could not start: since when, how many (in a row, for the
 /// backoff, and in all), and the last one.

@@ -41,13 +41,12 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         waiting.sort_unstable();
         self.workers.retry_ready.clear();
         for key in waiting {
+            self.unblock(key);
             let tracked = self.tracked.get_mut(&key).expect("listed");
-            tracked.blocked_since = None;
             tracked.set_state(State::InLane);
             let group = tracked.message.group_id.clone();
             self.router.failed(&group, key);
         }
-        self.measure_blocked();
     }
 
     /// While draining, once nothing is held (nothing is left to hand back),

@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use fifo_handler::{Handler, HandlerError};
 use tokio::time::{Duration, Instant};
 
-use super::handlers::KILL_MARGIN;
 use super::{Backoff, Engine, Phase, State, Timer, message_event};
 use crate::backoff;
 use crate::calls::Key;
@@ -28,26 +27,20 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
     /// it, and it runs again after a slow backoff, until it succeeds or an
     /// operator skips it. Near SQS's 12-hour limit it goes back with its
     /// group instead, to be received, and blocked, again.
-    pub(super) fn block(&mut self, key: Key, error: &HandlerError, cut_off: bool) {
+    pub(super) fn block(&mut self, key: Key, error: &HandlerError) {
         let visibility = self.visibility();
-        let kill_wait = self.config.kill_grace() + KILL_MARGIN;
         let tracked = self.tracked.get_mut(&key).expect("tracked");
         tracked.attempts += 1;
         let attempts = tracked.attempts;
         let (id, group) = (tracked.message.id.clone(), tracked.message.group_id.clone());
-        let mut delay = backoff::blocked(
+        // Never while its cut-off program may still be ending.
+        let delay = backoff::blocked(
             attempts,
             self.config.backoff_base,
             self.config.blocked_retry_max,
-        );
+        )
+        .max(tracked.kill_left());
         let now = Instant::now();
-        if cut_off {
-            // Its cut-off program may still be ending: never run it twice
-            // at once, nor its group's next message beside it (see
-            // `kill_left`, which an operator's retry and skip wait out).
-            delay = delay.max(kill_wait);
-            tracked.kill_ends = Some(now + kill_wait);
-        }
         let most_held = Duration::from_secs(u64::from(MAX_INVISIBLE_SECONDS));
         // A heartbeat asks for a visibility timeout more: SQS refuses it
         // past 12 hours from the receive.
@@ -57,9 +50,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         if now + delay >= keep_until {
             self.counters.add_failed();
             tracked.release_after = Duration::ZERO;
-            if tracked.blocked_since.take().is_some() {
-                self.measure_blocked();
-            }
+            self.unblock(key);
             tracing::warn!(
                 "message {id} of group {group} is still blocked ({error}), and SQS keeps a message at most 12 hours from its receive: handing it back with the rest of its group while it can; whoever receives it next runs it again, and blocks the group again if it keeps failing"
             );
@@ -247,7 +238,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             receive_count: tracked.message.receive_count,
             failed_at: last.map_or_else(SystemTime::now, |l| l.failed_at),
         });
-        tracked.blocked_since = None;
         self.counters.add_failed();
         message_event("skipped", &tracked.message, tracked.attempts, None, None);
         tracing::warn!(
@@ -255,17 +245,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             tracked.message.id,
             counted(tracked.attempts, "attempt")
         );
-        let gone = Instant::now() + tracked.kill_left();
-        if gone > Instant::now() {
-            // Its cut-off program may still be ending: the group goes on
-            // (and the message moves) once it is gone.
-            tracked.back_off(Backoff::KillGrace, gone);
-            self.add_timer(gone, Timer::DeadLetter(key));
-        } else {
-            tracked.set_state(State::InLane);
-            self.router.dead_letter(group, key);
-        }
-        self.measure_blocked();
+        self.unblock(key);
+        self.dead_letter_once_gone(key);
         self.group_status(group)
             .ok_or_else(|| SteerError::NotHeld(group.to_owned()))
     }
@@ -320,6 +301,16 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             }
             _ => {}
         }
+    }
+
+    /// `key` no longer blocks its group (it succeeded, ended otherwise, or
+    /// was skipped): since when it did, if it did.
+    pub(super) fn unblock(&mut self, key: Key) -> Option<SystemTime> {
+        let since = self.tracked.get_mut(&key)?.blocked_since.take();
+        if since.is_some() {
+            self.measure_blocked();
+        }
+        since
     }
 
     /// How many groups are blocked and since when the oldest is, for the
