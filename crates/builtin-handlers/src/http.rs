@@ -7,12 +7,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
-use fifo_handler::{Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError};
+use fifo_handler::{
+    BatchOutcome, Handler, HandlerError, Message, Outcome, Reject, RetryLater, StatusError,
+};
 
+use crate::lambda::{self, EventSource};
 use crate::trace;
 
 /// sqsd's `User-Agent` starts `aws-sqsd/`, which some worker apps check.
 const USER_AGENT_VALUE: &str = concat!("aws-sqsd/fifo-", env!("CARGO_PKG_VERSION"));
+
+/// The `User-Agent` of Lambda's events: no sqsd there.
+const LAMBDA_USER_AGENT: &str = concat!("fifo/", env!("CARGO_PKG_VERSION"));
 
 /// How much of a failed response's body goes into the error (and so into a
 /// dead letter's reason).
@@ -75,6 +81,9 @@ pub struct HttpHandler {
     queue_name: HeaderValue,
     content_type: HeaderValue,
     reject_status: StatusCode,
+    /// Where the messages come from, when they are POSTed as Lambda's SQS
+    /// event.
+    lambda: Option<EventSource>,
 }
 
 /// Why an [`HttpHandler`] cannot be built.
@@ -148,7 +157,23 @@ impl HttpHandler {
             queue_name: header("the queue name", &options.queue_name)?,
             content_type: header("the content type", &options.content_type)?,
             reject_status,
+            lambda: None,
         })
+    }
+
+    /// POSTs Lambda's SQS event instead, for an app written for AWS Lambda
+    /// (directly, or behind Lambda Web Adapter's pass-through route): one
+    /// request per call, its body the event (one group's messages, in
+    /// order; one message without batches), with `X-Fifo-Group-Id` and the
+    /// first message's `traceparent`. A 2xx answer's body is the function's
+    /// answer (`{"batchItemFailures": [{"itemIdentifier": ID}]}`: the
+    /// messages before the first one listed succeeded, that one failed,
+    /// the rest run again after it; an empty body or nothing listed is
+    /// success of all). Any other status fails the whole batch, read as
+    /// for one message. `source` names the queue in each record.
+    pub fn lambda_events(mut self, source: EventSource) -> HttpHandler {
+        self.lambda = Some(source);
+        self
     }
 
     /// Waits until `url` answers a GET with 2xx (a sidecar's app is up),
@@ -223,37 +248,103 @@ impl HttpHandler {
 
 impl Handler for HttpHandler {
     async fn handle(&self, message: &Message) -> Outcome {
+        if let Some(source) = &self.lambda {
+            return lambda::single(self.post_event(&[message], source).await);
+        }
+        let response = self.post(self.headers(message), message.body.clone());
+        let mut response = response.await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.refused(response).await);
+        }
+        // A body cut off mid-way: the app may have failed before it
+        // committed, so this is no success.
+        match drain(&mut response, 0).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.cut_off(status, e)),
+        }
+    }
+
+    async fn handle_batch(&self, messages: &[&Message]) -> BatchOutcome {
+        if let Some(source) = &self.lambda {
+            return self.post_event(messages, source).await;
+        }
+        for (succeeded, message) in messages.iter().enumerate() {
+            if let Err(error) = self.handle(message).await {
+                return BatchOutcome::failed_at(succeeded, error);
+            }
+        }
+        BatchOutcome::all(messages.len())
+    }
+}
+
+impl HttpHandler {
+    /// POSTs `body`; a request that got no answer is the error.
+    async fn post(
+        &self,
+        headers: HeaderMap,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<reqwest::Response, HandlerError> {
         let sent = self
             .client
             .post(self.url.clone())
-            .headers(self.headers(message))
-            .body(message.body.clone())
+            .headers(headers)
+            .body(body)
             .send()
             .await;
-        let mut response = match sent {
+        sent.map_err(|e| {
+            let error = error_chain(&e.without_url());
+            format!("POST {}: {error}", self.shown_url).into()
+        })
+    }
+
+    /// POSTs Lambda's SQS event for `messages` and reads the answer.
+    async fn post_event(&self, messages: &[&Message], source: &EventSource) -> BatchOutcome {
+        let Some(first) = messages.first() else {
+            return BatchOutcome::all(0);
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, self.content_type.clone());
+        headers.insert(USER_AGENT, HeaderValue::from_static(LAMBDA_USER_AGENT));
+        if let Ok(group) = HeaderValue::from_str(&first.group_id) {
+            headers.insert("x-fifo-group-id", group);
+        }
+        if let Some(parent) = trace::traceparent(first).and_then(|p| HeaderValue::from_str(&p).ok())
+        {
+            headers.insert("traceparent", parent);
+        }
+        let mut response = match self.post(headers, lambda::event(messages, source)).await {
             Ok(response) => response,
-            Err(e) => {
-                let error = error_chain(&e.without_url());
-                return Err(format!("POST {}: {error}", self.shown_url).into());
-            }
+            Err(error) => return BatchOutcome::failed_at(0, error),
         };
         let status = response.status();
-        if status.is_success() {
-            // A body cut off mid-way: the app may have failed before it
-            // committed, so this is no success.
-            return match drain(&mut response, 0).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(StatusError::new(
-                    format!("HTTP {}", status.as_u16()),
-                    format!(
-                        "POST {} answered {status} but its body was cut off ({})",
-                        self.shown_url,
-                        error_chain(&e.without_url())
-                    ),
-                )
-                .into()),
-            };
+        if !status.is_success() {
+            return BatchOutcome::failed_at(0, self.refused(response).await);
         }
+        let who = format!("POST {}", self.shown_url);
+        match drain(&mut response, lambda::MAX_ANSWER + 1).await {
+            Ok(answer) if answer.len() > lambda::MAX_ANSWER => lambda::too_long(&who),
+            Ok(answer) => lambda::outcome(&answer, messages, &who),
+            Err(e) => BatchOutcome::failed_at(0, self.cut_off(status, e)),
+        }
+    }
+
+    /// The failure a 2xx answer whose body was cut off is.
+    fn cut_off(&self, status: StatusCode, error: reqwest::Error) -> HandlerError {
+        StatusError::new(
+            format!("HTTP {}", status.as_u16()),
+            format!(
+                "POST {} answered {status} but its body was cut off ({})",
+                self.shown_url,
+                error_chain(&error.without_url())
+            ),
+        )
+        .into()
+    }
+
+    /// The failure an answer that is not 2xx is.
+    async fn refused(&self, mut response: reqwest::Response) -> HandlerError {
+        let status = response.status();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -269,16 +360,17 @@ impl Handler for HttpHandler {
             error += &format!(": {}", crate::log_line::escape_controls(body.trim()));
         }
         let error = StatusError::new(format!("HTTP {}", status.as_u16()), error);
-        Err(failure(status, self.reject_status, retry_after, error))
+        failure(status, self.reject_status, retry_after, error)
     }
 }
 
-/// Reads the response body to its end (up to [`BODY_DRAINED`] bytes), so
+/// Reads the response body to its end (up to [`BODY_DRAINED`] bytes, or
+/// `keep` if more), so
 /// that its connection can carry the next request; returns its first
 /// `keep` bytes, or the error that cut the body off.
 async fn drain(response: &mut reqwest::Response, keep: usize) -> Result<Vec<u8>, reqwest::Error> {
     let (mut kept, mut read) = (Vec::new(), 0);
-    while read < BODY_DRAINED
+    while read < BODY_DRAINED.max(keep)
         && let Some(chunk) = response.chunk().await?
     {
         read += chunk.len();

@@ -9,6 +9,9 @@
 //! a handler wait, not the thread, when the reader of our output is slow;
 //! its failure never fails a message.
 //!
+//! `exec` and `http` can also hand messages over as Lambda's SQS event
+//! (`lambda.rs`), for apps written for AWS Lambda.
+//!
 //! Layout: `log.rs`, `exec/` and `http.rs` are the handlers, `log_line.rs`
 //! the log handler's line format (written and read back), `trace.rs` the
 //! trace context passed on, `output.rs` the writer threads, `orphans.rs`
@@ -17,6 +20,7 @@
 
 mod exec;
 mod http;
+mod lambda;
 mod log;
 pub mod log_line;
 mod orphans;
@@ -27,5 +31,6 @@ mod trace;
 
 pub use exec::{EXIT_REJECT, EXIT_RETRY_LATER, ExecHandler, ProgramError, Refusal};
 pub use http::{HttpError, HttpHandler, HttpOptions, http_url};
+pub use lambda::EventSource;
 pub use log::LogHandler;
 pub use output::Output;

@@ -261,6 +261,17 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N")]
     pub(crate) batch: Option<String>,
 
+    /// How CMD gets its messages: fifo (one message on stdin, or with
+    /// --batch a JSON array, as above) or lambda (Lambda's SQS event on
+    /// stdin, as `sam local invoke` gives it: {"Records": [...]}, one
+    /// group's messages in order; CMD prints the function's answer on
+    /// stdout, {"batchItemFailures": [{"itemIdentifier": ID}]}, and logs on
+    /// stderr). The messages before the first one listed succeeded, that
+    /// one failed, the rest run again after it; nothing listed is success
+    /// of all; a non-zero exit fails the whole batch
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) batch_format: Option<String>,
+
     /// POST each message's body to URL instead of logging it: one request
     /// per message, with Elastic Beanstalk worker (sqsd) headers; 2xx
     /// succeeds, --http-reject-status rejects (dead-letters at once), 429 or
@@ -277,6 +288,15 @@ pub(crate) struct RunArgs {
     /// Content-Type of the requests --http sends
     #[arg(long, value_name = "TYPE")]
     pub(crate) http_content_type: Option<String>,
+
+    /// What --http POSTs: sqsd (each message's body, with Elastic
+    /// Beanstalk worker headers) or lambda (Lambda's SQS event, as to an
+    /// app behind Lambda Web Adapter's pass-through route: one group's
+    /// messages in order, up to --batch; a 2xx answer's body is read as
+    /// the function's {"batchItemFailures": [...]}, as --batch-format
+    /// lambda says; an empty body is success of all)
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) http_format: Option<String>,
 
     /// The response status that rejects a message: it goes to the
     /// dead-letter queue at once, without the retries left

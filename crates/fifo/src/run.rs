@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr};
-use fifo_builtin_handlers::{ExecHandler, HttpHandler, LogHandler, Output};
+use fifo_builtin_handlers::{EventSource, ExecHandler, HttpHandler, LogHandler, Output};
 use fifo_sqs_client::Client;
 use fifo_worker_pool::{Counters, SqsQueue, Stats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -65,7 +65,7 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
         HandlerPlan::Log { work, quiet } => {
             Built::Log(LogHandler::new(*work, *quiet, output.clone()))
         }
-        HandlerPlan::Exec { program, args } => Built::Exec(
+        HandlerPlan::Exec { program, args, .. } => Built::Exec(
             ExecHandler::new(program, args.clone(), config.kill_grace(), output.clone()).map_err(
                 |e| {
                     UserError::new(
@@ -82,6 +82,7 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
             url,
             ready,
             options,
+            ..
         } => Built::Http(
             HttpHandler::new(url, options.clone()).map_err(|e| {
                 UserError::new(
@@ -102,6 +103,12 @@ pub(crate) async fn run(client: Client, plan: RunPlan, progress: bool) -> Result
     };
     let queue_url = &plan.queue_url;
     let queue = SqsQueue::open(client, queue_url).await?;
+    let handler = match plan.handler {
+        HandlerPlan::Exec { lambda: true, .. } | HandlerPlan::Http { lambda: true, .. } => {
+            handler.lambda_events(event_source(queue.arn()))
+        }
+        _ => handler,
+    };
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     tokio::spawn(forward_signals(
@@ -193,6 +200,27 @@ enum Built {
     Log(LogHandler),
     Exec(ExecHandler),
     Http(HttpHandler, Option<String>),
+}
+
+impl Built {
+    /// The handler handing messages over as Lambda's SQS event from
+    /// `source` (the log handler has no such form).
+    fn lambda_events(self, source: EventSource) -> Built {
+        match self {
+            Built::Exec(handler) => Built::Exec(handler.lambda_events(source)),
+            Built::Http(handler, ready) => Built::Http(handler.lambda_events(source), ready),
+            Built::Log(handler) => Built::Log(handler),
+        }
+    }
+}
+
+/// Lambda's event source for the queue `arn` (`arn:aws:sqs:REGION:…`):
+/// the region is the queue's, as Lambda's `awsRegion` is.
+fn event_source(arn: &str) -> EventSource {
+    EventSource {
+        queue_arn: arn.to_owned(),
+        region: arn.split(':').nth(3).unwrap_or_default().to_owned(),
+    }
 }
 
 /// Open files a running exec handler costs fifo (its three pipes, two of

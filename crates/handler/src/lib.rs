@@ -54,8 +54,16 @@ pub struct Message {
     /// a failure, and so on; a [`RetryLater`] does not count. A
     /// redelivery by SQS starts again at 1 (see `receive_count`).
     pub attempt: u32,
-    /// Message attributes with string values.
+    /// Message attributes with string values (`String` and `Number`
+    /// types, and their custom subtypes); binary ones are left out.
     pub attributes: BTreeMap<String, String>,
+    /// The `DataType` of each attribute in `attributes` (`String`,
+    /// `Number`, or a custom type such as `Number.float`).
+    pub attribute_types: BTreeMap<String, String>,
+    /// What deleting this delivery of the message or changing its
+    /// visibility takes. The engine deletes it after success itself; it is
+    /// here for handlers that pass it on (Lambda's `receiptHandle`).
+    pub receipt_handle: String,
 }
 
 /// Why a handler failed; any error type converts into it with `?`.

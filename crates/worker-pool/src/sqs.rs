@@ -17,6 +17,7 @@ use crate::queue::{
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    arn: String,
     dead_letter: Option<DeadLetterQueue>,
 }
 
@@ -82,6 +83,7 @@ impl SqsQueue {
         Ok(SqsQueue {
             client,
             queue_url: queue_url.to_owned(),
+            arn: attributes.arn,
             dead_letter,
         })
     }
@@ -95,6 +97,11 @@ impl SqsQueue {
     /// The queue URL given to [`SqsQueue::open`].
     pub fn url(&self) -> &str {
         &self.queue_url
+    }
+
+    /// The queue's ARN, as SQS gave it (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
+    pub fn arn(&self) -> &str {
+        &self.arn
     }
 
     /// The dead-letter queue's URL, if the queue has one.

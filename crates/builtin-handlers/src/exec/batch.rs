@@ -1,13 +1,58 @@
 //! A batch for the program: the messages as a JSON array on stdin, and
 //! how many of them succeeded, read back from the file named by
-//! `FIFO_BATCH_DONE` and checked against the exit status.
+//! `FIFO_BATCH_DONE` and checked against the exit status; or, for a
+//! program written for Lambda, Lambda's SQS event on stdin and its answer
+//! on stdout.
 
 use fifo_handler::{BatchOutcome, CannotStart, Message};
 
 use super::ExecHandler;
+use crate::lambda::{self, EventSource};
 use crate::trace;
 
 impl ExecHandler {
+    /// Runs the program once for `messages` with Lambda's SQS event on
+    /// stdin (as `sam local invoke` gives it), and reads what it prints on
+    /// stdout as the function's answer (`batchItemFailures`); its stderr is
+    /// forwarded as its log. Exit status 0: the answer decides; any other
+    /// fails the whole batch, as a function error does under Lambda (65
+    /// rejects the first message, 75 runs it again later).
+    pub(super) async fn run_lambda(
+        &self,
+        messages: &[&Message],
+        source: &EventSource,
+    ) -> BatchOutcome {
+        let Some(first) = messages.first() else {
+            return BatchOutcome::all(0);
+        };
+        let mut env = vec![
+            ("FIFO_GROUP_ID", first.group_id.clone()),
+            ("FIFO_BATCH_SIZE", messages.len().to_string()),
+        ];
+        if let Some(parent) = trace::traceparent(first) {
+            env.push(("TRACEPARENT", parent));
+        }
+        let event = lambda::event(messages, source);
+        let ran = self.run(&env, &event, &first.group_id, Some(lambda::MAX_ANSWER));
+        let ran = match ran.await {
+            Ok(ran) => ran,
+            Err(e) => return BatchOutcome::failed_at(0, e),
+        };
+        if !ran.status.success() {
+            let error = format!(
+                "{}; the whole batch of {} failed",
+                self.exited(ran.status, &ran.last_line),
+                messages.len()
+            );
+            return BatchOutcome::failed_at(0, self.failure(ran.status, error));
+        }
+        let who = self.program.display().to_string();
+        if ran.more_stdout {
+            return lambda::too_long(&who);
+        }
+        lambda::outcome(&ran.stdout, messages, &who)
+    }
+
     /// What [`ExecHandler`]'s `handle_batch` does.
     pub(super) async fn run_batch(&self, messages: &[&Message]) -> BatchOutcome {
         let Some(first) = messages.first() else {
@@ -30,9 +75,9 @@ impl ExecHandler {
         if let Some(parent) = trace::traceparent(first) {
             env.push(("TRACEPARENT", parent));
         }
-        let (status, last_line) = match self.run(&env, &batch_json(messages), &first.group_id).await
-        {
-            Ok(ran) => ran,
+        let input = batch_json(messages);
+        let (status, last_line) = match self.run(&env, &input, &first.group_id, None).await {
+            Ok(ran) => (ran.status, ran.last_line),
             Err(e) => return BatchOutcome::failed_at(0, e),
         };
         if status.success() {
@@ -126,6 +171,65 @@ mod tests {
         assert_eq!(json[0]["receive_count"], 2);
         assert_eq!(json[1]["body"], "world \"quoted\"\n");
         assert_eq!(json[1]["sequence_number"], "42");
+    }
+
+    fn lambda(
+        script: &str,
+    ) -> (
+        ExecHandler,
+        crate::testing::Capture,
+        crate::testing::Capture,
+    ) {
+        let (handler, out, err) = sh_with(script, Duration::ZERO);
+        let source = EventSource {
+            queue_arn: "arn:aws:sqs:us-east-1:000000000000:q.fifo".to_owned(),
+            region: "us-east-1".to_owned(),
+        };
+        (handler.lambda_events(source), out, err)
+    }
+
+    #[tokio::test]
+    async fn a_lambda_program_reads_the_event_and_answers_on_stdout() {
+        let second = Message {
+            id: "m-2".to_owned(),
+            ..message()
+        };
+        let third = Message {
+            id: "m-3".to_owned(),
+            ..message()
+        };
+        let batch = [&message(), &second, &third];
+        // The event reaches stdin; the answer on stdout is read, not
+        // forwarded; stderr is the program's log.
+        let (handler, out, err) = lambda(
+            r#"grep -q '"eventSourceARN":"arn:aws:sqs:us-east-1:000000000000:q.fifo"' || exit 3
+               echo 'handling' >&2
+               echo '{"batchItemFailures":[{"itemIdentifier":"m-3"},{"itemIdentifier":"m-2"}]}'"#,
+        );
+        let outcome = handler.handle_batch(&batch).await;
+        assert_eq!(outcome.succeeded, 1, "{:?}", outcome.error);
+        let error = outcome.error.unwrap().to_string();
+        assert!(
+            error.ends_with("sh listed message m-2 in batchItemFailures"),
+            "{error}"
+        );
+        handler.output.clone().finish().await;
+        assert_eq!(out.text(), "");
+        assert_eq!(err.text(), "[g] handling\n");
+
+        let (all, _, _) = lambda("cat > /dev/null");
+        let outcome = all.handle_batch(&batch).await;
+        assert_eq!(outcome.succeeded, 3, "no answer: all succeeded");
+        assert!(
+            all.handle(&message()).await.is_ok(),
+            "one message, one record"
+        );
+
+        let (failed, _, _) = lambda(r#"echo '{"batchItemFailures":[]}'; exit 3"#);
+        let outcome = failed.handle_batch(&batch).await;
+        assert_eq!(outcome.succeeded, 0, "an exit status fails the whole batch");
+        let error = outcome.error.unwrap().to_string();
+        assert!(error.ends_with("the whole batch of 3 failed"), "{error}");
     }
 
     #[tokio::test]

@@ -33,56 +33,113 @@ pub(super) async fn forward(
     prefix: &str,
     output: &Output,
     to: To,
-    mut exited: watch::Receiver<bool>,
+    exited: watch::Receiver<bool>,
 ) -> String {
-    let Some(mut pipe) = pipe else {
+    let Some(pipe) = pipe else {
         return String::new();
     };
-    let last_line = std::sync::Mutex::new(String::new());
-    let write = |bytes: Vec<u8>| {
-        // Only stderr's last line is part of a failure's text.
-        if to == To::Stderr {
-            remember_last_line(
-                &bytes,
-                prefix.len(),
-                &mut last_line.lock().expect("not poisoned"),
-            );
-        }
-        async move {
-            match to {
-                To::Stdout => output.stdout(bytes).await,
-                To::Stderr if output.json_stderr() => {
-                    output.stderr(json_lines(&bytes, prefix)).await;
-                }
-                To::Stderr => output.stderr(bytes).await,
+    let mut last_line = String::new();
+    let mut lines = Lines::new(prefix.as_bytes());
+    let mut reader = Reader::new(pipe, exited);
+    while let Some(read) = reader.next().await {
+        let bytes = lines.push(read);
+        write(bytes, prefix, output, to, &mut last_line).await;
+    }
+    write(lines.finish(), prefix, output, to, &mut last_line).await;
+    last_line
+}
+
+/// Writes forwarded lines to `to`, keeping stderr's last line in
+/// `last_line` (part of a failure's text).
+async fn write(bytes: Vec<u8>, prefix: &str, output: &Output, to: To, last_line: &mut String) {
+    match to {
+        To::Stdout => output.stdout(bytes).await,
+        To::Stderr => {
+            remember_last_line(&bytes, prefix.len(), last_line);
+            if output.json_stderr() {
+                output.stderr(json_lines(&bytes, prefix)).await;
+            } else {
+                output.stderr(bytes).await;
             }
         }
-    };
-    let mut lines = Lines::new(prefix.as_bytes());
-    let mut buf = vec![0; 16 * 1024];
-    let program_exited = loop {
-        let read = tokio::select! {
-            // First: a program that writes without pause must not keep us
-            // reading after it exited.
-            biased;
-            _ = exited.changed() => break true,
-            read = pipe.read(&mut buf) => read,
-        };
-        match read {
-            Ok(0) | Err(_) => break false,
-            Ok(n) => write(lines.push(&buf[..n])).await,
-        }
-    };
-    if program_exited {
-        // The program exited; a background child may still hold the pipe
-        // open, so take what is there and stop.
-        let deadline = tokio::time::Instant::now() + DRAIN;
-        while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(deadline, pipe.read(&mut buf)).await {
-            write(lines.push(&buf[..n])).await;
+    }
+}
+
+/// What the program writes to the pipe, kept rather than forwarded: its
+/// first `limit` bytes (the rest is read and dropped, so that the program
+/// is never stopped by a full pipe), and whether there was more.
+pub(super) async fn keep(
+    pipe: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    exited: watch::Receiver<bool>,
+) -> (Vec<u8>, bool) {
+    let (mut kept, mut more) = (Vec::new(), false);
+    if let Some(pipe) = pipe {
+        let mut reader = Reader::new(pipe, exited);
+        while let Some(read) = reader.next().await {
+            let room = limit - kept.len();
+            more |= read.len() > room;
+            kept.extend_from_slice(&read[..room.min(read.len())]);
         }
     }
-    write(lines.finish()).await;
-    last_line.into_inner().unwrap_or_default()
+    (kept, more)
+}
+
+/// Reads a program's pipe until it ends or, once the program has exited,
+/// until what it wrote is drained.
+struct Reader<P> {
+    pipe: P,
+    exited: watch::Receiver<bool>,
+    buf: Vec<u8>,
+    /// Set once the program exited: a background child may still hold the
+    /// pipe open, so what is there is taken until then, and no more.
+    drain_until: Option<tokio::time::Instant>,
+    ended: bool,
+}
+
+impl<P: AsyncRead + Unpin> Reader<P> {
+    fn new(pipe: P, exited: watch::Receiver<bool>) -> Reader<P> {
+        Reader {
+            pipe,
+            exited,
+            buf: vec![0; 16 * 1024],
+            drain_until: None,
+            ended: false,
+        }
+    }
+
+    /// The next bytes read, or `None` once the pipe is done with.
+    async fn next(&mut self) -> Option<&[u8]> {
+        if self.ended {
+            return None;
+        }
+        if self.drain_until.is_none() {
+            let read = tokio::select! {
+                // First: a program that writes without pause must not keep
+                // us reading after it exited.
+                biased;
+                _ = self.exited.changed() => None,
+                read = self.pipe.read(&mut self.buf) => Some(read),
+            };
+            match read {
+                Some(read) => return self.took(read),
+                None => self.drain_until = Some(tokio::time::Instant::now() + DRAIN),
+            }
+        }
+        let deadline = self.drain_until.expect("set above");
+        let read = tokio::time::timeout_at(deadline, self.pipe.read(&mut self.buf)).await;
+        self.took(read.unwrap_or(Ok(0)))
+    }
+
+    fn took(&mut self, read: std::io::Result<usize>) -> Option<&[u8]> {
+        match read {
+            Ok(n @ 1..) => Some(&self.buf[..n]),
+            Ok(0) | Err(_) => {
+                self.ended = true;
+                None
+            }
+        }
+    }
 }
 
 /// Prefixed lines (`[group] text`, as forwarded) as JSON objects, one per

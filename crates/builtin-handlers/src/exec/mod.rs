@@ -21,6 +21,7 @@ use fifo_handler::{
 use rustix::process::{Pid, Signal};
 use tokio::sync::watch;
 
+use crate::lambda::{self, EventSource};
 use crate::{Output, trace};
 
 pub use program::{ProgramError, Refusal};
@@ -59,6 +60,9 @@ pub struct ExecHandler {
     /// The process groups of programs running or being ended, for
     /// [`ExecHandler::kill_all`].
     groups: Arc<Mutex<HashSet<Pid>>>,
+    /// Where the messages come from, when they are handed over as Lambda's
+    /// SQS event.
+    lambda: Option<EventSource>,
 }
 
 impl ExecHandler {
@@ -79,7 +83,20 @@ impl ExecHandler {
             output,
             ending: Arc::new(watch::Sender::new(0)),
             groups: Arc::default(),
+            lambda: None,
         })
+    }
+
+    /// Hands messages over as Lambda's SQS event instead, for a program
+    /// written for AWS Lambda: the event on stdin (one group's messages,
+    /// in order; one message without batches), the function's answer on
+    /// stdout (`{"batchItemFailures": [{"itemIdentifier": ID}]}`: the
+    /// messages before the first one listed succeeded, that one failed,
+    /// the rest run again after it; nothing listed is success of all), its
+    /// log on stderr. `source` names the queue in each record.
+    pub fn lambda_events(mut self, source: EventSource) -> ExecHandler {
+        self.lambda = Some(source);
+        self
     }
 
     /// Sends SIGKILL at once to the process group of every program still
@@ -104,6 +121,9 @@ impl ExecHandler {
 
 impl Handler for ExecHandler {
     async fn handle(&self, message: &Message) -> Outcome {
+        if let Some(source) = &self.lambda {
+            return lambda::single(self.run_lambda(&[message], source).await);
+        }
         let mut env = vec![
             ("FIFO_MESSAGE_ID", message.id.clone()),
             ("FIFO_GROUP_ID", message.group_id.clone()),
@@ -114,13 +134,13 @@ impl Handler for ExecHandler {
         if let Some(parent) = trace::traceparent(message) {
             env.push(("TRACEPARENT", parent));
         }
-        let (status, last_line) = self
-            .run(&env, message.body.as_bytes(), &message.group_id)
+        let ran = self
+            .run(&env, message.body.as_bytes(), &message.group_id, None)
             .await?;
-        if status.success() {
+        if ran.status.success() {
             Ok(())
         } else {
-            Err(self.failure(status, self.exited(status, &last_line)))
+            Err(self.failure(ran.status, self.exited(ran.status, &ran.last_line)))
         }
     }
 
@@ -129,7 +149,10 @@ impl Handler for ExecHandler {
     /// named by `FIFO_BATCH_DONE` how many messages, from the first,
     /// succeeded; nothing there means none.
     async fn handle_batch(&self, messages: &[&Message]) -> BatchOutcome {
-        self.run_batch(messages).await
+        match &self.lambda {
+            Some(source) => self.run_lambda(messages, source).await,
+            None => self.run_batch(messages).await,
+        }
     }
 }
 

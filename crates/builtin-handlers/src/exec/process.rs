@@ -17,21 +17,22 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::ExecHandler;
-use super::forward::{To, forward};
+use super::forward::{To, forward, keep};
 
 /// How often a process group that is being ended is looked at.
 const POLL: Duration = Duration::from_millis(20);
 
 impl ExecHandler {
     /// Runs the program once with `env`, `input` on stdin, and its output
-    /// forwarded prefixed with `[group] `; returns how it exited and the
-    /// last line it wrote to stderr.
+    /// forwarded prefixed with `[group] ` (its stdout kept instead, up to
+    /// `keep_stdout` bytes, when that is given); returns how it exited.
     pub(super) async fn run(
         &self,
         env: &[(&str, String)],
         input: &[u8],
         group: &str,
-    ) -> Result<(ExitStatus, String), HandlerError> {
+        keep_stdout: Option<usize>,
+    ) -> Result<Ran, HandlerError> {
         let mut command = Command::new(&self.program);
         crate::orphans::end_with_parent(&mut command);
         let mut child = command
@@ -99,15 +100,42 @@ impl ExecHandler {
             status
         };
         let prefix = format!("[{group}] ");
-        let (status, _, last_line) = tokio::join!(
+        let stdout_seen = exit_seen.clone();
+        let stdout = async {
+            match keep_stdout {
+                Some(limit) => keep(stdout, limit, stdout_seen).await,
+                None => {
+                    forward(stdout, &prefix, &self.output, To::Stdout, stdout_seen).await;
+                    (Vec::new(), false)
+                }
+            }
+        };
+        let (status, (stdout, more_stdout), last_line) = tokio::join!(
             run,
-            forward(stdout, &prefix, &self.output, To::Stdout, exit_seen.clone()),
+            stdout,
             forward(stderr, &prefix, &self.output, To::Stderr, exit_seen),
         );
         let status =
             status.map_err(|e| format!("cannot wait for {}: {e}", self.program.display()))?;
-        Ok((status, last_line))
+        Ok(Ran {
+            status,
+            last_line,
+            stdout,
+            more_stdout,
+        })
     }
+}
+
+/// How a program run ended.
+pub(super) struct Ran {
+    pub(super) status: ExitStatus,
+    /// The last line it wrote to stderr (what a program usually says when
+    /// it fails).
+    pub(super) last_line: String,
+    /// What it wrote to stdout, when that was kept rather than forwarded.
+    pub(super) stdout: Vec<u8>,
+    /// Whether it wrote more to stdout than was kept.
+    pub(super) more_stdout: bool,
 }
 
 /// The program while it runs. Dropped before the program exited (the

@@ -176,6 +176,12 @@ settings! {
         default: Some("1"),
         kind: Kind::Whole { low: 1, high: 100 },
     }
+    BATCH_FORMAT batch_format: String = {
+        env: &["FIFO_BATCH_FORMAT"],
+        flag: "--batch-format",
+        default: Some("fifo"),
+        kind: Kind::Choice(&["fifo", "lambda"]),
+    }
     HTTP_URL http_url: Option<String> = {
         env: &["FIFO_HTTP_URL"],
         flag: "--http",
@@ -193,6 +199,12 @@ settings! {
         flag: "--http-content-type",
         default: Some("application/json"),
         kind: Kind::Text,
+    }
+    HTTP_FORMAT http_format: String = {
+        env: &["FIFO_HTTP_FORMAT"],
+        flag: "--http-format",
+        default: Some("sqsd"),
+        kind: Kind::Choice(&["sqsd", "lambda"]),
     }
     HTTP_REJECT_STATUS http_reject_status: u16 = {
         env: &["FIFO_HTTP_REJECT_STATUS"],

@@ -14,8 +14,8 @@ use fifo_worker_pool::{ConfigError, Exhausted, PoolConfig, limits};
 
 use super::error::SettingsError;
 use super::keys::{
-    ADMIN_TOKEN_FILE, HTTP_CONTENT_TYPE, HTTP_READY, HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT,
-    MAX_WORKERS, Origin, Settings, VISIBILITY_TIMEOUT,
+    ADMIN_TOKEN_FILE, BATCH_FORMAT, HTTP_CONTENT_TYPE, HTTP_FORMAT, HTTP_READY, HTTP_REJECT_STATUS,
+    Key, MAX_IN_FLIGHT, MAX_WORKERS, Origin, Settings, VISIBILITY_TIMEOUT,
 };
 
 /// What `fifo run` was asked on its command line beyond the settings.
@@ -50,16 +50,20 @@ pub(crate) struct RunPlan {
 pub(crate) enum HandlerPlan {
     /// Each message is logged, after `work` of simulated work.
     Log { work: Duration, quiet: bool },
-    /// `program` runs per message (or per batch) with `args`.
+    /// `program` runs per message (or per batch) with `args`; given
+    /// Lambda's SQS event when `lambda`.
     Exec {
         program: PathBuf,
         args: Vec<OsString>,
+        lambda: bool,
     },
-    /// Each message is POSTed to `url`, once `ready` (if given) answers.
+    /// Each message is POSTed to `url`, once `ready` (if given) answers;
+    /// each message or batch as Lambda's SQS event when `lambda`.
     Http {
         url: String,
         ready: Option<String>,
         options: HttpOptions,
+        lambda: bool,
     },
 }
 
@@ -81,6 +85,7 @@ impl RunPlan {
     ) -> Result<RunPlan, SettingsError> {
         let pool = settings.pool_config(request.until_empty, request.limit)?;
         settings.check_http_only()?;
+        settings.check_batch_format(request.command)?;
         settings.check_admin()?;
         let handler = match (&settings.http_url, request.command) {
             (None, []) => HandlerPlan::Log {
@@ -90,10 +95,13 @@ impl RunPlan {
             (None, [program, args @ ..]) => HandlerPlan::Exec {
                 program: PathBuf::from(program),
                 args: args.to_vec(),
+                lambda: settings.batch_format == "lambda",
             },
             (Some(url), command) => {
-                check_http_handler(url, request, command, pool.batch)?;
+                let lambda = settings.http_format == "lambda";
+                check_http_handler(url, request, command, pool.batch, lambda)?;
                 HandlerPlan::Http {
+                    lambda,
                     url: url.clone(),
                     ready: settings.http_ready.clone(),
                     options: HttpOptions {
@@ -124,6 +132,7 @@ fn check_http_handler(
     request: RunRequest<'_>,
     command: &[OsString],
     batch: usize,
+    lambda: bool,
 ) -> Result<(), SettingsError> {
     // clap refuses them beside a command; the URL may come from elsewhere.
     if request.work_ms > 0 || request.quiet {
@@ -141,12 +150,15 @@ fn check_http_handler(
             )),
         ));
     }
-    if batch > 1 {
+    if batch > 1 && !lambda {
         return Err(SettingsError::new(
             format!(
                 "--batch {batch} does not apply to the HTTP handler: it sends one request per message"
             ),
-            Some("drop --batch (FIFO_BATCH) or set it to 1".to_owned()),
+            Some(
+                "drop --batch (FIFO_BATCH) or set it to 1; or give --http-format lambda, whose events hold batches"
+                    .to_owned(),
+            ),
         ));
     }
     if !command.is_empty() {
@@ -174,7 +186,12 @@ impl Settings {
         if self.http_url.is_some() {
             return Ok(());
         }
-        for key in [&HTTP_READY, &HTTP_CONTENT_TYPE, &HTTP_REJECT_STATUS] {
+        for key in [
+            &HTTP_READY,
+            &HTTP_CONTENT_TYPE,
+            &HTTP_FORMAT,
+            &HTTP_REJECT_STATUS,
+        ] {
             // Only values given are listed: a default is no choice.
             if let Some(origin) = self.origins.get(key.name) {
                 let env = key.env.first().copied().unwrap_or_default();
@@ -188,6 +205,29 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// `--batch-format` is how a command gets its messages: without one,
+    /// it would do nothing.
+    pub(super) fn check_batch_format(&self, command: &[OsString]) -> Result<(), SettingsError> {
+        let Some(origin) = self.origins.get(BATCH_FORMAT.name) else {
+            return Ok(());
+        };
+        let given = origin.describe(&BATCH_FORMAT);
+        let (error, hint) = if self.http_url.is_some() {
+            (
+                format!("{given} is for a command run per message, and the HTTP handler is chosen"),
+                "give --http-format lambda (FIFO_HTTP_FORMAT) for the HTTP handler instead",
+            )
+        } else if command.is_empty() {
+            (
+                format!("{given} is given without a command to run"),
+                "give the command after --, or drop --batch-format (FIFO_BATCH_FORMAT)",
+            )
+        } else {
+            return Ok(());
+        };
+        Err(SettingsError::new(error, Some(hint.to_owned())))
     }
 
     /// The admin token is for the routes served on `--metrics-addr`:

@@ -44,9 +44,11 @@ fn defaults_match_the_seed() {
             handler_timeout: None,
             shutdown_timeout: 30.0,
             batch: 1,
+            batch_format: "fifo".to_owned(),
             http_url: None,
             http_ready: None,
             http_content_type: "application/json".to_owned(),
+            http_format: "sqsd".to_owned(),
             http_reject_status: 422,
             metrics_addr: None,
             admin_token_file: None,
@@ -462,10 +464,21 @@ mod plan {
 
         let command = [OsString::from("cat"), OsString::from("-n")];
         let plan = RunPlan::new(&settings, request(&command)).unwrap();
-        let HandlerPlan::Exec { program, args } = plan.handler else {
+        let HandlerPlan::Exec {
+            program,
+            args,
+            lambda: false,
+        } = plan.handler
+        else {
             panic!("{:?}", plan.handler)
         };
         assert_eq!((program.to_str(), args), (Some("cat"), vec!["-n".into()]));
+        let lambda = settings_of(vec![(&BATCH_FORMAT, "lambda".to_owned())], &[]);
+        let plan = RunPlan::new(&lambda, request(&command)).unwrap();
+        assert!(matches!(
+            plan.handler,
+            HandlerPlan::Exec { lambda: true, .. }
+        ));
 
         let settings = settings_of(
             vec![(&MAX_WORKERS, "7".to_owned())],
@@ -476,6 +489,7 @@ mod plan {
             url,
             ready,
             options,
+            lambda: false,
         } = plan.handler
         else {
             panic!("{:?}", plan.handler)
@@ -539,6 +553,48 @@ mod plan {
         assert_eq!(
             err.message,
             "both a command to run and an HTTP URL (http://127.0.0.1:9/work) are given"
+        );
+    }
+
+    #[test]
+    fn lambda_events_hold_batches_and_each_format_needs_its_handler() {
+        let http = [("FIFO_HTTP_URL", "http://127.0.0.1:9/events")];
+        let lambda = settings_of(
+            vec![
+                (&BATCH, "10".to_owned()),
+                (&HTTP_FORMAT, "lambda".to_owned()),
+            ],
+            &http,
+        );
+        let plan = RunPlan::new(&lambda, request(&[])).unwrap();
+        assert!(matches!(
+            plan.handler,
+            HandlerPlan::Http { lambda: true, .. }
+        ));
+        assert_eq!(plan.pool.batch, 10);
+
+        let err = RunPlan::new(
+            &settings_of(vec![(&HTTP_FORMAT, "lambda".to_owned())], &[]),
+            request(&[OsString::from("cat")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.message, "--http-format lambda is given without --http");
+
+        let batch_format = vec![(&BATCH_FORMAT, "lambda".to_owned())];
+        let err =
+            RunPlan::new(&settings_of(batch_format.clone(), &http), request(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "--batch-format lambda is for a command run per message, and the HTTP handler is chosen"
+        );
+        assert_eq!(
+            err.hint.as_deref(),
+            Some("give --http-format lambda (FIFO_HTTP_FORMAT) for the HTTP handler instead")
+        );
+        let err = RunPlan::new(&settings_of(batch_format, &[]), request(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "--batch-format lambda is given without a command to run"
         );
     }
 

@@ -7,6 +7,7 @@ mod dlq;
 mod faults;
 mod groups;
 mod http;
+mod lambda;
 mod logs;
 mod metrics;
 mod processes;

@@ -403,6 +403,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 // Delivered again while in its lane: SQS let the lease lapse.
                 // The new delivery takes the old one's place in the lane.
                 self.counters.add_lost(1);
+                Arc::make_mut(&mut tracked.message).receipt_handle =
+                    received.receipt_handle.clone();
                 tracked.receipt_handle = received.receipt_handle;
                 tracked.expires = expires;
                 // A new lease: pinned again if it is still overtaken.
@@ -440,6 +442,13 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 .iter()
                 .filter_map(|(name, attribute)| Some((name.clone(), attribute.text()?.to_owned())))
                 .collect(),
+            attribute_types: received
+                .attributes
+                .iter()
+                .filter(|(_, attribute)| attribute.text().is_some())
+                .map(|(name, attribute)| (name.clone(), attribute.data_type.clone()))
+                .collect(),
+            receipt_handle: received.receipt_handle.clone(),
         };
         message_event("received", &message, 0, None, None);
         self.by_message_id.insert(message.id.clone(), key);
