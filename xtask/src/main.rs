@@ -2,13 +2,15 @@
 //! cargo does; each subcommand is idempotent and says what it did. Here the
 //! commands are dispatched; a file per job does them: LocalStack's lifecycle
 //! (`localstack.rs`), the test gate (`test_gate.rs`), the demo (`demo.rs`),
-//! the benchmarks (`bench.rs`), the fault proxy by hand (`proxy.rs`, over the
+//! the benchmarks (`bench.rs`), the release archive (`dist.rs`), the fault
+//! proxy by hand (`proxy.rs`, over the
 //! `fifo-fault-proxy` crate), and the project's places and programs
 //! (`project.rs`).
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod demo;
+mod dist;
 mod localstack;
 // The log handler's line format, read back exactly as fifo writes it. The
 // file is std only, so xtask shares it without depending on the handler crate.
@@ -41,6 +43,8 @@ Commands:
   test [ARGS..]      fmt check, clippy, the examples, `cargo install` into a temp root, then every
                      test against LocalStack (ARGS go to nextest)
   demo               create a queue, send the seed's two patterns, process them, show a timeline
+  dist               the release archive: target/dist/fifo-VERSION-TARGET.tar.gz (fifo, man pages,
+                     completions, README, licences), its .sha256 and a CycloneDX SBOM, checked
   bench [--quick]    the criterion benchmarks, then fifo against LocalStack's own limit; writes BENCHMARKS.md
   bench --rtt MS     only the runs through a proxy adding MS per call; prints them
   bench --soak-only  only the engine's soak on the in-memory queue; prints it
@@ -75,6 +79,7 @@ fn try_main() -> Result<()> {
         "localstack-logs" => localstack::logs(),
         "test" => ensure_nextest().and_then(|()| with_localstack(|| test(&rest))),
         "demo" => with_localstack(demo),
+        "dist" => dist::dist(),
         // These two touch no queue.
         "bench"
             if rest

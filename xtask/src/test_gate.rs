@@ -1,10 +1,12 @@
 //! `cargo xtask test`, the gate a change passes: fmt, clippy, the examples,
-//! the engine without the AWS SDK, `cargo install` as users run it, then
-//! every test on nextest (installed into the project when missing).
+//! the engine without the AWS SDK, `cargo install` as users run it and the
+//! release archive made of that build, then every test on nextest
+//! (installed into the project when missing).
 
 use std::process::Command;
 
 use crate::Result;
+use crate::dist;
 use crate::project::{cargo, cargo_command, project_root, run, target_dir, tools_dir};
 
 /// The cargo-nextest `cargo xtask test` installs when none is found.
@@ -38,7 +40,8 @@ pub(crate) fn test(nextest_args: &[String]) -> Result<()> {
 /// --version` must answer. It builds the dev profile (`--debug`) into a
 /// target directory of its own: the release build users get would double
 /// the test's build time, and the shared one would be rebuilt with other
-/// features under the tests' feet.
+/// features under the tests' feet. That binary is then packed and checked
+/// as `cargo xtask dist` packs and checks the release build.
 fn install_check() -> Result<()> {
     let dir = target_dir().join("install-check");
     let root = dir.join("root");
@@ -67,7 +70,9 @@ fn install_check() -> Result<()> {
         let version = String::from_utf8_lossy(&output.stdout);
         if output.status.success() && version.starts_with("fifo ") {
             println!("installed and ran {}", version.trim());
-            Ok(())
+            let archive = dist::package(&root.join("bin/fifo"), &dir.join("dist"))?;
+            dist::sbom(&archive)?;
+            dist::check(&archive)
         } else {
             Err(format!(
                 "the installed `fifo --version` answered {version:?}"

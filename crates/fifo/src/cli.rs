@@ -147,6 +147,15 @@ pub(crate) enum Command {
     /// SQS allows one purge per queue every 60 seconds; messages sent during
     /// the purge may be deleted too.
     Purge(PurgeArgs),
+    /// Print a command's manual page, or write them all into a directory
+    ///
+    /// `fifo man --dir ~/.local/share/man/man1` writes one page per command
+    /// (fifo.1, fifo-run.1, fifo-dlq-peek.1…); then `man fifo-run` works when
+    /// ~/.local/bin is on PATH (man looks in ../share/man beside each PATH
+    /// directory; otherwise add the directory above man1 to MANPATH).
+    /// `fifo man run` prints the page of `fifo run` to stdout instead, for
+    /// example into `man -l -`. Other flags are ignored.
+    Man(ManArgs),
     /// Print a shell completion script to stdout
     ///
     /// For example `fifo completions bash > ~/.local/share/bash-completion/completions/fifo`,
@@ -157,6 +166,18 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write every page into DIR (created if missing) instead of printing one
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub(crate) dir: Option<std::path::PathBuf>,
+
+    /// The command whose page to print, such as `run` or `dlq peek`
+    /// [default: fifo itself]
+    #[arg(value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
 }
 
 /// The shells `fifo completions` writes scripts for.
@@ -594,11 +615,18 @@ impl Cli {
     fn parse_from_args(
         args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
     ) -> Result<Cli, clap::Error> {
-        let mut command = with_settings(Cli::command());
+        let mut command = Cli::full_command();
         let matches = command.try_get_matches_from_mut(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.setting_flags = setting_flags(&command, &matches);
         Ok(cli)
+    }
+
+    /// The command line's definition, with each setting's help saying
+    /// where else its value comes from: what `--help` and the man pages
+    /// show.
+    pub(crate) fn full_command() -> clap::Command {
+        with_settings(Cli::command())
     }
 
     /// The flags that override settings, for `settings::load`.

@@ -14,6 +14,7 @@ mod dlq;
 mod error;
 mod groups;
 mod list_queues;
+mod man;
 mod metrics;
 mod run;
 mod send;
@@ -75,6 +76,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .wrap_err("writing the completion script")?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Man(args) = &cli.command {
+        // Needs no settings and no SQS either.
+        return man::run(args);
+    }
     let settings = settings::load(cli.global.config.as_deref(), &cli.setting_flags(), |name| {
         std::env::var(name).ok()
     })?;
@@ -98,7 +103,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dlq::redrive(&client, &settings, args, progress).await
         }
         Command::Purge(args) => dlq::purge(&client, args).await,
-        Command::Completions { .. } | Command::Run(_) | Command::Groups(_) => {
+        Command::Completions { .. } | Command::Man(_) | Command::Run(_) | Command::Groups(_) => {
             unreachable!("answered above")
         }
     }

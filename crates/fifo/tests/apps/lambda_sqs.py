@@ -51,6 +51,7 @@ def process(record):
         write_record("failed", group, count, seq)
         raise RuntimeError(f"{group} #{seq} fails once")
     write_record("ok", group, count, seq)
+    print(f"{group} #{seq} done", file=sys.stderr)
 
 
 def write_record(event, group, count, seq):
