@@ -128,6 +128,17 @@ pub(crate) fn sbom(archive: &Archive) -> Result<PathBuf> {
         remove_sboms(&project_root().join(member));
     }
     moved?;
+    let text = std::fs::read_to_string(&sbom)
+        .map_err(|e| format!("cannot read {}: {e}", sbom.display()))?;
+    for expected in [
+        r#""bomFormat": "CycloneDX""#,
+        r#""name": "fifo""#,
+        r#""name": "aws-sdk-sqs""#,
+    ] {
+        if !text.contains(expected) {
+            return Err(format!("{} lacks {expected}", sbom.display()));
+        }
+    }
     Ok(sbom)
 }
 
