@@ -255,13 +255,13 @@ impl Handler for HttpHandler {
         let mut response = response.await?;
         let status = response.status();
         if !status.is_success() {
-            return Err(self.refused(response).await);
+            return Err(self.refused(response, "").await);
         }
         // A body cut off mid-way: the app may have failed before it
         // committed, so this is no success.
         match drain(&mut response, 0).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.cut_off(status, e)),
+            Err(e) => Err(self.cut_off(status, e, "")),
         }
     }
 
@@ -313,28 +313,35 @@ impl HttpHandler {
         {
             headers.insert("traceparent", parent);
         }
+        // A failure of the request is one of the whole batch: said so when
+        // there is more than the message it is blamed on.
+        let whole = match messages.len() {
+            1 => String::new(),
+            n => format!("; the whole batch of {n} failed"),
+        };
         let mut response = match self.post(headers, lambda::event(messages, source)).await {
             Ok(response) => response,
-            Err(error) => return BatchOutcome::failed_at(0, error),
+            Err(error) => return BatchOutcome::failed_at(0, format!("{error}{whole}")),
         };
         let status = response.status();
         if !status.is_success() {
-            return BatchOutcome::failed_at(0, self.refused(response).await);
+            return BatchOutcome::failed_at(0, self.refused(response, &whole).await);
         }
         let who = format!("POST {}", self.shown_url);
         match drain(&mut response, lambda::MAX_ANSWER + 1).await {
             Ok(answer) if answer.len() > lambda::MAX_ANSWER => lambda::too_long(&who),
             Ok(answer) => lambda::outcome(&answer, messages, &who),
-            Err(e) => BatchOutcome::failed_at(0, self.cut_off(status, e)),
+            Err(e) => BatchOutcome::failed_at(0, self.cut_off(status, e, &whole)),
         }
     }
 
-    /// The failure a 2xx answer whose body was cut off is.
-    fn cut_off(&self, status: StatusCode, error: reqwest::Error) -> HandlerError {
+    /// The failure a 2xx answer whose body was cut off is, `note` ending
+    /// its text.
+    fn cut_off(&self, status: StatusCode, error: reqwest::Error, note: &str) -> HandlerError {
         StatusError::new(
             format!("HTTP {}", status.as_u16()),
             format!(
-                "POST {} answered {status} but its body was cut off ({})",
+                "POST {} answered {status} but its body was cut off ({}){note}",
                 self.shown_url,
                 error_chain(&error.without_url())
             ),
@@ -342,8 +349,8 @@ impl HttpHandler {
         .into()
     }
 
-    /// The failure an answer that is not 2xx is.
-    async fn refused(&self, mut response: reqwest::Response) -> HandlerError {
+    /// The failure an answer that is not 2xx is, `note` ending its text.
+    async fn refused(&self, mut response: reqwest::Response, note: &str) -> HandlerError {
         let status = response.status();
         let retry_after = response
             .headers()
@@ -359,6 +366,7 @@ impl HttpHandler {
         if !body.trim().is_empty() {
             error += &format!(": {}", crate::log_line::escape_controls(body.trim()));
         }
+        error += note;
         let error = StatusError::new(format!("HTTP {}", status.as_u16()), error);
         failure(status, self.reject_status, retry_after, error)
     }

@@ -105,6 +105,28 @@ pub(crate) fn outcome(answer: &[u8], messages: &[&Message], who: &str) -> BatchO
     }
 }
 
+/// A program's stdout split into what it logged and its answer: all of it
+/// when it is JSON as a whole (or empty); otherwise, when its last line is
+/// JSON, that line, and the lines before it are the log (a function that
+/// logs with `print()` writes its log to stdout, as under Lambda, before
+/// the answer).
+pub(crate) fn split_answer(stdout: &[u8]) -> (&[u8], &[u8]) {
+    let is_json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).is_ok();
+    if stdout.trim_ascii().is_empty() || is_json(stdout) {
+        return (&[], stdout);
+    }
+    let text = stdout.trim_ascii_end();
+    let start = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    if start > 0 && is_json(&text[start..]) {
+        (&stdout[..start], &text[start..])
+    } else {
+        (&[], stdout)
+    }
+}
+
 /// The failure of a whole batch whose answer was over [`MAX_ANSWER`].
 pub(crate) fn too_long(who: &str) -> BatchOutcome {
     BatchOutcome::failed_at(0, unreadable(who, "more than 6 MB"))
@@ -154,19 +176,24 @@ fn first_failure(answer: &[u8], messages: &[&Message]) -> Result<Option<usize>, 
     };
     let mut first: Option<usize> = None;
     for failure in failures {
-        let id = failure
-            .get("itemIdentifier")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                format!(
+        let id = match failure.get("itemIdentifier") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            Some(other) => {
+                return Err(format!(
+                    "an itemIdentifier {}, which is not a message id",
+                    shown(other)
+                ));
+            }
+            None => {
+                return Err(format!(
                     "a batchItemFailures entry {} without an itemIdentifier",
                     shown(failure)
-                )
-            })?;
+                ));
+            }
+        };
         let index = messages
             .iter()
-            .position(|m| m.id == id)
+            .position(|m| m.id == *id)
             .ok_or_else(|| format!("itemIdentifier {id:?}, which is no message of the batch"))?;
         first = Some(first.map_or(index, |first| first.min(index)));
     }
@@ -277,6 +304,28 @@ mod tests {
     }
 
     #[test]
+    fn a_programs_log_before_its_answer_is_told_apart() {
+        let split = |stdout: &str| {
+            let (log, answer) = split_answer(stdout.as_bytes());
+            (
+                String::from_utf8_lossy(log).into_owned(),
+                String::from_utf8_lossy(answer).into_owned(),
+            )
+        };
+        let answer = r#"{"batchItemFailures":[]}"#;
+        assert_eq!(split(answer), (String::new(), answer.to_owned()));
+        assert_eq!(split(""), (String::new(), String::new()));
+        let pretty = "{\n  \"batchItemFailures\": []\n}\n";
+        assert_eq!(split(pretty), (String::new(), pretty.to_owned()));
+        assert_eq!(
+            split(&format!("processing\nstill\n{answer}\n")),
+            ("processing\nstill\n".to_owned(), answer.to_owned())
+        );
+        let junk = "processing\nnot an answer\n";
+        assert_eq!(split(junk), (String::new(), junk.to_owned()));
+    }
+
+    #[test]
     fn an_answer_lambda_could_not_read_fails_the_whole_batch() {
         let (a, b) = (message("a"), message("b"));
         let batch = [&a, &b];
@@ -286,7 +335,11 @@ mod tests {
             (r#"{"batchItemFailures":"b"}"#, "not a list"),
             (
                 r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
-                "without an itemIdentifier",
+                "which is not a message id",
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":5}]}"#,
+                "itemIdentifier 5, which is not a message id",
             ),
             (
                 r#"{"batchItemFailures":[{"id":"b"}]}"#,

@@ -24,63 +24,79 @@ pub(crate) fn run(args: &ManArgs) -> Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let name = std::iter::once("fifo")
-        .chain(args.command.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join("-");
-    let Some((_, page)) = pages.iter().find(|(file, _)| *file == format!("{name}.1")) else {
-        let commands: Vec<String> = pages
+    let wanted = args.command.join(" ");
+    let Some(page) = pages.iter().find(|page| page.command == wanted) else {
+        let commands: Vec<&str> = pages
             .iter()
-            .filter_map(|(file, _)| file.strip_prefix("fifo-")?.strip_suffix(".1"))
-            .map(|name| name.replace('-', " "))
+            .map(|page| page.command.as_str())
+            .filter(|command| !command.is_empty())
             .collect();
         return Err(UserError::new(
-            format!("fifo has no command `{}`", args.command.join(" ")),
+            format!("fifo has no command `{wanted}`"),
             Some(format!("give one of: {}", commands.join(", "))),
         )
         .into());
     };
     std::io::stdout()
         .lock()
-        .write_all(page)
+        .write_all(&page.roff)
         .wrap_err("writing the man page")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every page, as its file name (`fifo-dlq-peek.1`) and its roff text.
-fn pages() -> Vec<(String, Vec<u8>)> {
+/// One command's man page.
+struct Page {
+    /// The command's words after `fifo` (`dlq peek`; empty for fifo itself).
+    command: String,
+    /// Its file name (`fifo-dlq-peek.1`).
+    file: String,
+    roff: Vec<u8>,
+}
+
+/// Every command's page.
+fn pages() -> Vec<Page> {
     let mut command = Cli::full_command().disable_help_subcommand(true);
     // Built, every subcommand knows its full name (`fifo-dlq-peek`).
     command.build();
     let mut pages = Vec::new();
-    add_pages(&command, &mut pages);
+    add_pages(&command, "", &mut pages);
     pages
 }
 
-fn add_pages(command: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) {
+fn add_pages(command: &clap::Command, words: &str, pages: &mut Vec<Page>) {
     let man = Man::new(command.clone())
         .source(format!("fifo {}", env!("CARGO_PKG_VERSION")))
         .manual("fifo manual");
     let mut roff = Vec::new();
     man.render(&mut roff)
         .expect("rendering into memory cannot fail");
-    pages.push((man.get_filename(), roff));
+    pages.push(Page {
+        command: words.to_owned(),
+        file: man.get_filename(),
+        roff,
+    });
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        add_pages(sub, pages);
+        let words = format!("{words} {}", sub.get_name());
+        add_pages(sub, words.trim_start(), pages);
     }
 }
 
 /// Writes `pages` into `dir`, created if missing.
-fn write_all(pages: &[(String, Vec<u8>)], dir: &Path) -> Result<()> {
+fn write_all(pages: &[Page], dir: &Path) -> Result<()> {
     let cannot = |e: std::io::Error| {
+        let why = if dir.exists() && !dir.is_dir() {
+            "it is not a directory".to_owned()
+        } else {
+            e.to_string()
+        };
         UserError::new(
-            format!("cannot write man pages to {}: {e}", dir.display()),
-            Some("give --dir a directory you may write to".to_owned()),
+            format!("cannot write man pages to {}: {why}", dir.display()),
+            Some("give --dir a directory you may write to (it is created if missing)".to_owned()),
         )
     };
     std::fs::create_dir_all(dir).map_err(cannot)?;
-    for (file, roff) in pages {
-        std::fs::write(dir.join(file), roff).map_err(cannot)?;
+    for page in pages {
+        std::fs::write(dir.join(&page.file), &page.roff).map_err(cannot)?;
     }
     Ok(())
 }
@@ -92,7 +108,7 @@ mod tests {
     #[test]
     fn every_command_has_a_page_named_after_it() {
         let pages = pages();
-        let names: Vec<&str> = pages.iter().map(|(file, _)| file.as_str()).collect();
+        let names: Vec<&str> = pages.iter().map(|page| page.file.as_str()).collect();
         for name in [
             "fifo.1",
             "fifo-run.1",
@@ -103,8 +119,10 @@ mod tests {
             assert!(names.contains(&name), "{name} in {names:?}");
         }
         assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
-        let (_, run) = pages.iter().find(|(f, _)| f == "fifo-run.1").unwrap();
-        let run = String::from_utf8_lossy(run);
+        let peek = pages.iter().find(|p| p.command == "dlq peek").unwrap();
+        assert_eq!(peek.file, "fifo-dlq-peek.1");
+        let run = pages.iter().find(|p| p.command == "run").unwrap();
+        let run = String::from_utf8_lossy(&run.roff);
         assert!(run.starts_with(".ie"), "roff: {}", &run[..40]);
         // The settings' help is the one --help shows.
         assert!(run.contains("FIFO_HTTP_FORMAT"), "{run}");

@@ -7,14 +7,15 @@
 use fifo_handler::{BatchOutcome, CannotStart, Message};
 
 use super::ExecHandler;
+use super::forward::prefixed;
 use crate::lambda::{self, EventSource};
 use crate::trace;
 
 impl ExecHandler {
     /// Runs the program once for `messages` with Lambda's SQS event on
     /// stdin (as `sam local invoke` gives it), and reads what it prints on
-    /// stdout as the function's answer (`batchItemFailures`); its stderr is
-    /// forwarded as its log. Exit status 0: the answer decides; any other
+    /// stdout as the function's answer (`batchItemFailures`): all of it, or
+    /// its last line when lines of log come before. Its log is forwarded. Exit status 0: the answer decides; any other
     /// fails the whole batch, as a function error does under Lambda (65
     /// rejects the first message, 75 runs it again later).
     pub(super) async fn run_lambda(
@@ -50,7 +51,12 @@ impl ExecHandler {
         if ran.more_stdout {
             return lambda::too_long(&who);
         }
-        lambda::outcome(&ran.stdout, messages, &who)
+        let (log, answer) = lambda::split_answer(&ran.stdout);
+        if !log.is_empty() {
+            let prefix = format!("[{}] ", first.group_id);
+            self.output.stdout(prefixed(&prefix, log)).await;
+        }
+        lambda::outcome(answer, messages, &who)
     }
 
     /// What [`ExecHandler`]'s `handle_batch` does.
@@ -204,6 +210,7 @@ mod tests {
         let (handler, out, err) = lambda(
             r#"grep -q '"eventSourceARN":"arn:aws:sqs:us-east-1:000000000000:q.fifo"' || exit 3
                echo 'handling' >&2
+               echo 'printed as a log'
                echo '{"batchItemFailures":[{"itemIdentifier":"m-3"},{"itemIdentifier":"m-2"}]}'"#,
         );
         let outcome = handler.handle_batch(&batch).await;
@@ -214,7 +221,8 @@ mod tests {
             "{error}"
         );
         handler.output.clone().finish().await;
-        assert_eq!(out.text(), "");
+        // The answer is read; what was printed before it is the log.
+        assert_eq!(out.text(), "[g] printed as a log\n");
         assert_eq!(err.text(), "[g] handling\n");
 
         let (all, _, _) = lambda("cat > /dev/null");

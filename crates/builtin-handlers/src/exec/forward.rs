@@ -49,6 +49,14 @@ pub(super) async fn forward(
     last_line
 }
 
+/// `bytes` as forwarded lines, each prefixed with `prefix`.
+pub(super) fn prefixed(prefix: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut lines = Lines::new(prefix.as_bytes());
+    let mut out = lines.push(bytes);
+    out.extend(lines.finish());
+    out
+}
+
 /// Writes forwarded lines to `to`, keeping stderr's last line in
 /// `last_line` (part of a failure's text).
 async fn write(bytes: Vec<u8>, prefix: &str, output: &Output, to: To, last_line: &mut String) {

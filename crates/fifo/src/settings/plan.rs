@@ -14,8 +14,8 @@ use fifo_worker_pool::{ConfigError, Exhausted, PoolConfig, limits};
 
 use super::error::SettingsError;
 use super::keys::{
-    ADMIN_TOKEN_FILE, BATCH_FORMAT, HTTP_CONTENT_TYPE, HTTP_FORMAT, HTTP_READY, HTTP_REJECT_STATUS,
-    Key, MAX_IN_FLIGHT, MAX_WORKERS, Origin, Settings, VISIBILITY_TIMEOUT,
+    ADMIN_TOKEN_FILE, BATCH, BATCH_FORMAT, HTTP_CONTENT_TYPE, HTTP_FORMAT, HTTP_READY,
+    HTTP_REJECT_STATUS, Key, MAX_IN_FLIGHT, MAX_WORKERS, Origin, Settings, VISIBILITY_TIMEOUT,
 };
 
 /// What `fifo run` was asked on its command line beyond the settings.
@@ -99,7 +99,8 @@ impl RunPlan {
             },
             (Some(url), command) => {
                 let lambda = settings.http_format == "lambda";
-                check_http_handler(url, request, command, pool.batch, lambda)?;
+                let batch_given = settings.origin(&BATCH).describe(&BATCH);
+                check_http_handler(url, request, command, (pool.batch, batch_given), lambda)?;
                 HandlerPlan::Http {
                     lambda,
                     url: url.clone(),
@@ -131,7 +132,7 @@ fn check_http_handler(
     url: &str,
     request: RunRequest<'_>,
     command: &[OsString],
-    batch: usize,
+    (batch, batch_given): (usize, String),
     lambda: bool,
 ) -> Result<(), SettingsError> {
     // clap refuses them beside a command; the URL may come from elsewhere.
@@ -152,11 +153,9 @@ fn check_http_handler(
     }
     if batch > 1 && !lambda {
         return Err(SettingsError::new(
-            format!(
-                "--batch {batch} does not apply to the HTTP handler: it sends one request per message"
-            ),
+            format!("{batch_given} does not apply to the HTTP handler: it sends one request per message"),
             Some(
-                "drop --batch (FIFO_BATCH) or set it to 1; or give --http-format lambda, whose events hold batches"
+                "drop it or set it to 1; or give --http-format lambda (FIFO_HTTP_FORMAT), whose events hold batches"
                     .to_owned(),
             ),
         ));
@@ -210,9 +209,14 @@ impl Settings {
     /// `--batch-format` is how a command gets its messages: without one,
     /// it would do nothing.
     pub(super) fn check_batch_format(&self, command: &[OsString]) -> Result<(), SettingsError> {
+        // The default, even given, changes nothing: a shared environment
+        // or file may pin it.
         let Some(origin) = self.origins.get(BATCH_FORMAT.name) else {
             return Ok(());
         };
+        if Some(self.batch_format.as_str()) == BATCH_FORMAT.default {
+            return Ok(());
+        }
         let given = origin.describe(&BATCH_FORMAT);
         let (error, hint) = if self.http_url.is_some() {
             (

@@ -596,6 +596,9 @@ mod plan {
             err.message,
             "--batch-format lambda is given without a command to run"
         );
+        // The default, even given, is no choice.
+        let pinned = settings_of(vec![(&BATCH_FORMAT, "fifo".to_owned())], &http);
+        assert!(RunPlan::new(&pinned, request(&[])).is_ok());
     }
 
     #[test]
