@@ -128,7 +128,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         for key in &keys {
             let tracked = self.tracked.get_mut(key).expect("tracked");
             tracked.visibility_call = true;
-            handles.push(tracked.receipt_handle.clone());
+            handles.push(tracked.message.receipt_handle.clone());
         }
         let call =
             calls::change_visibility(self.queue.clone(), keys.clone(), handles, seconds, release);

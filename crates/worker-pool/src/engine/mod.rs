@@ -134,12 +134,11 @@ enum Phase {
 /// A held message.
 #[derive(Debug)]
 struct Tracked {
-    /// The message as its handler sees it.
+    /// The message as its handler sees it, with this delivery's receipt
+    /// handle, for every call about it.
     message: Arc<Message>,
     /// The attributes as received, for the copy to the dead-letter queue.
     attributes: BTreeMap<String, Attribute>,
-    /// This delivery's receipt handle, for every call about it.
-    receipt_handle: String,
     /// Until when SQS keeps it from everyone else, as far as it confirmed.
     expires: Instant,
     /// A visibility change for it is under way: no other may be sent, so

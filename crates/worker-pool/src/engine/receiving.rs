@@ -403,9 +403,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 // Delivered again while in its lane: SQS let the lease lapse.
                 // The new delivery takes the old one's place in the lane.
                 self.counters.add_lost(1);
-                Arc::make_mut(&mut tracked.message).receipt_handle =
-                    received.receipt_handle.clone();
-                tracked.receipt_handle = received.receipt_handle;
+                Arc::make_mut(&mut tracked.message).receipt_handle = received.receipt_handle;
                 tracked.expires = expires;
                 // A new lease: pinned again if it is still overtaken.
                 tracked.received = expires - visibility;
@@ -448,7 +446,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 .filter(|(_, attribute)| attribute.text().is_some())
                 .map(|(name, attribute)| (name.clone(), attribute.data_type.clone()))
                 .collect(),
-            receipt_handle: received.receipt_handle.clone(),
+            receipt_handle: received.receipt_handle,
         };
         message_event("received", &message, 0, None, None);
         self.by_message_id.insert(message.id.clone(), key);
@@ -458,7 +456,6 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             Tracked {
                 message: Arc::new(message),
                 attributes: received.attributes,
-                receipt_handle: received.receipt_handle,
                 expires,
                 visibility_call: false,
                 attempts: 0,

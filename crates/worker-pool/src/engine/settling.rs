@@ -208,7 +208,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             for key in &keys {
                 let tracked = &self.tracked[key];
                 let group = tracked.message.group_id.clone();
-                handles.push(tracked.receipt_handle.clone());
+                handles.push(tracked.message.receipt_handle.clone());
                 *self
                     .settling
                     .deleting_groups
@@ -375,7 +375,7 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             why,
         };
         let queue = self.queue.clone();
-        let receipt_handle = tracked.receipt_handle.clone();
+        let receipt_handle = tracked.message.receipt_handle.clone();
         let call = async move {
             tokio::time::sleep(delay).await;
             calls::dead_letter(queue, key, receipt_handle, copy).await
