@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::Result;
-use crate::project::{cargo, cargo_command, project_root, run, target_dir, tools_dir};
+use crate::project::{
+    cargo, cargo_command, install_tool, project_root, run, target_dir, tool_version,
+};
 
 /// The cargo-cyclonedx that makes the SBOM, installed into `.tools/` when
 /// missing, as nextest is.
@@ -326,30 +328,13 @@ fn output(command: &mut Command) -> Result<String> {
 /// Installs cargo-cyclonedx into the project when cargo cannot find the
 /// pinned version.
 fn ensure_cyclonedx() -> Result<()> {
-    let found = cargo_command()
-        .args(["cyclonedx", "--version"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if found.is_some_and(|version| version.contains(CYCLONEDX_VERSION)) {
+    if tool_version("cyclonedx").is_some_and(|version| version.contains(CYCLONEDX_VERSION)) {
         return Ok(());
     }
     println!(
         "installing cargo-cyclonedx {CYCLONEDX_VERSION} into .tools/ for the SBOM (once, a few minutes on two cores)"
     );
-    let root = tools_dir();
-    let root = root.to_str().ok_or("the project path is not UTF-8")?;
-    cargo(&[
-        "install",
-        "cargo-cyclonedx",
-        "--version",
-        CYCLONEDX_VERSION,
-        "--locked",
-        "--root",
-        root,
-    ])
-    .map_err(|e| format!("{e}\nhint: it needs crates.io"))
+    install_tool("cargo-cyclonedx", CYCLONEDX_VERSION, "it needs crates.io")
 }
 
 #[cfg(test)]

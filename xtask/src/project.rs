@@ -26,6 +26,33 @@ pub(crate) fn cargo_command() -> Command {
     command
 }
 
+/// What `cargo SUBCOMMAND --version` prints, when cargo finds that tool.
+pub(crate) fn tool_version(subcommand: &str) -> Option<String> {
+    cargo_command()
+        .args([subcommand, "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `cargo install` of the crate `tool` at `version` (its lock file kept)
+/// into [`tools_dir`]; `hint` is added to a failure.
+pub(crate) fn install_tool(tool: &str, version: &str, hint: &str) -> Result<()> {
+    let root = tools_dir();
+    let root = root.to_str().ok_or("the project path is not UTF-8")?;
+    cargo(&[
+        "install",
+        tool,
+        "--version",
+        version,
+        "--locked",
+        "--root",
+        root,
+    ])
+    .map_err(|e| format!("{e}\nhint: {hint}"))
+}
+
 /// Where `cargo xtask` installs the tools it needs: inside the project, so
 /// nothing outside it changes.
 pub(crate) fn tools_dir() -> PathBuf {

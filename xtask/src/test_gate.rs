@@ -7,7 +7,9 @@ use std::process::Command;
 
 use crate::Result;
 use crate::dist;
-use crate::project::{cargo, cargo_command, project_root, run, target_dir, tools_dir};
+use crate::project::{
+    cargo, cargo_command, install_tool, project_root, run, target_dir, tool_version, tools_dir,
+};
 
 /// The cargo-nextest `cargo xtask test` installs when none is found.
 const NEXTEST_VERSION: &str = "0.9.143";
@@ -86,12 +88,7 @@ fn install_check() -> Result<()> {
 /// Installs cargo-nextest into the project when cargo cannot find one, or
 /// when the one installed there is not the pinned version any more.
 pub(crate) fn ensure_nextest() -> Result<()> {
-    let found = cargo_command()
-        .args(["nextest", "--version"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let found = tool_version("nextest");
     let ours = tools_dir().join("bin").join("cargo-nextest").exists();
     match found {
         Some(version) if !ours || version.contains(NEXTEST_VERSION) => return Ok(()),
@@ -102,20 +99,9 @@ pub(crate) fn ensure_nextest() -> Result<()> {
             "cargo-nextest not found: installing cargo-nextest {NEXTEST_VERSION} into .tools/ (once, about ten minutes on two cores)"
         ),
     }
-    let root = tools_dir();
-    let root = root.to_str().ok_or("the project path is not UTF-8")?;
-    cargo(&[
-        "install",
+    install_tool(
         "cargo-nextest",
-        "--version",
         NEXTEST_VERSION,
-        "--locked",
-        "--root",
-        root,
-    ])
-    .map_err(|e| {
-        format!(
-            "{e}\nhint: it needs crates.io; or install any cargo-nextest yourself (https://nexte.st), cargo finds it on PATH"
-        )
-    })
+        "it needs crates.io; or install any cargo-nextest yourself (https://nexte.st), cargo finds it on PATH",
+    )
 }
