@@ -313,12 +313,8 @@ impl HttpHandler {
         {
             headers.insert("traceparent", parent);
         }
-        // A failure of the request is one of the whole batch: said so when
-        // there is more than the message it is blamed on.
-        let whole = match messages.len() {
-            1 => String::new(),
-            n => format!("; the whole batch of {n} failed"),
-        };
+        // A failure of the request is one of the whole batch.
+        let whole = lambda::whole_batch(messages.len());
         let mut response = match self.post(headers, lambda::event(messages, source)).await {
             Ok(response) => response,
             Err(error) => return BatchOutcome::failed_at(0, format!("{error}{whole}")),

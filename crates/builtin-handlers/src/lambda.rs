@@ -127,6 +127,15 @@ pub(crate) fn split_answer(stdout: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// What ends the text of a failure of a whole batch of `size`: said when
+/// there is more than the message it is blamed on.
+pub(crate) fn whole_batch(size: usize) -> String {
+    match size {
+        0 | 1 => String::new(),
+        n => format!("; the whole batch of {n} failed"),
+    }
+}
+
 /// The failure of a whole batch whose answer was over [`MAX_ANSWER`].
 pub(crate) fn too_long(who: &str) -> BatchOutcome {
     BatchOutcome::failed_at(0, unreadable(who, "more than 6 MB"))

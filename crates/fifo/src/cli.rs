@@ -286,10 +286,12 @@ pub(crate) struct RunArgs {
     /// --batch a JSON array, as above) or lambda (Lambda's SQS event on
     /// stdin, as `sam local invoke` gives it: {"Records": [...]}, one
     /// group's messages in order; CMD prints the function's answer on
-    /// stdout, {"batchItemFailures": [{"itemIdentifier": ID}]}, and logs on
-    /// stderr). The messages before the first one listed succeeded, that
-    /// one failed, the rest run again after it; nothing listed is success
-    /// of all; a non-zero exit fails the whole batch
+    /// stdout, {"batchItemFailures": [{"itemIdentifier": ID}]}, read once it
+    /// exits: all of stdout, or its last line when lines of log come
+    /// before, which are forwarded; stderr is forwarded as it comes). The
+    /// messages before the first one listed succeeded, that one failed, the
+    /// rest run again after it; nothing listed is success of all; a
+    /// non-zero exit fails the whole batch
     #[arg(long, value_name = "FORMAT")]
     pub(crate) batch_format: Option<String>,
 

@@ -39,11 +39,14 @@ impl ExecHandler {
             Ok(ran) => ran,
             Err(e) => return BatchOutcome::failed_at(0, e),
         };
+        let prefix = format!("[{}] ", first.group_id);
         if !ran.status.success() {
+            // No answer: what it printed is its log, which says why.
+            self.output.stdout(prefixed(&prefix, &ran.stdout)).await;
             let error = format!(
-                "{}; the whole batch of {} failed",
+                "{}{}",
                 self.exited(ran.status, &ran.last_line),
-                messages.len()
+                lambda::whole_batch(messages.len())
             );
             return BatchOutcome::failed_at(0, self.failure(ran.status, error));
         }
@@ -52,10 +55,7 @@ impl ExecHandler {
             return lambda::too_long(&who);
         }
         let (log, answer) = lambda::split_answer(&ran.stdout);
-        if !log.is_empty() {
-            let prefix = format!("[{}] ", first.group_id);
-            self.output.stdout(prefixed(&prefix, log)).await;
-        }
+        self.output.stdout(prefixed(&prefix, log)).await;
         lambda::outcome(answer, messages, &who)
     }
 
@@ -233,11 +233,13 @@ mod tests {
             "one message, one record"
         );
 
-        let (failed, _, _) = lambda(r#"echo '{"batchItemFailures":[]}'; exit 3"#);
+        let (failed, out, _) = lambda(r#"echo 'about to fail'; exit 3"#);
         let outcome = failed.handle_batch(&batch).await;
         assert_eq!(outcome.succeeded, 0, "an exit status fails the whole batch");
         let error = outcome.error.unwrap().to_string();
-        assert!(error.ends_with("the whole batch of 3 failed"), "{error}");
+        assert!(error.ends_with("; the whole batch of 3 failed"), "{error}");
+        failed.output.clone().finish().await;
+        assert_eq!(out.text(), "[g] about to fail\n", "no answer: all of it is log");
     }
 
     #[tokio::test]

@@ -49,7 +49,8 @@ pub(super) async fn forward(
     last_line
 }
 
-/// `bytes` as forwarded lines, each prefixed with `prefix`.
+/// `bytes` as forwarded lines, each prefixed with `prefix` (nothing for
+/// no bytes).
 pub(super) fn prefixed(prefix: &str, bytes: &[u8]) -> Vec<u8> {
     let mut lines = Lines::new(prefix.as_bytes());
     let mut out = lines.push(bytes);

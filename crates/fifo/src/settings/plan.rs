@@ -185,13 +185,18 @@ impl Settings {
         if self.http_url.is_some() {
             return Ok(());
         }
-        for key in [
-            &HTTP_READY,
-            &HTTP_CONTENT_TYPE,
-            &HTTP_FORMAT,
-            &HTTP_REJECT_STATUS,
-        ] {
-            // Only values given are listed: a default is no choice.
+        let given = [
+            (&HTTP_READY, self.http_ready.clone().unwrap_or_default()),
+            (&HTTP_CONTENT_TYPE, self.http_content_type.clone()),
+            (&HTTP_FORMAT, self.http_format.clone()),
+            (&HTTP_REJECT_STATUS, self.http_reject_status.to_string()),
+        ];
+        for (key, value) in given {
+            // Only values given are listed: a default is no choice, even
+            // given (a shared environment or file may pin it).
+            if Some(value.as_str()) == key.default {
+                continue;
+            }
             if let Some(origin) = self.origins.get(key.name) {
                 let env = key.env.first().copied().unwrap_or_default();
                 return Err(SettingsError::new(

@@ -515,8 +515,10 @@ mod plan {
                 "give --http URL (FIFO_HTTP_URL) too, or drop --http-reject-status (FIFO_HTTP_REJECT_STATUS)"
             )
         );
-        // A default is no choice.
+        // A default is no choice, even given.
         assert!(RunPlan::new(&settings_of(vec![], &[]), request(&[])).is_ok());
+        let pinned = settings_of(vec![], &[("FIFO_HTTP_REJECT_STATUS", "422")]);
+        assert!(RunPlan::new(&pinned, request(&[])).is_ok());
     }
 
     #[test]

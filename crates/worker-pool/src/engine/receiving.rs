@@ -403,7 +403,9 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
                 // Delivered again while in its lane: SQS let the lease lapse.
                 // The new delivery takes the old one's place in the lane.
                 self.counters.add_lost(1);
-                Arc::make_mut(&mut tracked.message).receipt_handle = received.receipt_handle;
+                let message = Arc::make_mut(&mut tracked.message);
+                message.receipt_handle = received.receipt_handle;
+                message.receive_count = received.receive_count;
                 tracked.expires = expires;
                 // A new lease: pinned again if it is still overtaken.
                 tracked.received = expires - visibility;
