@@ -239,7 +239,11 @@ mod tests {
         let error = outcome.error.unwrap().to_string();
         assert!(error.ends_with("; the whole batch of 3 failed"), "{error}");
         failed.output.clone().finish().await;
-        assert_eq!(out.text(), "[g] about to fail\n", "no answer: all of it is log");
+        assert_eq!(
+            out.text(),
+            "[g] about to fail\n",
+            "no answer: all of it is log"
+        );
     }
 
     #[tokio::test]
