@@ -2,6 +2,7 @@
 //! `max_in_flight` (a fixed number with `pollers`, else as many as pay, see
 //! [`Pace`]), and tracking what they bring.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -425,6 +426,15 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
         }
         let key = self.next_key;
         self.next_key += 1;
+        // The handler sees the text attributes (String and Number ones),
+        // each with its type.
+        let (mut attributes, mut attribute_types) = (BTreeMap::new(), BTreeMap::new());
+        for (name, attribute) in &received.attributes {
+            if let Some(text) = attribute.text() {
+                attributes.insert(name.clone(), text.to_owned());
+                attribute_types.insert(name.clone(), attribute.data_type.clone());
+            }
+        }
         let message = Message {
             id: received.message_id,
             group_id: received.group_id,
@@ -437,17 +447,8 @@ impl<Q: Queue, H: Handler> Engine<Q, H> {
             trace_header: received.trace_header,
             sender_id: received.sender_id,
             attempt: 1,
-            attributes: received
-                .attributes
-                .iter()
-                .filter_map(|(name, attribute)| Some((name.clone(), attribute.text()?.to_owned())))
-                .collect(),
-            attribute_types: received
-                .attributes
-                .iter()
-                .filter(|(_, attribute)| attribute.text().is_some())
-                .map(|(name, attribute)| (name.clone(), attribute.data_type.clone()))
-                .collect(),
+            attributes,
+            attribute_types,
             receipt_handle: received.receipt_handle,
         };
         message_event("received", &message, 0, None, None);
