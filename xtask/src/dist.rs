@@ -30,6 +30,8 @@ pub(crate) struct Archive {
     pub(crate) path: PathBuf,
     /// `fifo-VERSION-TARGET`: the archive's one top directory.
     pub(crate) name: String,
+    /// The target the binary was built for (`x86_64-unknown-linux-gnu`).
+    target: String,
 }
 
 impl Archive {
@@ -60,7 +62,8 @@ pub(crate) fn package(binary: &Path, out: &Path) -> Result<Archive> {
         .trim()
         .strip_prefix("fifo ")
         .ok_or_else(|| format!("`fifo --version` answered {version:?}"))?;
-    let name = format!("fifo-{version}-{}", host_target()?);
+    let target = host_target()?;
+    let name = format!("fifo-{version}-{target}");
     let stage = out.join(&name);
     // A stage or archive left by an earlier run is ours to replace.
     let _ = std::fs::remove_dir_all(&stage);
@@ -95,7 +98,7 @@ pub(crate) fn package(binary: &Path, out: &Path) -> Result<Archive> {
         .arg(out)
         .arg(&name))?;
     let _ = std::fs::remove_dir_all(&stage);
-    let archive = Archive { path, name };
+    let archive = Archive { path, name, target };
     let sum = output(
         Command::new("sha256sum")
             .arg(format!("{}.tar.gz", archive.name))
@@ -114,7 +117,7 @@ pub(crate) fn sbom(archive: &Archive) -> Result<PathBuf> {
     command
         .args(["cyclonedx", "--format", "json", "--describe", "binaries"])
         .args(["--spec-version", "1.5", "--no-build-deps", "--quiet"])
-        .args(["--target", &host_target()?])
+        .args(["--target", &archive.target])
         .current_dir(project_root());
     run(&mut command)?;
     // cargo-cyclonedx writes one SBOM beside the manifest of each member of
