@@ -13,6 +13,8 @@ use fifo_worker_pool::{PoolConfig, Stats};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::fill;
+
 /// Records each call (its bodies, when it started, how many it reported
 /// succeeded); fails a body as often as `failures` says, reporting the
 /// messages before it as succeeded; hangs on a body in `hangs`.
@@ -109,14 +111,6 @@ fn config(batch: usize) -> PoolConfig {
         backoff_max: Duration::from_secs(1),
         until_empty: true,
         ..PoolConfig::default()
-    }
-}
-
-fn fill(queue: &MemoryQueue, groups: &[&str], count: usize) {
-    for n in 1..=count {
-        for group in groups {
-            queue.send(group, &format!("{group}-{n}"));
-        }
     }
 }
 

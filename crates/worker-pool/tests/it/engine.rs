@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 
 use fifo_test_support::recorder::{Fault, Recorder, max_overlap};
 use fifo_worker_pool::memory::MemoryQueue;
+
+use crate::fill;
 use fifo_worker_pool::{PoolConfig, Stats};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn config() -> PoolConfig {
+/// The engine's settings in these tests (the steering tests start from them).
+pub(crate) fn config() -> PoolConfig {
     PoolConfig {
         workers: 5,
         pollers: Some(1),
@@ -22,15 +25,6 @@ fn config() -> PoolConfig {
         backoff_max: Duration::from_secs(2),
         until_empty: true,
         ..PoolConfig::default()
-    }
-}
-
-/// Sends `count` messages to each group; bodies are `GROUP-N`.
-fn fill(queue: &MemoryQueue, groups: &[&str], count: usize) {
-    for n in 1..=count {
-        for group in groups {
-            queue.send(group, &format!("{group}-{n}"));
-        }
     }
 }
 

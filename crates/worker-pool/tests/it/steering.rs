@@ -5,6 +5,8 @@
 
 use fifo_test_support::recorder::{Fault, Recorder};
 use fifo_worker_pool::memory::MemoryQueue;
+
+use crate::fill;
 use fifo_worker_pool::{
     Exhausted, GroupState, GroupStatus, PoolConfig, Stats, SteerError, Steering, steering,
 };
@@ -12,29 +14,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The engine tests' settings, blocking after one retry.
 fn config() -> PoolConfig {
     PoolConfig {
-        workers: 5,
-        pollers: Some(1),
-        max_in_flight: 100,
-        wait_time_seconds: 1,
-        visibility_timeout: 30,
         retries: 1,
-        backoff_base: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(2),
-        until_empty: true,
         exhausted: Exhausted::Block,
         blocked_retry_max: Duration::from_secs(5),
-        ..PoolConfig::default()
-    }
-}
-
-/// Sends `count` messages to each group; bodies are `GROUP-N`.
-fn fill(queue: &MemoryQueue, groups: &[&str], count: usize) {
-    for n in 1..=count {
-        for group in groups {
-            queue.send(group, &format!("{group}-{n}"));
-        }
+        ..crate::engine::config()
     }
 }
 
