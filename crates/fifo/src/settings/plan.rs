@@ -98,11 +98,9 @@ impl RunPlan {
                 lambda: settings.batch_format == "lambda",
             },
             (Some(url), command) => {
-                let lambda = settings.http_format == "lambda";
-                let batch_given = settings.origin(&BATCH).describe(&BATCH);
-                check_http_handler(url, request, command, (pool.batch, batch_given), lambda)?;
+                check_http_handler(settings, url, request, command)?;
                 HandlerPlan::Http {
-                    lambda,
+                    lambda: settings.http_format == "lambda",
                     url: url.clone(),
                     ready: settings.http_ready.clone(),
                     options: HttpOptions {
@@ -129,11 +127,10 @@ impl RunPlan {
 /// The HTTP handler is chosen: flags of the log handler, a batch and a
 /// command would do nothing or contradict it.
 fn check_http_handler(
+    settings: &Settings,
     url: &str,
     request: RunRequest<'_>,
     command: &[OsString],
-    (batch, batch_given): (usize, String),
-    lambda: bool,
 ) -> Result<(), SettingsError> {
     // clap refuses them beside a command; the URL may come from elsewhere.
     if request.work_ms > 0 || request.quiet {
@@ -151,9 +148,10 @@ fn check_http_handler(
             )),
         ));
     }
-    if batch > 1 && !lambda {
+    if settings.batch > 1 && settings.http_format != "lambda" {
+        let batch = settings.origin(&BATCH).describe(&BATCH);
         return Err(SettingsError::new(
-            format!("{batch_given} does not apply to the HTTP handler: it sends one request per message"),
+            format!("{batch} does not apply to the HTTP handler: it sends one request per message"),
             Some(
                 "drop it or set it to 1; or give --http-format lambda (FIFO_HTTP_FORMAT), whose events hold batches"
                     .to_owned(),
