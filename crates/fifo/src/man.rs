@@ -70,10 +70,15 @@ fn add_pages(command: &clap::Command, words: &str, pages: &mut Vec<Page>) {
     let mut roff = Vec::new();
     man.render(&mut roff)
         .expect("rendering into memory cannot fail");
+    // The help's ellipsis has no glyph on a terminal without UTF-8, where
+    // man warns of it: three dots read the same everywhere.
+    let roff = String::from_utf8(roff)
+        .expect("clap_mangen writes UTF-8")
+        .replace('…', "...");
     pages.push(Page {
         command: words.to_owned(),
         file: man.get_filename(),
-        roff,
+        roff: roff.into_bytes(),
     });
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let words = format!("{words} {}", sub.get_name());
